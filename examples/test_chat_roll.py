@@ -1,0 +1,69 @@
+"""
+Tests written for trial (they run under pytest too): trial examples
+"""
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from chat_roll import DiceChatFactory
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from sockproto.chat import ChatServer
+from sockproto.testing import connect, connect_line_client, listen_on_loopback
+
+
+class RollTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = DiceChatFactory(ChatServer("dice", self.clock), clock=self.clock)
+        self.factory.random = random.Random(1)
+        self.alice, self.a = connect(self.factory)
+        self.clock.advance(0)
+        self.a.clear()
+
+    def test_roll_is_shown_to_the_room(self) -> None:
+        self.alice.dataReceived(b"/roll 3d6\n")
+        self.clock.advance(0)
+        line = self.a.value().decode()
+        self.assertRegex(line, r"^\* guest1 rolls 3d6: \[\d, \d, \d\] = \d+\r\n$")
+
+    def test_bad_roll_is_an_error(self) -> None:
+        self.alice.dataReceived(b"/roll 0d6\n/roll lots\n")
+        self.assertEqual(
+            self.a.value(),
+            b"error: usage: /roll NdM, as in /roll 2d6\r\n" * 2,
+        )
+
+    def test_help_lists_roll(self) -> None:
+        self.alice.dataReceived(b"/help\n")
+        self.assertIn(b"/roll NdM", self.a.value())
+
+    def test_readme_shows_this_example_as_it_is(self) -> None:
+        root = Path(__file__).resolve().parent.parent
+        readme = (root / "README.md").read_text()
+        shown = re.search(
+            r"<!-- example: examples/chat_roll.py -->\n```python\n(.*?)```",
+            readme,
+            re.S,
+        )
+        assert shown is not None
+        self.assertEqual(
+            shown.group(1), (root / "examples" / "chat_roll.py").read_text()
+        )
+
+
+class RollOverSocketTests(TestCase):
+    @inlineCallbacks
+    def test_roll_over_loopback(self) -> Any:
+        server = yield listen_on_loopback(DiceChatFactory(rateLimit=0))
+        self.addCleanup(server.stop)
+        client = yield connect_line_client(server.endpoint())
+        client.send("/roll 2d6")
+        line = yield client.expect("rolls 2d6")
+        self.assertRegex(line, r"= \d+$")
+        client.transport.loseConnection()
+        yield client.closed

@@ -1,0 +1,61 @@
+# -*- test-case-name: tests.test_chat_rooms -*-
+"""
+What happens in a chat, as values that every front end can render its way.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Sequence, Tuple
+
+__all__ = ["ChatEvent", "EventBatch"]
+
+MESSAGE = "message"
+ACTION = "action"
+JOIN = "join"
+LEAVE = "leave"
+NICK = "nick"
+PRIVATE = "private"
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """
+    One thing that happened in a room, or one private message.
+
+    @ivar kind: L{MESSAGE}, L{ACTION} (C{/me}), L{JOIN}, L{LEAVE}, L{NICK}
+        or L{PRIVATE}.
+    @ivar room: the room's name (empty for a private message).
+    @ivar nick: who did it.
+    @ivar text: what was said, the leave reason, or the new nickname.
+    @ivar target: the recipient of a private message.
+    """
+
+    kind: str
+    room: str
+    nick: str
+    text: str = ""
+    target: str = ""
+
+
+Render = Callable[[Sequence[ChatEvent]], bytes]
+
+
+@dataclass
+class EventBatch:
+    """
+    The events a room publishes in one reactor turn, delivered to every
+    member at once.  Each front end renders the batch once, with
+    L{rendered}, and writes the same bytes to each of its connections.
+    """
+
+    events: Tuple[ChatEvent, ...]
+    _rendered: Dict[object, bytes] = field(default_factory=dict, repr=False)
+
+    def rendered(self, key: object, render: Render) -> bytes:
+        """
+        C{render(self.events)}, computed once per C{key}: use one key per
+        way of rendering (sockproto's line protocol uses its class).
+        """
+        data = self._rendered.get(key)
+        if data is None:
+            data = self._rendered[key] = render(self.events)
+        return data

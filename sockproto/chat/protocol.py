@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.test_chat -*-
+"""
+The chat's line protocol, for telnet, nc and the C{sockproto chat} client.
+
+Lines end with LF or CRLF both ways (the server sends CRLF).  A line that
+does not start with C{/} goes to your room; your own lines come back to
+you as everyone sees them, which is how you know the server took them.
+"""
+
+import socket
+from typing import Any, Callable, List, Optional, Sequence
+
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..base import ServiceFactory, ServiceProtocol
+from ..lines import Event, LineParser, LineTooLong, Overflow
+from ..text import decode_line
+from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
+from .interfaces import IChatMember, IChatRoom, IChatServer
+from .rooms import ChatServer, valid_room
+
+__all__ = ["ChatFactory", "ChatProtocol"]
+
+
+class TokenBucket:
+    """
+    Allow C{rate} lines a second on average, in bursts of up to C{burst}.
+    """
+
+    def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.now = now
+        self.tokens = burst
+        self.last = now()
+
+    def take(self) -> bool:
+        """
+        Take a token if there is one; False means over the limit.
+        """
+        now = self.now()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@implementer(IChatMember)
+class ChatProtocol(ServiceProtocol):
+    """
+    One chat connection.
+
+    To add a command, add a method C{command_NAME(self, argument)} whose
+    docstring's first line is its help.  To change how lines look,
+    override L{formatEvent} (for room and private events) or L{notice}.
+    """
+
+    factory: "ChatFactory"
+    delimiter = b"\r\n"
+    nick = ""
+    room: Optional[IChatRoom] = None
+    _paused = False
+    _backlog = 0
+    _dropped = False
+
+    # --- connection -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        factory = self.factory
+        self.parser = LineParser(factory.maxLineLength, factory.maxLineLength * 16)
+        self.bucket = None
+        if factory.rateLimit:
+            burst = max(factory.rateLimit * 2, 5)
+            self.bucket = TokenBucket(factory.rateLimit, burst, factory.clock.seconds)
+        self.transport.registerProducer(self, True)
+        self.nick = factory.server.register(self)
+        self.welcome()
+        self.enter(factory.server.defaultRoom)
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self.leaveRoom(getattr(self, "quitReason", "connection lost"))
+        self.factory.server.unregister(self)
+        super().connectionLost(reason)
+
+    def welcome(self) -> None:
+        """
+        Called when a client connects: greet it.
+        """
+        server = self.factory.server
+        self.notice(f"Welcome to {server.name}, {self.nick}. Type /help for commands.")
+
+    def shutdownConnection(self) -> None:
+        """
+        Called when the server stops: say so, then close.
+        """
+        self.quitReason = "server shutting down"
+        self.notice("server shutting down")
+        self.closeConnection()
+
+    # --- input ------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        events: List[Event] = self.parser.feed(data)
+        for event in events:
+            if self.transport.disconnecting:
+                return
+            if isinstance(event, bytes):
+                self.rawLineReceived(event)
+            elif isinstance(event, LineTooLong):
+                self.lineTooLong(event.length)
+            elif isinstance(event, Overflow):
+                self.overflow()
+
+    def rawLineReceived(self, line: bytes) -> None:
+        """
+        Called with each line's bytes: rate-limit, decode, dispatch.
+        """
+        text = decode_line(line).strip()
+        if not text:
+            return
+        if self.bucket is not None and not self.bucket.take():
+            self.rateLimited(text)
+            return
+        self.lineReceived(text)
+
+    def lineReceived(self, text: str) -> None:
+        """
+        Called with each non-blank line, decoded and cleaned.
+        """
+        if text.startswith("/") and not text.startswith("//"):
+            name, _, argument = text[1:].partition(" ")
+            self.commandReceived(name.lower(), argument.strip())
+        else:
+            self.say(text[1:] if text.startswith("//") else text)
+
+    def commandReceived(self, name: str, argument: str) -> None:
+        """
+        Called with each command: runs C{command_NAME(argument)}.
+        """
+        method = getattr(self, "command_" + name, None) if name.isidentifier() else None
+        if method is None:
+            self.error(f"unknown command /{name} (try /help)")
+        else:
+            method(argument)
+
+    def say(self, text: str) -> None:
+        """
+        Called with each line for the room.
+        """
+        if self.room is not None:
+            self.room.say(self, text)
+
+    def lineTooLong(self, length: int) -> None:
+        """
+        Called when a line is over the limit: it is dropped.
+        """
+        limit = self.factory.maxLineLength
+        self.error(f"line too long ({length} bytes, limit {limit}): dropped")
+
+    def overflow(self) -> None:
+        """
+        Called when far too much arrives without a line end: disconnect.
+        """
+        self.log.warn("chat: {peer} sent too much without a line end", peer=self.peer)
+        self.quitReason = "sent too much without a line end"
+        self.error("too much data without a line end: disconnecting")
+        self.closeConnection()
+
+    def rateLimited(self, text: str) -> None:
+        """
+        Called for a line over the rate limit: it is dropped, with a notice.
+        """
+        rate = self.factory.rateLimit
+        self.error(f"slow down: over {rate:g} lines a second, line dropped")
+
+    # --- commands ---------------------------------------------------------
+
+    def command_help(self, argument: str) -> None:
+        """/help: list the commands."""
+        for name in sorted(dir(self)):
+            if name.startswith("command_"):
+                doc = (getattr(self, name).__doc__ or "").strip().splitlines()
+                self.notice(doc[0] if doc else "/" + name[len("command_") :])
+
+    def command_nick(self, argument: str) -> None:
+        """/nick NAME: change your nickname."""
+        if not argument:
+            return self.error("usage: /nick NAME")
+        old = self.nick
+        problem = self.factory.server.rename(self, argument)
+        if problem is not None:
+            return self.error(problem)
+        self.nick = argument
+        if self.room is not None:
+            self.room.renamed(self, old)
+        self.log.info(
+            "chat: {peer} {old} is now {new}", peer=self.peer, old=old, new=argument
+        )
+
+    def command_me(self, argument: str) -> None:
+        """/me ACTION: show an action, as in '* alice waves'."""
+        if not argument:
+            return self.error("usage: /me ACTION")
+        if self.room is not None:
+            self.room.act(self, argument)
+
+    def command_who(self, argument: str) -> None:
+        """/who: list who is in your room."""
+        if self.room is None:
+            return
+        nicks = self.room.nicks()
+        shown = ", ".join(nicks[:100])
+        more = f" and {len(nicks) - 100} more" if len(nicks) > 100 else ""
+        self.notice(f"in #{self.room.name} ({len(nicks)}): {shown}{more}")
+
+    def command_msg(self, argument: str) -> None:
+        """/msg NICK TEXT: send a private message."""
+        nick, _, text = argument.partition(" ")
+        text = text.strip()
+        if not nick or not text:
+            return self.error("usage: /msg NICK TEXT")
+        target = self.factory.server.find(nick)
+        if target is None:
+            return self.error(f"no such nickname: {nick}")
+        event = ChatEvent(PRIVATE, "", self.nick, text, target.nick)
+        target.receive(event)
+        if target is not self:
+            self.receive(event)
+
+    def command_join(self, argument: str) -> None:
+        """/join ROOM: leave your room for ROOM."""
+        name = valid_room(argument)
+        if name is None:
+            return self.error("usage: /join ROOM (1 to 32 letters, digits, _ or -)")
+        if self.room is not None and name == self.room.name:
+            return self.error(f"you are already in #{name}")
+        self.leaveRoom(f"joined #{name}")
+        self.enter(name)
+
+    def command_part(self, argument: str) -> None:
+        """/part: go back to the default room."""
+        default = self.factory.server.defaultRoom
+        if self.room is not None and self.room.name == default:
+            return self.error(f"you are in #{default} already; /quit leaves the chat")
+        self.leaveRoom(argument or f"back to #{default}")
+        self.enter(default)
+
+    def command_rooms(self, argument: str) -> None:
+        """/rooms: list the rooms."""
+        rooms = self.factory.server.rooms()
+        self.notice(
+            "rooms: " + ", ".join(f"#{name} ({count})" for name, count in rooms)
+        )
+
+    def command_quit(self, argument: str) -> None:
+        """/quit [REASON]: leave the chat."""
+        self.quitReason = argument or "quit"
+        self.notice("bye")
+        self.closeConnection()
+
+    # --- rooms --------------------------------------------------------------
+
+    def enter(self, name: str) -> None:
+        """
+        Join the room called C{name} and show who is there and its recent
+        history.
+        """
+        room = self.factory.server.room(name)
+        others = room.nicks()
+        shown = ", ".join(others[:20]) + (" ..." if len(others) > 20 else "")
+        self.notice(f"you are in #{name}" + (f" with {shown}" if others else ", alone"))
+        self.room = room
+        history = room.join(self)
+        if history:
+            header = f"* last {len(history)} lines of #{name}:\r\n".encode()
+            self.writeOut(header + self.renderEvents(history))
+
+    def leaveRoom(self, reason: str) -> None:
+        """
+        Leave the current room, if any, with C{reason}.
+        """
+        if self.room is not None:
+            room, self.room = self.room, None
+            room.leave(self, reason)
+
+    # --- output -------------------------------------------------------------
+
+    def deliver(self, batch: EventBatch) -> None:
+        self.writeOut(batch.rendered(type(self), self.renderEvents))
+
+    def receive(self, event: ChatEvent) -> None:
+        self.direct(self.renderEvents([event]))
+
+    def renderEvents(self, events: Sequence[ChatEvent]) -> bytes:
+        """
+        Encode C{events}, one line each.  The result is shared by every
+        connection of this class: it must depend on the events alone.
+        """
+        text = "\r\n".join([self.formatEvent(event) for event in events])
+        return (text + "\r\n").encode("utf-8")
+
+    def formatEvent(self, event: ChatEvent) -> str:
+        """
+        Called to turn an event into a line (without line end).
+        """
+        kind = event.kind
+        if kind == MESSAGE:
+            return f"<{event.nick}> {event.text}"
+        if kind == ACTION:
+            return f"* {event.nick} {event.text}"
+        if kind == JOIN:
+            return f"* {event.nick} joined #{event.room}"
+        if kind == LEAVE:
+            return f"* {event.nick} left #{event.room} ({event.text})"
+        if kind == NICK:
+            return f"* {event.nick} is now known as {event.text}"
+        if kind == PRIVATE:
+            return f"*{event.nick}* -> *{event.target}* {event.text}"
+        return f"* {event.text}"
+
+    def notice(self, text: str) -> None:
+        """
+        Send a line from the server to this client alone.
+        """
+        self.direct(("* " + text + "\r\n").encode("utf-8"))
+
+    def error(self, text: str) -> None:
+        """
+        Send an error line to this client alone.
+        """
+        self.direct(("error: " + text + "\r\n").encode("utf-8"))
+
+    def direct(self, data: bytes) -> None:
+        """
+        Write to this client alone, after what its room has queued.
+        """
+        if self.room is not None:
+            self.room.flush()
+        self.writeOut(data)
+
+    def writeOut(self, data: bytes) -> None:
+        """
+        Write C{data}, keeping count of what is unsent while the client
+        does not read; past C{factory.maxOutput}, drop the client.
+        """
+        if self._paused:
+            if self._dropped:
+                return
+            self._backlog += len(data)
+            if self._backlog > self.factory.maxOutput:
+                return self.slowReader()
+        self.transport.write(data)
+
+    def slowReader(self) -> None:
+        """
+        Called when the client's unsent output passes the bound: abort.
+        """
+        self._dropped = True
+        self.log.warn(
+            "chat: {peer} ({nick}) is not reading: {backlog} bytes unsent, dropping",
+            peer=self.peer,
+            nick=self.nick,
+            backlog=self._backlog,
+        )
+        self.quitReason = "not reading"
+        self.transport.abortConnection()
+
+    # IPushProducer: the transport tells us when its buffer is full.
+
+    def pauseProducing(self) -> None:
+        # The transport calls this on every write while its buffer is full.
+        if self._paused:
+            return
+        self._paused = True
+        self._backlog = 0
+        self.transport.pauseProducing()  # stop reading from it too
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+        if not self.transport.disconnecting:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+
+class ChatFactory(ServiceFactory):
+    """
+    Serve L{ChatProtocol}.
+
+    @ivar server: the L{IChatServer} holding nicknames and rooms.
+    @ivar maxLineLength: the longest line accepted, in bytes.
+    @ivar rateLimit: lines a second per client (0: no limit).
+    @ivar maxOutput: bytes a client may leave unread, past the transport's
+        own buffer, before it is dropped.
+    """
+
+    protocol = ChatProtocol  # type: ignore[assignment]
+    serviceName = "chat"
+    fullMessage = b"* server full, try again later\r\n"
+
+    def __init__(
+        self,
+        server: Optional[IChatServer] = None,
+        *,
+        maxLineLength: int = 512,
+        rateLimit: float = 5.0,
+        maxOutput: int = 256 * 1024,
+        historySize: int = 20,
+        maxConnections: int = 0,
+        timeout: Optional[float] = 3600.0,
+        clock: Any = None,
+    ) -> None:
+        super().__init__(maxConnections=maxConnections, timeout=timeout, clock=clock)
+        if server is None:
+            name = f"sockproto chat on {socket.gethostname()}"
+            server = ChatServer(name, self.clock, historySize=historySize)
+        self.server: IChatServer = server
+        self.maxLineLength = maxLineLength
+        self.rateLimit = rateLimit
+        self.maxOutput = maxOutput
+
+    def closeAll(self) -> Any:
+        self.server.flush()
+        return super().closeAll()

@@ -1,0 +1,274 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{sockproto} command: the client side of the services.
+
+    sockproto send HOST PORT [MESSAGE]
+"""
+
+import getopt
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from twisted.internet import defer, error, task
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from . import __version__
+from .chat.client import ChatClientProtocol, KeyboardProtocol
+from .coucou import send_message
+
+__all__ = ["main", "run"]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise usage.UsageError(f"port must be a number from 1 to 65535, not {text!r}")
+    return port
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+class _AnyOrderOptions(usage.Options):
+    """
+    Options that may come after the positional arguments too, as in
+    C{sockproto chat HOST PORT --nick NAME}.
+    """
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        arguments = list(sys.argv[1:] if options is None else options)
+        try:
+            pairs, positional = getopt.gnu_getopt(
+                arguments, self.shortOpt, self.longOpt
+            )
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        ordered: List[str] = []
+        for name, value in pairs:
+            ordered += [name, value] if _takes_value(self, name) else [name]
+        super().parseOptions(ordered + ["--"] + positional)
+
+
+def _takes_value(options: usage.Options, name: str) -> bool:
+    if name.startswith("--"):
+        return name[2:] + "=" in options.longOpt
+    return name[1:] + ":" in options.shortOpt
+
+
+class SendOptions(_AnyOrderOptions):
+    """
+    C{sockproto send HOST PORT [MESSAGE]}.
+    """
+
+    synopsis = "HOST PORT [MESSAGE]"
+    longdesc = (
+        "Connect to HOST:PORT (a name or an IPv4/IPv6 address), send MESSAGE"
+        " (default: coucou), shut down the sending side and wait until the"
+        " server closes. What the server sends back is printed; a line"
+        " starting with 'error:' from the server makes the exit status 1."
+    )
+    optParameters = [
+        ["timeout", "t", 10.0, "Give up after this many seconds.", _timeout],
+    ]
+
+    def parseArgs(  # type: ignore[override]
+        self, host: str, port: str, message: str = "coucou"
+    ) -> None:
+        self["host"] = host
+        self["port"] = _port(port)
+        self["message"] = message
+
+
+class ChatOptions(_AnyOrderOptions):
+    """
+    C{sockproto chat HOST PORT [--nick NAME]}.
+    """
+
+    synopsis = "HOST PORT [--nick NAME]"
+    longdesc = (
+        "Chat interactively: lines you type go to the server, lines from the"
+        " server are printed as they come. /quit or end of input leaves."
+    )
+    optParameters = [
+        ["nick", "n", None, "Nickname to take once connected."],
+        ["timeout", "t", 10.0, "Give up connecting after this many seconds.", _timeout],
+    ]
+
+    def parseArgs(self, host: str, port: str) -> None:  # type: ignore[override]
+        self["host"] = host
+        self["port"] = _port(port)
+
+
+class Options(usage.Options):
+    """
+    C{sockproto COMMAND ...}.
+    """
+
+    synopsis = "Usage: sockproto"
+    subCommands = [
+        ["send", None, SendOptions, "Send one message (the course's client)."],
+        ["chat", None, ChatOptions, "Chat interactively on a sockproto chat server."],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"sockproto {__version__}")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is needed: " + _commands())
+
+
+def _commands() -> str:
+    return ", ".join(sorted(COMMANDS))
+
+
+class CommandError(Exception):
+    """
+    A failure to report to the user as one line, with this exit status.
+    """
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> None:
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if failure.check(error.DNSLookupError):
+        raise CommandError(f"cannot resolve host {host!r}")
+    if failure.check(error.ConnectionRefusedError):
+        raise CommandError(f"connection refused by {where}")
+    if failure.check(defer.TimeoutError, error.TimeoutError):
+        raise CommandError(f"timed out after {timeout:g} seconds talking to {where}")
+    if failure.check(error.ConnectError, error.ConnectionLost, OSError):
+        raise CommandError(f"cannot talk to {where}: {failure.getErrorMessage()}")
+    failure.raiseException()
+
+
+@defer.inlineCallbacks
+def send(reactor: Any, options: SendOptions) -> Any:
+    """
+    Run C{sockproto send}.
+    """
+    host, port, timeout = options["host"], options["port"], options["timeout"]
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    message = options["message"].encode("utf-8")
+    try:
+        reply = yield send_message(endpoint, message, timeout=timeout, clock=reactor)
+    except Exception:
+        _connect_error(Failure(), host, port, timeout)
+    text = reply.decode("utf-8", "replace")
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    if errors:
+        raise CommandError(f"the server said: {errors[0]}")
+
+
+@defer.inlineCallbacks
+def chat(reactor: Any, options: ChatOptions) -> Any:
+    """
+    Run C{sockproto chat}: standard input and output to the chat server.
+    """
+    from twisted.internet.stdio import StandardIO
+
+    host, port, timeout = options["host"], options["port"], options["timeout"]
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    keyboard: List[Any] = []
+    protocol = ChatClientProtocol(_Output(keyboard), options["nick"])
+    try:
+        yield endpoint.connect(protocol_factory(protocol)).addTimeout(timeout, reactor)
+    except Exception:
+        _connect_error(Failure(), host, port, timeout)
+    keyboard.append(StandardIO(KeyboardProtocol(protocol), reactor=reactor))
+    yield protocol.done
+    keyboard[0].loseConnection()
+
+
+class _Output:
+    """
+    Writes to standard output through the StandardIO transport, once there.
+    """
+
+    def __init__(self, keyboard: List[Any]) -> None:
+        self.keyboard = keyboard
+        self.early: List[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self.keyboard:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            self.keyboard[0].write(data)
+
+
+def protocol_factory(protocol: Any) -> Any:
+    from twisted.internet.protocol import Factory
+
+    return Factory.forProtocol(lambda: protocol)
+
+
+COMMANDS: Dict[str, Callable[[Any, Any], Any]] = {"send": send, "chat": chat}
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    """
+    Run the C{sockproto} command with C{argv}; return its exit status.
+    """
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        sys.stderr.write(f"sockproto: {e} (see: sockproto --help)\n")
+        return 2
+    command = COMMANDS[str(options.subCommand)]
+    status: List[int] = [0]
+
+    def go(reactor: Any) -> Any:
+        d = defer.maybeDeferred(command, reactor, options.subOptions)
+        d.addErrback(_report, status)
+        return d
+
+    try:
+        task.react(go)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            status[0] = status[0] or 1
+    return status[0]
+
+
+def _report(failure: Failure, status: List[int]) -> None:
+    if failure.check(CommandError):
+        sys.stderr.write(f"sockproto: {failure.getErrorMessage()}\n")
+        status[0] = failure.value.status  # type: ignore[union-attr]
+    else:
+        sys.stderr.write(f"sockproto: unexpected error: {failure.getErrorMessage()}\n")
+        status[0] = 3
+
+
+def main() -> None:
+    """
+    Entry point of the C{sockproto} console script.
+    """
+    try:
+        status = run()
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_echo -*-
+"""
+The echo service of RFC 862: every byte comes back on the connection it
+came from.
+"""
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
+
+from .base import ServiceFactory, ServiceProtocol
+
+__all__ = ["EchoFactory", "EchoProtocol"]
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoProtocol(ServiceProtocol):
+    """
+    Send back every byte received, in order.
+
+    Flow control: the transport is registered as its own producer, so when
+    the peer does not read and the unsent output passes the transport's
+    C{bufferSize} (64 KiB), the transport stops reading from the peer, and
+    starts again once the output has drained.  A client that never reads
+    therefore costs the server a bounded amount of memory.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Called with each chunk received; writes back L{transform}C{(data)}.
+        """
+        self.resetTimeout()
+        self.transport.write(self.transform(data))
+
+    def transform(self, data: bytes) -> bytes:
+        """
+        What to send back for C{data}: the same bytes.  Override to change
+        them; keep the length if flow control should stay exact.
+        """
+        return data
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer shut down its sending side: send what remains, then close.
+        """
+        self.transport.unregisterProducer()
+        self.closeConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The peer stopped reading: nothing more can be sent, so close.
+        """
+        self.transport.unregisterProducer()
+        self.closeConnection()
+
+
+class EchoFactory(ServiceFactory):
+    """
+    Serve L{EchoProtocol}.
+    """
+
+    protocol = EchoProtocol  # type: ignore[assignment]
+    serviceName = "echo"

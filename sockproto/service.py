@@ -1,0 +1,435 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The services behind C{twistd sockproto}: option parsing, and the
+L{MultiService} that listens on every endpoint in one reactor.
+"""
+
+import signal
+import socket
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+
+from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IStreamServerEndpoint,
+)
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .base import ServiceFactory
+from .chat import ChatFactory
+from .coucou import CoucouServerFactory
+from .echo import EchoFactory
+from .text import format_address
+
+__all__ = [
+    "ChatOptions",
+    "CoucouOptions",
+    "EchoOptions",
+    "EndpointService",
+    "Options",
+    "ProtocolService",
+    "SockprotoService",
+    "SockprotoServiceMaker",
+    "makeService",
+]
+
+log = Logger()
+
+
+def check_endpoint(description: str) -> str:
+    """
+    Raise L{usage.UsageError} if C{description} is not a server endpoint
+    string that Twisted can parse; return it unchanged otherwise.
+    """
+    try:
+        serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError, ImportError, OSError) as e:
+        raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+    return description
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def coerce(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{what} must be a number, not {text!r}") from None
+        if value < 0:
+            raise ValueError(f"{what} must not be negative, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"{what}, 0 for none."  # type: ignore[attr-defined]
+    return coerce
+
+
+count = _positive(int, "a count")
+seconds = _positive(float, "a number of seconds")
+rate = _positive(float, "lines a second")
+
+
+class ServiceOptions(usage.Options):
+    """
+    Options of one service: where it listens, and its limits.
+    """
+
+    serviceName = ""
+    defaultEndpoint = ""
+    description = ""
+    optParameters: List[List[Any]] = [
+        ["max-connections", None, 0, "Serve at most N connections at once.", count],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Endpoint to listen on, as a Twisted endpoint string (tcp:PORT,
+        tcp6:PORT, unix:PATH, ssl:...); may be repeated.
+        """
+        self["listen"].append(check_endpoint(description))
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [self.defaultEndpoint]
+
+    def buildFactory(self) -> ServiceFactory:
+        """
+        Build the factory these options describe.
+        """
+        raise NotImplementedError(type(self).__name__ + ".buildFactory")
+
+    def _limits(self) -> Dict[str, Any]:
+        return {
+            "maxConnections": self["max-connections"],
+            "timeout": self["timeout"] or None,
+        }
+
+
+class EchoOptions(ServiceOptions):
+    """
+    Options of the echo service (RFC 862).
+    """
+
+    serviceName = "echo"
+    defaultEndpoint = "tcp:12346"
+    synopsis = "[--listen ENDPOINT]... [--max-connections N] [--timeout SECONDS]"
+    description = "Run only echo: send back every byte received (RFC 862)."
+    longdesc = "Send back every byte received (RFC 862). Default: tcp:12346."
+    optParameters = ServiceOptions.optParameters + [
+        ["timeout", None, 300.0, "Close connections idle this long.", seconds],
+    ]
+
+    def buildFactory(self) -> ServiceFactory:
+        return EchoFactory(**self._limits())
+
+
+class CoucouOptions(ServiceOptions):
+    """
+    Options of the coucou message service.
+    """
+
+    serviceName = "coucou"
+    defaultEndpoint = "tcp:12345"
+    synopsis = "[--listen ENDPOINT]... [--max-size BYTES] [--timeout SECONDS]"
+    description = "Run only coucou: print every message received."
+    longdesc = (
+        "Print each message received on standard output: a message ends at"
+        " a line end or at end of stream. Default: tcp:12345."
+    )
+    optParameters = ServiceOptions.optParameters + [
+        ["max-size", None, 140, "Longest message accepted, in bytes.", count],
+        ["timeout", None, 60.0, "Drop clients silent this long.", seconds],
+    ]
+
+    def buildFactory(self) -> ServiceFactory:
+        return CoucouServerFactory(maxSize=self["max-size"] or 140, **self._limits())
+
+
+class ChatOptions(ServiceOptions):
+    """
+    Options of the chat service.
+    """
+
+    serviceName = "chat"
+    defaultEndpoint = "tcp:12347"
+    description = "Run only chat: a multi-user line chat for telnet and nc."
+    synopsis = (
+        "[--listen ENDPOINT]... [--history N] [--max-clients N]"
+        " [--rate-limit N] [--max-line BYTES] [--timeout SECONDS]"
+    )
+    longdesc = (
+        "A multi-user line chat for telnet, nc and 'sockproto chat'."
+        " Default: tcp:12347."
+    )
+    optParameters = [
+        ["max-clients", None, 0, "Serve at most N clients at once.", count],
+        ["history", None, 20, "Lines of history shown to newcomers.", count],
+        ["rate-limit", None, 5.0, "Lines a second per client.", rate],
+        ["max-line", None, 512, "Longest line accepted, in bytes.", count],
+        [
+            "max-output",
+            None,
+            256 * 1024,
+            "Unread bytes before a client is dropped.",
+            count,
+        ],
+        ["timeout", None, 3600.0, "Drop clients silent this long.", seconds],
+    ]
+
+    def buildFactory(self) -> ServiceFactory:
+        return ChatFactory(
+            maxLineLength=self["max-line"] or 512,
+            rateLimit=self["rate-limit"],
+            maxOutput=self["max-output"],
+            historySize=self["history"],
+            maxConnections=self["max-clients"],
+            timeout=self["timeout"] or None,
+        )
+
+
+SERVICES: Dict[str, Type[ServiceOptions]] = {
+    "coucou": CoucouOptions,
+    "echo": EchoOptions,
+    "chat": ChatOptions,
+}
+
+
+class Options(usage.Options):
+    """
+    C{twistd sockproto}: every service in one process, or one of them.
+    """
+
+    synopsis = (
+        "[--echo ENDPOINT]... [--coucou ENDPOINT]... [--chat ENDPOINT]..."
+        " [--no-SERVICE] [SERVICE]"
+    )
+    longdesc = (
+        "With no SERVICE, runs every service in one process, each on its"
+        " default endpoint (coucou tcp:12345, echo tcp:12346, chat tcp:12347)."
+        " With a SERVICE,"
+        " runs only that one; see 'twistd sockproto SERVICE --help'."
+    )
+    subCommands = [
+        [name, None, options, options.description] for name, options in SERVICES.items()
+    ]
+    optFlags = [[f"no-{name}", None, f"Do not run {name}."] for name in SERVICES]
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in SERVICES:
+            self[name] = []
+
+    def opt_echo(self, description: str) -> None:
+        """
+        Endpoint for echo in the all-in-one form (repeatable).
+        """
+        self["echo"].append(check_endpoint(description))
+
+    def opt_chat(self, description: str) -> None:
+        """
+        Endpoint for chat in the all-in-one form (repeatable).
+        """
+        self["chat"].append(check_endpoint(description))
+
+    def opt_coucou(self, description: str) -> None:
+        """
+        Endpoint for coucou in the all-in-one form (repeatable).
+        """
+        self["coucou"].append(check_endpoint(description))
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse, turning any usage error into one line and exit status 1.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            message = f"twistd sockproto: {e} (see: twistd sockproto --help)"
+            raise SystemExit(_say(message)) from None
+
+    def serviceOptions(self) -> List[ServiceOptions]:
+        """
+        The options of each service to run.
+        """
+        if self.subCommand is not None:
+            return [self.subOptions]
+        chosen = []
+        for name, optionsClass in SERVICES.items():
+            if self[f"no-{name}"]:
+                continue
+            options = optionsClass()
+            options.parseOptions([f"--listen={d}" for d in self[name]])
+            chosen.append(options)
+        if not chosen:
+            raise SystemExit(_say("twistd sockproto: every service was left out"))
+        return chosen
+
+
+class EndpointService(Service):
+    """
+    Listen on one endpoint with a factory, and log the address once
+    listening.  If the endpoint cannot listen, exit with a one-line error.
+    """
+
+    port: Optional[IListeningPort] = None
+
+    def __init__(
+        self, description: str, endpoint: IStreamServerEndpoint, factory: ServiceFactory
+    ) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.setName(f"{factory.serviceName} on {description}")
+        self._listening: Optional[Deferred[Any]] = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        failures: List[Failure] = []
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallbacks(self._listened, failures.append)
+        if failures:
+            self._cannotListen(failures[0])
+
+    def startService(self) -> None:
+        if self._listening is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        log.info(
+            "{service} listening on {address}",
+            service=self.factory.serviceName,
+            address=format_address(port.getHost()),
+        )
+        return port
+
+    def _cannotListen(self, failure: Failure) -> None:
+        reason: Any = failure.value
+        if isinstance(reason, CannotListenError) and reason.socketError is not None:
+            reason = reason.socketError
+        message = (
+            f"sockproto: {self.factory.serviceName} cannot listen on"
+            f" {self.description}: {_describe(reason)}"
+        )
+        log.critical("{message}", message=message)
+        raise SystemExit(_say(message))
+
+    def stopService(self) -> "Deferred[Any]":
+        super().stopService()
+        assert self._listening is not None
+        self._listening.addCallback(lambda port: port.stopListening())
+        self._listening.addErrback(lambda failure: None)
+        return self._listening
+
+
+def _say(message: str) -> int:
+    """
+    Write C{message} to the real standard error, even when twistd has
+    redirected C{sys.stderr} to its log; return exit status 1.
+    """
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(message + "\n")
+        stream.flush()
+    return 1
+
+
+def _describe(error: BaseException) -> str:
+    strerror = getattr(error, "strerror", None)
+    return str(strerror) if strerror else str(error) or type(error).__name__
+
+
+class ProtocolService(MultiService):
+    """
+    One sockproto service: a factory and the endpoints it listens on.
+    Stopping it closes the ports, then every open connection.
+    """
+
+    def __init__(self, factory: ServiceFactory, endpoints: Dict[str, Any]) -> None:
+        super().__init__()
+        self.factory = factory
+        self.setName(factory.serviceName)
+        for description, endpoint in endpoints.items():
+            EndpointService(description, endpoint, factory).setServiceParent(self)
+
+    def stopService(self) -> "Deferred[Any]":
+        d = super().stopService()
+        d.addCallback(lambda _: self.factory.closeAll())
+        return d
+
+
+class SockprotoService(MultiService):
+    """
+    The top service of C{twistd sockproto}: logs the host name at start-up,
+    and on SIGTERM or SIGINT stops cleanly with exit status 0.
+    """
+
+    def __init__(self, reactor: Any, handleSignals: bool = True) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.handleSignals = handleSignals
+
+    def startService(self) -> None:
+        log.info(
+            "sockproto starting on host {hostname}: {services}",
+            hostname=socket.gethostname(),
+            services=", ".join(s.name for s in self),
+        )
+        super().startService()
+        if self.handleSignals:
+            self.reactor.callWhenRunning(self._installSignalHandlers)
+
+    def _installSignalHandlers(self) -> None:
+        # Replaces the reactor's handlers, which make twistd re-raise the
+        # signal after shutdown (exit status 143 or 130).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._signalled)
+
+    def _signalled(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self._stopOnSignal, signum)  # type: ignore
+
+    def _stopOnSignal(self, signum: int) -> None:
+        if not self.reactor.running:
+            return
+        log.info("received {signal}, shutting down", signal=signal.Signals(signum).name)
+        self.reactor.stop()
+
+
+def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService:
+    """
+    Build the service for C{twistd sockproto} from parsed L{Options}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    top = SockprotoService(reactor)
+    for serviceOptions in options.serviceOptions():
+        factory = serviceOptions.buildFactory()
+        endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
+        ProtocolService(factory, endpoints).setServiceParent(top)
+    return top
+
+
+@implementer(IServiceMaker, IPlugin)
+class SockprotoServiceMaker:
+    """
+    The twistd plugin: C{twistd sockproto}.
+    """
+
+    tapname = "sockproto"
+    description = "Echo, coucou and chat: the sockets course as Twisted services."
+    options = Options
+
+    def makeService(self, options: Options) -> MultiService:
+        return makeService(options)

@@ -1,0 +1,432 @@
+# -*- test-case-name: tests.test_testing -*-
+"""
+Helpers to test sockproto protocols, and subclasses of them, under trial or
+pytest.
+
+    - L{connect}: a protocol on an in-memory transport, to see what it writes;
+    - L{connect_in_memory}: a client and a server talking in memory;
+    - L{listen_on_loopback}: a factory on a real loopback port 0;
+    - L{LineClient}: a scripted line client that waits for expected lines.
+"""
+
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
+    TCP6ServerEndpoint,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, ServerFactory
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+__all__ = [
+    "LineClient",
+    "RunningServer",
+    "TwistdProcess",
+    "connect",
+    "connect_in_memory",
+    "connect_line_client",
+    "listen_on_loopback",
+    "start_twistd",
+    "twistd_command",
+    "wait_for",
+    "written",
+]
+
+P = TypeVar("P", bound=Protocol)
+
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def connect(
+    factory: Factory,
+    peer: IAddress = PEER,
+) -> Tuple[Any, StringTransport]:
+    """
+    Build a protocol from C{factory} and connect it to a L{StringTransport}
+    whose peer is C{peer}.
+
+    @return: the protocol and its transport; C{transport.value()} is what
+        the protocol wrote so far.
+    """
+    protocol: Any = factory.buildProtocol(peer)
+    if protocol is None:
+        raise ValueError(f"{factory!r} refused the connection from {peer}")
+    transport = StringTransport(peerAddress=peer)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def written(transport: StringTransport) -> bytes:
+    """
+    Return what was written to C{transport} since the last call, and clear it.
+    """
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+class _FakeTransport(iosim.FakeTransport):
+    """
+    L{iosim.FakeTransport} that also carries a half-close (the course's
+    C{shutdown}) to the peer.
+    """
+
+    writeClosed = False
+    halfCloseDelivered = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
+class MemoryPump(iosim.IOPump):
+    """
+    L{iosim.IOPump} that delivers half-closes after the data before them.
+    """
+
+    def pump(self, debug: bool = False, advanceClock: bool = True) -> bool:
+        if super().pump(debug, advanceClock):
+            return True
+        return self._halfClose(self.clientIO, self.serverIO) or self._halfClose(
+            self.serverIO, self.clientIO
+        )
+
+    def _halfClose(self, writer: Any, reader: Any) -> bool:
+        if not writer.writeClosed or writer.halfCloseDelivered or reader.disconnected:
+            return False
+        writer.halfCloseDelivered = True
+        if IHalfCloseableProtocol.providedBy(reader.protocol):
+            reader.protocol.readConnectionLost()
+        else:
+            writer.loseConnection()
+        return True
+
+
+def connect_in_memory(
+    serverFactory: Factory,
+    clientFactory: Factory,
+    clock: Optional[Clock] = None,
+) -> Tuple[Any, Any, MemoryPump]:
+    """
+    Connect a client built by C{clientFactory} to a server built by
+    C{serverFactory}, in memory, as L{twisted.test.iosim} does (with
+    half-close added).
+
+    @return: C{(client, server, pump)}; C{pump.flush()} moves all pending
+        bytes both ways, advancing C{clock} a little each step.
+    """
+    serverAddress = IPv4Address("TCP", "127.0.0.1", 12345)
+    clientAddress = IPv4Address("TCP", "127.0.0.1", 40000)
+    client: Any = clientFactory.buildProtocol(serverAddress)
+    server: Any = serverFactory.buildProtocol(clientAddress)
+    serverIO = _FakeTransport(server, True, serverAddress, clientAddress)
+    clientIO = _FakeTransport(client, False, clientAddress, serverAddress)
+    server.makeConnection(serverIO)
+    client.makeConnection(clientIO)
+    pump = MemoryPump(client, server, clientIO, serverIO, False, clock=clock)
+    pump.flush()
+    return client, server, pump
+
+
+class RunningServer:
+    """
+    A factory listening on a real loopback port.
+
+    @ivar port: the listening port.
+    @ivar host: the address it listens on (C{127.0.0.1} or C{::1}).
+    @ivar portNumber: the port number the system chose.
+    """
+
+    def __init__(self, port: IListeningPort, factory: Factory, reactor: Any) -> None:
+        self.port = port
+        self.factory = factory
+        self.reactor = reactor
+        address = port.getHost()
+        self.host: str = address.host  # type: ignore[attr-defined]
+        self.portNumber: int = address.port  # type: ignore[attr-defined]
+
+    @property
+    def endpointDescription(self) -> str:
+        """
+        A client endpoint string for L{clientFromString}.
+        """
+        host = self.host.replace(":", "\\:")
+        return f"tcp:host={host}:port={self.portNumber}"
+
+    def endpoint(self) -> Union[TCP4ClientEndpoint, TCP6ClientEndpoint]:
+        """
+        A client endpoint that connects to this server.
+        """
+        if ":" in self.host:
+            return TCP6ClientEndpoint(self.reactor, self.host, self.portNumber)
+        return TCP4ClientEndpoint(self.reactor, self.host, self.portNumber)
+
+    def stop(self) -> "Deferred[Any]":
+        """
+        Stop listening, then close every connection the factory still has
+        open (if it keeps track of them, as sockproto's factories do).
+        """
+        d: Deferred[Any] = Deferred.fromCoroutine(self._stop())  # type: ignore
+        return d
+
+    async def _stop(self) -> None:
+        await self.port.stopListening()  # type: ignore[misc]
+        closeAll = getattr(self.factory, "closeAll", None)
+        if closeAll is not None:
+            await closeAll()
+
+
+def listen_on_loopback(
+    factory: ServerFactory,
+    reactor: Any = None,
+    host: str = "127.0.0.1",
+) -> "Deferred[RunningServer]":
+    """
+    Listen with C{factory} on port 0 of C{host} (C{127.0.0.1} or C{::1}).
+
+    @return: a Deferred firing with a L{RunningServer}; call its C{stop}
+        (in C{addCleanup}, or a fixture's teardown) when done.
+    """
+    if reactor is None:
+        reactor = _reactor()
+    if ":" in host:
+        endpoint: Any = TCP6ServerEndpoint(reactor, 0, interface=host)
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface=host)
+    d = endpoint.listen(factory)
+    return d.addCallback(RunningServer, factory, reactor)
+
+
+class LineClient(LineOnlyReceiver):
+    """
+    A scripted line client: send lines, wait for the lines you expect.
+
+    Every line received is kept in L{lines}; L{expect} waits for the next
+    one that matches.
+
+    @ivar closed: fires with C{None} when the connection is lost.
+    @ivar reason: why it was lost, once it is.
+    """
+
+    transport: Any
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+    timeout = 10.0
+
+    def __init__(self, clock: Optional[IReactorTime] = None) -> None:
+        self.clock = clock
+        self.lines: List[str] = []
+        self._unread = 0
+        self._waiting: List[Tuple[Callable[[str], bool], Deferred[str]]] = []
+        self.closed: Deferred[None] = Deferred()
+        self.reason: Optional[Failure] = None
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        self.lines.append(text)
+        self._match()
+
+    def send(self, text: str) -> None:
+        """
+        Send C{text} and a line end.
+        """
+        self.transport.write(text.encode("utf-8") + b"\n")
+
+    def expect(
+        self, match: Union[str, Callable[[str], bool]], timeout: Optional[float] = None
+    ) -> "Deferred[str]":
+        """
+        Wait for the next unread line containing C{match} (or for which
+        C{match(line)} is true), skipping the lines before it.
+
+        @return: a Deferred firing with that line, or failing with
+            L{twisted.internet.defer.TimeoutError} after C{timeout} seconds
+            (default L{LineClient.timeout}) or L{ConnectionError} if the
+            connection closes first.
+        """
+        predicate = match if callable(match) else (lambda line: match in line)
+        d: Deferred[str] = Deferred()
+        self._waiting.append((predicate, d))
+        self._match()
+        if not d.called:
+            clock = self.clock if self.clock is not None else _reactor()
+            d.addTimeout(self.timeout if timeout is None else timeout, clock)
+        return d
+
+    def _match(self) -> None:
+        while self._waiting and self._unread < len(self.lines):
+            predicate, d = self._waiting[0]
+            line = self.lines[self._unread]
+            self._unread += 1
+            if d.called:
+                self._waiting.pop(0)
+            elif predicate(line):
+                self._waiting.pop(0)
+                d.callback(line)
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.errback(ConnectionError(f"connection closed: {reason.value}"))
+        self.reason = reason
+        self.closed.callback(None)
+
+
+def connect_line_client(
+    endpoint: Any, clock: Optional[IReactorTime] = None
+) -> "Deferred[LineClient]":
+    """
+    Connect a L{LineClient} to C{endpoint}.
+    """
+    return endpoint.connect(Factory.forProtocol(lambda: LineClient(clock)))
+
+
+_LISTENING = re.compile(r"(\w+) listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
+
+
+class TwistdProcess(ProcessProtocol):
+    """
+    C{twistd -n sockproto ...} running in a child process, as a user runs it.
+
+    @ivar addresses: for each service, the C{(host, port)} pairs it reported
+        listening on.
+    @ivar output: everything the process wrote to standard output.
+    @ivar errors: everything it wrote to standard error.
+    @ivar ended: fires with the exit status (or C{-signal}) when it exits.
+    """
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self.services = set(services)
+        self.addresses: Dict[str, List[Tuple[str, int]]] = {}
+        self.output = b""
+        self.errors = b""
+        self.ready: Deferred[TwistdProcess] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+
+    transport: Any
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for match in _LISTENING.finditer(data.decode("utf-8", "replace")):
+            name, host, port = match.groups()
+            self.addresses.setdefault(name, []).append((host.strip("[]"), int(port)))
+        if not self.ready.called and self.services <= set(self.addresses):
+            self.ready.callback(self)
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+
+    def processEnded(self, reason: Failure) -> None:
+        ended: Any = reason.value
+        status = ended.exitCode if ended.exitCode is not None else -ended.signal
+        if not self.ready.called:
+            self.ready.errback(
+                RuntimeError(f"twistd exited {status}: {self.errors!r} {self.output!r}")
+            )
+        self.ended.callback(status)
+
+    def address(self, service: str) -> Tuple[str, int]:
+        """
+        The first address C{service} listens on.
+        """
+        return self.addresses[service][0]
+
+    def stop(self, signal: str = "TERM") -> "Deferred[int]":
+        """
+        Send C{signal} and return L{ended}.
+        """
+        if not self.ended.called:
+            self.transport.signalProcess(signal)
+        return self.ended
+
+
+def twistd_command() -> List[str]:
+    """
+    The C{twistd} of the running Python's environment.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def start_twistd(
+    args: Sequence[str],
+    services: Sequence[str] = (),
+    reactor: Any = None,
+    timeout: float = 30.0,
+    cwd: Optional[str] = None,
+) -> "Deferred[TwistdProcess]":
+    """
+    Start C{twistd -n --pidfile= sockproto ARGS...} and wait until each of
+    C{services} has logged the address it listens on (use port 0).
+
+    @return: a Deferred firing with the L{TwistdProcess}; stop it with
+        C{stop()} when done.
+    """
+    if reactor is None:
+        reactor = _reactor()
+    command = twistd_command() + ["-n", "--pidfile=", "sockproto", *args]
+    process = TwistdProcess(services)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reactor.spawnProcess(process, command[0], command, env=env, path=cwd)
+    if not services:
+        process.ready.callback(process)
+    d = process.ready.addTimeout(timeout, reactor)
+    d.addErrback(_kill_then_fail, process)
+    return d
+
+
+def _kill_then_fail(failure: Failure, process: TwistdProcess) -> Failure:
+    if not process.ended.called:
+        process.transport.signalProcess("KILL")
+    return failure
+
+
+@inlineCallbacks
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    reactor: Any = None,
+) -> Any:
+    """
+    Poll C{condition()} every C{interval} seconds until it is true, for
+    tests over real sockets where no single event says "done".
+
+    @return: a Deferred firing with the true value, or failing with
+        L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
+    """
+    if reactor is None:
+        reactor = _reactor()
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise TimeoutError(f"condition not met in {timeout:g} seconds")
+        yield deferLater(reactor, interval, lambda: None)

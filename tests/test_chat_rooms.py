@@ -1,0 +1,108 @@
+from typing import Any, List
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sockproto.chat import ChatEvent, ChatRoom, ChatServer, EventBatch
+from sockproto.chat.interfaces import IChatMember, IChatRoom, IChatServer
+
+
+@implementer(IChatMember)
+class Member:
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        self.batches: List[EventBatch] = []
+        self.private: List[ChatEvent] = []
+
+    def deliver(self, batch: EventBatch) -> None:
+        self.batches.append(batch)
+
+    def receive(self, event: ChatEvent) -> None:
+        self.private.append(event)
+
+    def events(self) -> List[Any]:
+        return [(e.kind, e.nick, e.text) for b in self.batches for e in b.events]
+
+
+class RoomTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.room = ChatRoom("lobby", self.clock, historySize=3, quietAbove=3)
+
+    def test_implementations_provide_their_interfaces(self) -> None:
+        verifyObject(IChatRoom, self.room)
+        verifyObject(IChatServer, ChatServer("x", self.clock))
+        verifyObject(IChatMember, Member("a"))
+
+    def test_events_of_one_turn_are_one_batch_for_everyone(self) -> None:
+        a, b = Member("a"), Member("b")
+        self.room.join(a)
+        self.room.join(b)
+        self.clock.advance(0)
+        a.batches.clear()
+        b.batches.clear()
+        self.room.say(a, "one")
+        self.room.act(b, "two")
+        self.assertEqual(a.batches, [])
+        self.clock.advance(0)
+        self.assertEqual(len(a.batches), 1)
+        self.assertIs(a.batches[0], b.batches[0])
+        self.assertEqual(
+            a.events(),
+            [("message", "a", "one"), ("action", "b", "two")],
+        )
+
+    def test_history_is_bounded_and_holds_lines_only(self) -> None:
+        a = Member("a")
+        self.room.join(a)
+        for text in "1234":
+            self.room.say(a, text)
+        history = self.room.join(Member("b"))
+        self.assertEqual([e.text for e in history], ["2", "3", "4"])
+
+    def test_large_room_stops_announcing_joins(self) -> None:
+        members = [Member(f"m{i}") for i in range(5)]
+        for member in members:
+            self.room.join(member)
+        self.clock.advance(0)
+        joins = [e for e in members[0].events() if e[0] == "join"]
+        self.assertEqual(len(joins), 3)
+        self.room.say(members[4], "still heard")
+        self.clock.advance(0)
+        self.assertIn(("message", "m4", "still heard"), members[0].events())
+
+    def test_rendered_once_per_key(self) -> None:
+        calls: List[int] = []
+        batch = EventBatch((ChatEvent("message", "r", "n", "t"),))
+
+        def render(events: Any) -> bytes:
+            calls.append(1)
+            return b"x"
+
+        for _ in range(3):
+            self.assertEqual(batch.rendered("k", render), b"x")
+        self.assertEqual(len(calls), 1)
+
+
+class ServerTests(SynchronousTestCase):
+    def test_guest_nicks_skip_taken_ones(self) -> None:
+        server = ChatServer("x", Clock())
+        a = Member("")
+        a.nick = server.register(a)
+        b = Member("")
+        self.assertIsNone(server.rename(b, "guest2"))
+        b.nick = "guest2"
+        c = Member("")
+        self.assertEqual(server.register(c), "guest3")
+
+    def test_empty_rooms_are_forgotten_but_not_the_default(self) -> None:
+        server = ChatServer("x", Clock())
+        server.room("lobby")
+        room = server.room("games")
+        member = Member("a")
+        room.join(member)
+        self.assertEqual(server.rooms(), [("games", 1), ("lobby", 0)])
+        room.leave(member, "bye")
+        self.assertEqual(server.rooms(), [("lobby", 0)])

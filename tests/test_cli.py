@@ -1,0 +1,150 @@
+"""
+The C{sockproto} command, in process and as a user runs it.
+"""
+
+import os
+import sys
+from typing import Any, List
+
+from twisted.internet import reactor, utils
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from sockproto.cli import CommandError, SendOptions, send
+from sockproto.coucou import CoucouServerFactory, MessageList
+from sockproto.echo import EchoFactory
+from sockproto.testing import listen_on_loopback
+
+
+def sockproto_command() -> List[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "sockproto")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c", "from sockproto.cli import main; main()"]
+
+
+def options(*args: str) -> SendOptions:
+    parsed = SendOptions()
+    parsed.parseOptions(list(args))
+    return parsed
+
+
+class SendTests(TestCase):
+    @inlineCallbacks
+    def test_sends_to_coucou_server_over_ipv6(self) -> Any:
+        sink = MessageList()
+        server = yield listen_on_loopback(CoucouServerFactory(sink), host="::1")
+        self.addCleanup(server.stop)
+        yield send(reactor, options("::1", str(server.portNumber), "salut"))
+        self.assertEqual(sink.messages, ["salut"])
+
+    def test_unknown_host_is_a_command_error(self) -> Any:
+        memory = MemoryReactorClock()  # its resolver knows no names
+        memory.nameResolver = _NoNames()
+        d = send(memory, options("nowhere.invalid", "1"))
+        failure = self.failureResultOf(d, CommandError)
+        self.assertEqual(
+            failure.getErrorMessage(), "cannot resolve host 'nowhere.invalid'"
+        )
+
+    def test_port_must_be_a_number(self) -> None:
+        from twisted.python.usage import UsageError
+
+        self.assertRaises(UsageError, options, "localhost", "http")
+        self.assertRaises(UsageError, options, "localhost", "70000")
+
+
+class _NoNames:
+    def resolveHostName(
+        self, receiver: Any, hostName: str, *args: Any, **kw: Any
+    ) -> Any:
+        receiver.resolutionBegan(None)
+        receiver.resolutionComplete()
+        return receiver
+
+
+class CommandLineTests(TestCase):
+    """
+    The console script in a child process: exit status and one-line errors.
+    """
+
+    @inlineCallbacks
+    def sockproto(self, *args: str) -> Any:
+        command = sockproto_command()
+        out, err, code = yield utils.getProcessOutputAndValue(
+            command[0], command[1:] + list(args), env=os.environ
+        )
+        self.assertNotIn(b"Traceback", out + err)
+        return out.decode(), err.decode(), code
+
+    @inlineCallbacks
+    def test_send_prints_what_the_server_echoes(self) -> Any:
+        server = yield listen_on_loopback(EchoFactory())
+        self.addCleanup(server.stop)
+        out, err, code = yield self.sockproto(
+            "send", "127.0.0.1", str(server.portNumber)
+        )
+        self.assertEqual((out, err, code), ("coucou\n", "", 0))
+
+    @inlineCallbacks
+    def test_server_error_line_means_exit_1(self) -> Any:
+        server = yield listen_on_loopback(CoucouServerFactory(MessageList(), maxSize=3))
+        self.addCleanup(server.stop)
+        out, err, code = yield self.sockproto(
+            "send", "127.0.0.1", str(server.portNumber)
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            err, "sockproto: the server said: error: message longer than 3 bytes\n"
+        )
+
+    @inlineCallbacks
+    def test_connection_refused_is_one_line(self) -> Any:
+        server = yield listen_on_loopback(EchoFactory())
+        port = server.portNumber
+        yield server.stop()
+        out, err, code = yield self.sockproto("send", "127.0.0.1", str(port))
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"sockproto: connection refused by 127.0.0.1:{port}\n")
+
+    @inlineCallbacks
+    def test_timeout_is_one_line(self) -> Any:
+        # A server that accepts and never closes.
+        server = yield listen_on_loopback(_Silent())
+        self.addCleanup(server.stop)
+        out, err, code = yield self.sockproto(
+            "send", "--timeout", "0.5", "127.0.0.1", str(server.portNumber)
+        )
+        self.assertEqual(code, 1)
+        where = f"127.0.0.1:{server.portNumber}"
+        self.assertEqual(
+            err, f"sockproto: timed out after 0.5 seconds talking to {where}\n"
+        )
+
+    @inlineCallbacks
+    def test_usage_errors_are_one_line(self) -> Any:
+        for args in [(), ("send",), ("send", "h", "p"), ("frob",)]:
+            out, err, code = yield self.sockproto(*args)
+            self.assertEqual(code, 2, (args, err))
+            self.assertEqual(err.count("\n"), 1, err)
+
+
+@implementer(IHalfCloseableProtocol)
+class _Mute(Protocol):
+    """
+    Reads, never answers, never closes.
+    """
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def _Silent() -> Factory:
+    return Factory.forProtocol(_Mute)

@@ -1,0 +1,151 @@
+import hashlib
+import os
+from typing import Any, List
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from sockproto.echo import EchoFactory, EchoProtocol
+from sockproto.testing import connect, listen_on_loopback, written
+
+
+class EchoUnitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = EchoFactory(timeout=30, clock=self.clock)
+        self.protocol, self.transport = connect(self.factory)
+
+    def test_every_byte_comes_back_in_order(self) -> None:
+        for chunk in [b"hello", b"\x00\xff", b" world\r\n"]:
+            self.protocol.dataReceived(chunk)
+        self.assertEqual(written(self.transport), b"hello\x00\xff world\r\n")
+
+    def test_half_close_closes_after_sending_the_rest(self) -> None:
+        self.protocol.dataReceived(b"last")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.transport.value(), b"last")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_transport_is_its_own_producer(self) -> None:
+        self.assertIs(self.transport.producer, self.transport)
+        self.assertTrue(self.transport.streaming)
+
+    def test_idle_connection_is_closed_after_timeout(self) -> None:
+        self.clock.advance(29)
+        self.protocol.dataReceived(b"x")
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_factory_tracks_connections(self) -> None:
+        self.assertEqual(self.factory.connections, {self.protocol})
+        self.protocol.connectionLost()
+        self.assertEqual(self.factory.connections, set())
+
+    def test_max_connections_refuses_the_next_one(self) -> None:
+        self.factory.maxConnections = 1
+        self.assertIsNone(self.factory.buildProtocol(None))
+
+    def test_subclass_can_transform_data(self) -> None:
+        class Upper(EchoProtocol):
+            def transform(self, data: bytes) -> bytes:
+                return data.upper()
+
+        factory = EchoFactory(clock=self.clock)
+        factory.protocol = Upper
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"abc")
+        self.assertEqual(transport.value(), b"ABC")
+
+
+class Collector(Protocol):
+    """
+    A client that writes what it is given and keeps what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: List[bytes] = []
+        self.received = 0
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.received += len(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+
+class CountingEcho(EchoProtocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received += len(data)  # type: ignore[attr-defined]
+        super().dataReceived(data)
+
+
+class EchoLoopbackTests(TestCase):
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.factory = EchoFactory()
+        self.server = yield listen_on_loopback(self.factory)
+        self.addCleanup(self.server.stop)
+
+    @inlineCallbacks
+    def connectClient(self) -> Any:
+        client = Collector()
+        yield self.server.endpoint().connect(Factory.forProtocol(lambda: client))
+        return client
+
+    @inlineCallbacks
+    def test_one_megabyte_comes_back_byte_exact_after_half_close(self) -> Any:
+        data = os.urandom(1 << 20)
+        client = yield self.connectClient()
+        client.transport.write(data)
+        client.transport.loseWriteConnection()
+        yield client.closed
+        self.assertEqual(b"".join(client.chunks), data)
+
+    @inlineCallbacks
+    def test_client_that_does_not_read_costs_bounded_memory(self) -> Any:
+        """
+        50 MB sent by a client that does not read: the server stops reading
+        once its output backs up, so it holds far less than 50 MB, and once
+        the client reads again every byte comes back.
+        """
+        self.factory.protocol = CountingEcho
+        self.factory.received = 0  # type: ignore[attr-defined]
+        size = 50 * (1 << 20)
+        data = os.urandom(1 << 20) * 50
+        client = yield self.connectClient()
+        client.transport.pauseProducing()
+        client.transport.write(data)
+        stalled = yield wait_until_stable(lambda: self.factory.received)  # type: ignore
+        # What the server took is what the kernel buffers of the two sockets
+        # hold plus the server's own bound (64 KiB of output, one read).
+        self.assertLess(stalled, 16 * (1 << 20), f"server read {stalled} bytes")
+        print(
+            f"\nserver read {stalled} of {size} bytes while the client was not reading"
+        )
+        client.transport.resumeProducing()
+        client.transport.loseWriteConnection()
+        yield client.closed
+        echoed = b"".join(client.chunks)
+        self.assertEqual(len(echoed), size)
+        self.assertEqual(hashlib.sha256(echoed).digest(), hashlib.sha256(data).digest())
+
+
+@inlineCallbacks
+def wait_until_stable(read: Any, interval: float = 0.05, rounds: int = 6) -> Any:
+    """
+    Poll C{read()} until it gives the same value C{rounds} times in a row.
+    """
+    last, same = read(), 0
+    while same < rounds:
+        yield task.deferLater(reactor, interval, lambda: None)
+        value = read()
+        same = same + 1 if value == last else 0
+        last = value
+    return last

@@ -1,0 +1,118 @@
+"""
+Installing sockproto makes C{twistd sockproto} appear, whether installed
+normally or in editable mode, and a stale or unwritable C{dropin.cache}
+does not hide it.
+
+Each test builds a fresh virtual environment and runs pip in it, as the
+README tells users to: this is the slowest module of the suite.
+"""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+from twisted.trial.unittest import SynchronousTestCase
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def run(command: List[str], cwd: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+class FreshEnvironment:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.bin = Path(where, "venv", "bin")
+        result = run([sys.executable, "-m", "venv", str(Path(where, "venv"))], where)
+        assert result.returncode == 0, result.stderr
+
+    def pip_install(self, *args: str) -> None:
+        command = [
+            str(self.bin / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+        ]
+        result = run(command + list(args), self.where)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def twistd(self, *args: str) -> "subprocess.CompletedProcess[str]":
+        return run([str(self.bin / "twistd"), *args], self.where)
+
+    def plugin_folder(self) -> Path:
+        code = "import twisted.plugins as p; print(p.__path__[0])"
+        result = run([str(self.bin / "python"), "-c", code], self.where)
+        return Path(result.stdout.strip())
+
+
+class InstallTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.where = tempfile.mkdtemp(prefix="sockproto-install-")
+        self.addCleanup(shutil.rmtree, self.where, True)
+        self.env = FreshEnvironment(self.where)
+
+    def assertPluginWorks(self) -> None:
+        listing = self.env.twistd("--help")
+        self.assertEqual(listing.returncode, 0, listing.stderr)
+        self.assertIn("sockproto", listing.stdout)
+        self.assertNotIn("Traceback", listing.stdout + listing.stderr)
+        usage = self.env.twistd("sockproto", "--help")
+        self.assertEqual(usage.returncode, 0, usage.stderr)
+        for option in ["--echo=", "--coucou=", "--no-echo", "--no-coucou"]:
+            self.assertIn(option, usage.stdout)
+        echo = self.env.twistd("sockproto", "echo", "--help")
+        for option in ["--listen=", "--max-connections=", "--timeout="]:
+            self.assertIn(option, echo.stdout)
+
+    def test_normal_install_with_stale_cache(self) -> None:
+        # A cache written before sockproto was installed...
+        self.env.pip_install("twisted")
+        self.assertEqual(self.env.twistd("--help").returncode, 0)
+        cache = self.env.plugin_folder() / "dropin.cache"
+        self.assertTrue(cache.exists())
+        self.env.pip_install(str(PROJECT))
+        self.assertPluginWorks()
+        # ...and one that claims sockproto_plugin holds no plugin at all,
+        # older than the plugin file.
+        entries = pickle.loads(cache.read_bytes())
+        entries["sockproto_plugin"].plugins = []
+        cache.write_bytes(pickle.dumps(entries))
+        plugin = self.env.plugin_folder() / "sockproto_plugin.py"
+        past = plugin.stat().st_mtime - 3600
+        os.utime(cache, (past, past))
+        self.assertPluginWorks()
+
+    def test_normal_install_with_unwritable_cache(self) -> None:
+        self.env.pip_install(str(PROJECT))
+        cache = self.env.plugin_folder() / "dropin.cache"
+        if cache.exists():
+            cache.unlink()
+        cache.mkdir()  # neither readable nor writable as a file, even as root
+        self.assertPluginWorks()
+
+    def test_editable_install(self) -> None:
+        source = Path(self.where, "source")
+        shutil.copytree(
+            PROJECT,
+            source,
+            ignore=shutil.ignore_patterns(".git", "_trial_temp*", "*.pyc"),
+        )
+        stale = source / "twisted" / "plugins" / "dropin.cache"
+        if stale.exists():
+            stale.unlink()
+        self.env.pip_install("-e", str(source))
+        self.assertPluginWorks()
+        # An edit to the source shows without reinstalling.
+        service = source / "sockproto" / "service.py"
+        service.write_text(
+            service.read_text().replace("Do not run {name}.", "Leave {name} out.")
+        )
+        self.assertIn("Leave echo out.", self.env.twistd("sockproto", "--help").stdout)

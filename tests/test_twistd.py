@@ -1,0 +1,195 @@
+"""
+End-to-end: C{twistd -n sockproto ...} in a child process, as a user runs it.
+"""
+
+import os
+import socket
+from typing import Any
+
+from twisted.internet import reactor, utils
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from sockproto.coucou import send_message
+from sockproto.testing import (
+    LineClient,
+    connect_line_client,
+    start_twistd,
+    twistd_command,
+    wait_for,
+)
+
+from .test_cli import sockproto_command
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def start(self, *args: str, services: Any = ()) -> Any:
+        process = yield start_twistd(list(args), services, cwd=self.mktemp_dir())
+        self.addCleanup(
+            lambda: process.stop("KILL") if not process.ended.called else None
+        )
+        return process
+
+    def mktemp_dir(self) -> str:
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    @inlineCallbacks
+    def test_all_in_one_serves_every_service_and_stops_on_sigterm(self) -> Any:
+        process = yield self.start(
+            "--echo", LOCAL, "--coucou", LOCAL, services=["echo", "coucou"]
+        )
+        host, port = process.address("echo")
+        client = yield TCP4ClientEndpoint(reactor, host, port).connect(
+            Factory.forProtocol(LineClient)
+        )
+        client.send("ping")
+        self.assertEqual((yield client.expect("ping")), "ping")
+
+        host, port = process.address("coucou")
+        yield send_message(
+            TCP4ClientEndpoint(reactor, host, port), b"coucou", timeout=10
+        )
+
+        status = yield process.stop("TERM")
+        yield client.closed
+        self.assertEqual(status, 0)
+        lines = process.output.decode().splitlines()
+        self.assertIn("coucou", lines)
+        self.assertIn(f"host {socket.gethostname()}", process.output.decode())
+        self.assertIn("received SIGTERM, shutting down", process.output.decode())
+        self.assertIn("Server Shut Down.", process.output.decode())
+        self.assertNotIn(b"Traceback", process.output + process.errors)
+
+    @inlineCallbacks
+    def test_one_service_on_several_endpoints_ipv4_and_ipv6(self) -> Any:
+        process = yield self.start(
+            "echo",
+            "--listen",
+            LOCAL,
+            "--listen",
+            "tcp6:0:interface=\\:\\:1",
+            services=["echo"],
+        )
+        while len(process.addresses["echo"]) < 2:
+            yield client_turn()
+        [(host4, port4), (host6, port6)] = sorted(process.addresses["echo"], key=len)
+        for endpoint in [
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port4),
+            TCP6ClientEndpoint(reactor, "::1", port6),
+        ]:
+            client = yield endpoint.connect(Factory.forProtocol(LineClient))
+            client.send("hello")
+            yield client.expect("hello")
+            client.transport.loseConnection()
+        self.assertEqual((yield process.stop("INT")), 0)
+
+    @inlineCallbacks
+    def test_port_in_use_is_one_line_and_exit_1(self) -> Any:
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out, err, code = yield utils.getProcessOutputAndValue(
+            twistd_command()[0],
+            twistd_command()[1:]
+            + [
+                "-n",
+                "--pidfile=",
+                "sockproto",
+                "echo",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            env=os.environ,
+            path=self.mktemp_dir(),
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            err.decode(),
+            f"sockproto: echo cannot listen on tcp:{port}:interface=127.0.0.1:"
+            " Address already in use\n",
+        )
+        self.assertNotIn(b"Traceback", out + err)
+
+    @inlineCallbacks
+    def test_bad_endpoint_and_unknown_option_are_one_line(self) -> Any:
+        for args, expected in [
+            (["echo", "--listen", "tcp:x"], "bad endpoint 'tcp:x'"),
+            (["coucou", "--nope"], "option --nope not recognized"),
+        ]:
+            out, err, code = yield utils.getProcessOutputAndValue(
+                twistd_command()[0],
+                twistd_command()[1:] + ["-n", "--pidfile=", "sockproto", *args],
+                env=os.environ,
+                path=self.mktemp_dir(),
+            )
+            self.assertEqual(code, 1)
+            self.assertEqual(err.decode().count("\n"), 1, err)
+            self.assertIn(expected, err.decode())
+            self.assertNotIn(b"Traceback", out + err)
+
+
+def client_turn() -> Any:
+    from twisted.internet import task
+
+    return task.deferLater(reactor, 0.05, lambda: None)
+
+
+class ChatClientProcess(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.errors = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(reason.value.exitCode)  # type: ignore[attr-defined]
+
+
+class ChatEndToEndTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_chat_through_twistd_and_the_sockproto_chat_client(self) -> Any:
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        server = yield start_twistd(["chat", "--listen", LOCAL], ["chat"], cwd=cwd)
+        self.addCleanup(lambda: None if server.ended.called else server.stop("KILL"))
+        host, port = server.address("chat")
+        bob = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+        bob.send("/nick bob")
+        yield bob.expect("is now known as bob")
+
+        alice = ChatClientProcess()
+        command = sockproto_command() + ["chat", host, str(port), "--nick", "alice"]
+        reactor.spawnProcess(alice, command[0], command, env=os.environ)
+        yield bob.expect("is now known as alice")
+        alice.transport.write(b"hello bob\n")
+        yield bob.expect("<alice> hello bob")
+        bob.send("hi alice")
+        yield wait_for(lambda: b"<bob> hi alice" in alice.output)
+        alice.transport.closeStdin()  # end of input leaves the chat
+        self.assertEqual((yield alice.ended), 0)
+        yield bob.expect("alice left #lobby (quit)")
+        self.assertNotIn(b"Traceback", alice.output + alice.errors)
+
+        status = yield server.stop("TERM")
+        yield bob.expect("* server shutting down")
+        yield bob.closed
+        self.assertEqual(status, 0)
