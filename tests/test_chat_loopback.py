@@ -2,13 +2,15 @@
 The chat over real loopback sockets: many clients, and slow readers.
 """
 
+import os
+import shutil
 from collections import defaultdict
 from typing import Any, Dict, List
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.trial.unittest import SkipTest, TestCase
 
 from sockproto.chat import ChatFactory
 from sockproto.testing import (
@@ -103,3 +105,56 @@ class SlowReaderTests(TestCase):
         talker.transport.loseConnection()
         listener.transport.loseConnection()
         yield defer.gatherResults([talker.closed, listener.closed])
+
+
+class NetcatProcess(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+
+class NetcatTests(TestCase):
+    """
+    Real nc and ncat, which end lines with LF alone.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def chatWith(self, command: List[str]) -> Any:
+        server = yield listen_on_loopback(ChatFactory(rateLimit=0))
+        self.addCleanup(server.stop)
+        listener = yield connect_line_client(server.endpoint())
+        yield listener.expect("joined #lobby")
+        tool = NetcatProcess()
+        argv = command + ["127.0.0.1", str(server.portNumber)]
+        reactor.spawnProcess(tool, argv[0], argv, env=os.environ)  # type: ignore
+        tool.transport.write(b"/nick netcat\nhello from nc\n")
+        yield listener.expect("<netcat> hello from nc")
+        listener.send("hello back")
+        yield wait_for(lambda: b"<guest1> hello back" in tool.output)
+        tool.transport.write(b"/quit\n")
+        tool.transport.closeStdin()
+        yield tool.ended
+        yield listener.expect("netcat left #lobby (quit)")
+        listener.transport.loseConnection()
+        yield listener.closed
+
+    def test_nc(self) -> Any:
+        return self.chatWith([_tool("nc"), "-q", "5"])
+
+    def test_ncat(self) -> Any:
+        return self.chatWith([_tool("ncat")])
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SkipTest(f"{name} is not installed here (.ci/run installs it)")
+    return path

@@ -112,6 +112,15 @@ class CommandLineTests(TestCase):
         self.assertEqual(err, f"sockproto: connection refused by 127.0.0.1:{port}\n")
 
     @inlineCallbacks
+    def test_chat_connection_refused_is_one_line(self) -> Any:
+        server = yield listen_on_loopback(EchoFactory())
+        port = server.portNumber
+        yield server.stop()
+        out, err, code = yield self.sockproto("chat", "127.0.0.1", str(port), "-n", "x")
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"sockproto: connection refused by 127.0.0.1:{port}\n")
+
+    @inlineCallbacks
     def test_timeout_is_one_line(self) -> Any:
         # A server that accepts and never closes.
         server = yield listen_on_loopback(_Silent())
