@@ -5,7 +5,7 @@ connections, limits them and closes them all on shutdown, and a protocol
 base class that logs, times out when idle and can be told to close.
 """
 
-from typing import Any, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -37,6 +37,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
     factory: "ServiceFactory"
     transport: Any  # a TCP, TLS or UNIX transport: also a consumer and producer
     peer = "(not connected)"
+    peerHost: Optional[str] = None
     abortDelay = 10.0
     """Seconds a closing connection may take to flush before it is aborted."""
 
@@ -46,7 +47,9 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         """
         Record the peer, start the idle timer and tell the factory.
         """
-        self.peer = format_address(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = format_address(address)
+        self.peerHost = getattr(address, "host", None)
         self.setTimeout(self.factory.timeout)
         self.factory.connectionOpened(self)
 
@@ -111,6 +114,8 @@ class ServiceFactory(ServerFactory):
     @ivar connections: the protocols of the open connections.
     @ivar maxConnections: how many connections are served at once; 0 means
         no limit.
+    @ivar maxPerPeer: how many connections one peer address may have open
+        at once; 0 means no limit.
     @ivar timeout: seconds of silence after which a connection is closed,
         or L{None} for never.
     """
@@ -121,15 +126,20 @@ class ServiceFactory(ServerFactory):
     serviceName = "sockproto"
     fullMessage: Optional[bytes] = None
     """A line sent to a connection refused by L{maxConnections}, or None."""
+    perPeerMessage: Optional[bytes] = None
+    """A line sent to a connection refused by L{maxPerPeer}, or None."""
 
     def __init__(
         self,
         *,
         maxConnections: int = 0,
+        maxPerPeer: int = 0,
         timeout: Optional[float] = None,
         clock: Optional[IReactorTime] = None,
     ) -> None:
         self.maxConnections = maxConnections
+        self.maxPerPeer = maxPerPeer
+        self.perPeer: Dict[Optional[str], int] = {}
         self.timeout = timeout
         self.clock = clock if clock is not None else _default_clock()
         self.connections: Set[ServiceProtocol] = set()
@@ -137,10 +147,15 @@ class ServiceFactory(ServerFactory):
 
     def buildProtocol(self, addr: Any) -> Optional[Protocol]:
         """
-        Build a protocol, or refuse the connection when the service is full.
+        Build a protocol, or refuse the connection when the service is full
+        or the peer has too many connections already.
         """
         if self.maxConnections and len(self.connections) >= self.maxConnections:
             return self.refuseConnection(addr)
+        host = getattr(addr, "host", None)
+        crowded = self.perPeer.get(host, 0) >= self.maxPerPeer
+        if self.maxPerPeer and host is not None and crowded:
+            return self.refusePeer(addr)
         protocol: ServiceProtocol = self.protocol()  # type: ignore[misc]
         protocol.factory = self
         protocol.callLater = self.clock.callLater  # type: ignore[assignment]
@@ -160,11 +175,27 @@ class ServiceFactory(ServerFactory):
             return None
         return RefusingProtocol(self.fullMessage)
 
+    def refusePeer(self, addr: Any) -> Optional[Protocol]:
+        """
+        Called when a peer already has C{maxPerPeer} connections open.
+        """
+        self.log.warn(
+            "{service}: {peer} already has {count} connections: refusing",
+            service=self.serviceName,
+            count=self.maxPerPeer,
+            peer=format_address(addr),
+        )
+        if self.perPeerMessage is None:
+            return None
+        return RefusingProtocol(self.perPeerMessage)
+
     def connectionOpened(self, protocol: ServiceProtocol) -> None:
         """
         Called by a protocol when its connection is made.
         """
         self.connections.add(protocol)
+        host = protocol.peerHost
+        self.perPeer[host] = self.perPeer.get(host, 0) + 1
         self.log.info(
             "{service} connection from {peer}",
             service=self.serviceName,
@@ -175,7 +206,13 @@ class ServiceFactory(ServerFactory):
         """
         Called by a protocol when its connection is lost.
         """
-        self.connections.discard(protocol)
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            host = protocol.peerHost
+            if self.perPeer[host] <= 1:
+                del self.perPeer[host]
+            else:
+                self.perPeer[host] -= 1
         self.log.info(
             "{service} connection from {peer} closed: {reason}",
             service=self.serviceName,

@@ -10,7 +10,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -79,8 +79,10 @@ class SendOptions(_AnyOrderOptions):
         " server closes. What the server sends back is printed; a line"
         " starting with 'error:' from the server makes the exit status 1."
     )
+    optFlags = [["tls", None, "Use TLS, and verify the server's certificate."]]
     optParameters = [
         ["timeout", "t", 10.0, "Give up after this many seconds.", _timeout],
+        ["ca", None, None, "With --tls: trust this PEM CA file, not the system's."],
     ]
 
     def parseArgs(  # type: ignore[override]
@@ -101,9 +103,11 @@ class ChatOptions(_AnyOrderOptions):
         "Chat interactively: lines you type go to the server, lines from the"
         " server are printed as they come. /quit or end of input leaves."
     )
+    optFlags = [["tls", None, "Use TLS, and verify the server's certificate."]]
     optParameters = [
         ["nick", "n", None, "Nickname to take once connected."],
         ["timeout", "t", 10.0, "Give up connecting after this many seconds.", _timeout],
+        ["ca", None, None, "With --tls: trust this PEM CA file, not the system's."],
     ]
 
     def parseArgs(self, host: str, port: str) -> None:  # type: ignore[override]
@@ -156,9 +160,43 @@ def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> No
         raise CommandError(f"connection refused by {where}")
     if failure.check(defer.TimeoutError, error.TimeoutError):
         raise CommandError(f"timed out after {timeout:g} seconds talking to {where}")
+    if failure.check("OpenSSL.SSL.Error"):
+        raise CommandError(f"TLS with {where} failed: {_ssl_reason(failure)}")
     if failure.check(error.ConnectError, error.ConnectionLost, OSError):
         raise CommandError(f"cannot talk to {where}: {failure.getErrorMessage()}")
     failure.raiseException()
+
+
+def _ssl_reason(failure: Failure) -> str:
+    # pyOpenSSL gives [(library, function, reason), ...]
+    value: Any = failure.value
+    errors = value.args[0] if value.args else []
+    reasons = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
+    return ", ".join(reasons) or failure.getErrorMessage()
+
+
+def client_endpoint(reactor: Any, options: usage.Options) -> Any:
+    """
+    The endpoint C{options} ask for: host, port, and TLS with C{--tls}.
+    """
+    host, port = options["host"], options["port"]
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=options["timeout"])
+    if not options["tls"]:
+        if options["ca"]:
+            raise CommandError("--ca goes with --tls")
+        return endpoint
+    try:
+        from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+    except ImportError:
+        raise CommandError("--tls needs: pip install 'sockproto[tls]'") from None
+    trust: Any = platformTrust()
+    if options["ca"]:
+        try:
+            with open(options["ca"], "rb") as f:
+                trust = Certificate.loadPEM(f.read())
+        except Exception as e:
+            raise CommandError(f"cannot read CA file {options['ca']!r}: {e}") from None
+    return wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), endpoint)
 
 
 @defer.inlineCallbacks
@@ -167,7 +205,7 @@ def send(reactor: Any, options: SendOptions) -> Any:
     Run C{sockproto send}.
     """
     host, port, timeout = options["host"], options["port"], options["timeout"]
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = client_endpoint(reactor, options)
     message = options["message"].encode("utf-8")
     try:
         reply = yield send_message(endpoint, message, timeout=timeout, clock=reactor)
@@ -190,16 +228,20 @@ def chat(reactor: Any, options: ChatOptions) -> Any:
     from twisted.internet.stdio import StandardIO
 
     host, port, timeout = options["host"], options["port"], options["timeout"]
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = client_endpoint(reactor, options)
     keyboard: List[Any] = []
     protocol = ChatClientProtocol(_Output(keyboard), options["nick"])
+    typing = KeyboardProtocol(protocol)
     try:
         yield endpoint.connect(protocol_factory(protocol)).addTimeout(timeout, reactor)
+        keyboard.append(StandardIO(typing, reactor=reactor))
+        yield protocol.done
     except Exception:
         _connect_error(Failure(), host, port, timeout)
-    keyboard.append(StandardIO(KeyboardProtocol(protocol), reactor=reactor))
-    yield protocol.done
-    keyboard[0].loseConnection()
+    finally:
+        if keyboard:
+            keyboard[0].loseConnection()  # once what is printed is written
+            yield typing.closed
 
 
 class _Output:

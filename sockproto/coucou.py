@@ -15,6 +15,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IReactorTime,
+    ISSLTransport,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -174,17 +175,21 @@ class CoucouServerFactory(ServiceFactory):
     protocol = CoucouServerProtocol  # type: ignore[assignment]
     serviceName = "coucou"
     fullMessage = b"error: server full, try again later\n"
+    perPeerMessage = b"error: too many connections from your address\n"
 
     def __init__(
         self,
         sink: Optional[ICoucouSink] = None,
         maxSize: int = 140,
         *,
-        maxConnections: int = 0,
         timeout: Optional[float] = 60.0,
-        clock: Optional[IReactorTime] = None,
+        **limits: Any,
     ) -> None:
-        super().__init__(maxConnections=maxConnections, timeout=timeout, clock=clock)
+        """
+        @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
+            L{ServiceFactory}.
+        """
+        super().__init__(timeout=timeout, **limits)
         self.sink: ICoucouSink = sink if sink is not None else StreamSink()
         self.maxSize = maxSize
 
@@ -201,7 +206,8 @@ class CoucouClientProtocol(Protocol):
     The course's client: write the message, shut down the sending side,
     and wait for the server to close.
 
-    @ivar done: fires with what the server sent back once it closes.
+    @ivar done: fires with what the server sent back once it closes the
+        connection cleanly, or fails with the reason the connection was lost.
     """
 
     transport: Any
@@ -217,7 +223,11 @@ class CoucouClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.write(self.message)
-        self.transport.loseWriteConnection()
+        if ISSLTransport.providedBy(self.transport):
+            # TLS has no half-close: close_notify ends the message.
+            self.transport.loseConnection()
+        else:
+            self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
@@ -229,8 +239,12 @@ class CoucouClientProtocol(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        if not self.done.called:
+        if self.done.called:
+            return
+        if reason.check(ConnectionDone):
             self.done.callback(b"".join(self.received))
+        else:
+            self.done.errback(reason)
 
 
 def send_message(

@@ -86,6 +86,7 @@ class ServiceOptions(usage.Options):
     description = ""
     optParameters: List[List[Any]] = [
         ["max-connections", None, 0, "Serve at most N connections at once.", count],
+        ["max-per-peer", None, 0, "At most N connections per peer address.", count],
     ]
 
     def __init__(self) -> None:
@@ -112,6 +113,7 @@ class ServiceOptions(usage.Options):
     def _limits(self) -> Dict[str, Any]:
         return {
             "maxConnections": self["max-connections"],
+            "maxPerPeer": self["max-per-peer"],
             "timeout": self["timeout"] or None,
         }
 
@@ -174,6 +176,7 @@ class ChatOptions(ServiceOptions):
     )
     optParameters = [
         ["max-clients", None, 0, "Serve at most N clients at once.", count],
+        ["max-per-peer", None, 0, "At most N clients per peer address.", count],
         ["history", None, 20, "Lines of history shown to newcomers.", count],
         ["rate-limit", None, 5.0, "Lines a second per client.", rate],
         ["max-line", None, 512, "Longest line accepted, in bytes.", count],
@@ -194,6 +197,7 @@ class ChatOptions(ServiceOptions):
             maxOutput=self["max-output"],
             historySize=self["history"],
             maxConnections=self["max-clients"],
+            maxPerPeer=self["max-per-peer"],
             timeout=self["timeout"] or None,
         )
 

@@ -22,6 +22,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     TCP6ServerEndpoint,
 )
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -43,6 +44,10 @@ __all__ = [
     "connect_in_memory",
     "connect_line_client",
     "listen_on_loopback",
+    "listen_tls_on_loopback",
+    "make_certificate",
+    "tls_client_endpoint",
+    "tls_endpoint_description",
     "start_twistd",
     "twistd_command",
     "wait_for",
@@ -359,7 +364,10 @@ class TwistdProcess(ProcessProtocol):
         Send C{signal} and return L{ended}.
         """
         if not self.ended.called:
-            self.transport.signalProcess(signal)
+            try:
+                self.transport.signalProcess(signal)
+            except ProcessExitedAlready:
+                pass  # it has exited; processEnded is on its way
         return self.ended
 
 
@@ -402,7 +410,10 @@ def start_twistd(
 
 def _kill_then_fail(failure: Failure, process: TwistdProcess) -> Failure:
     if not process.ended.called:
-        process.transport.signalProcess("KILL")
+        try:
+            process.transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
     return failure
 
 
@@ -430,3 +441,99 @@ def wait_for(
         if reactor.seconds() > deadline:
             raise TimeoutError(f"condition not met in {timeout:g} seconds")
         yield deferLater(reactor, interval, lambda: None)
+
+
+def make_certificate(directory: str, hostname: str = "localhost") -> Tuple[str, str]:
+    """
+    Write a self-signed certificate for C{hostname} (and for 127.0.0.1 and
+    ::1) and its private key into C{directory}, for TLS tests.  Needs the
+    C{tls} extra (it uses C{cryptography}, which pyOpenSSL brings).
+
+    @return: the paths of the certificate and of the key, both PEM.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    alternatives = [
+        x509.DNSName(hostname),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certPath = os.path.abspath(os.path.join(directory, "cert.pem"))
+    keyPath = os.path.abspath(os.path.join(directory, "key.pem"))
+    with open(certPath, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(keyPath, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return certPath, keyPath
+
+
+def tls_endpoint_description(certPath: str, keyPath: str, port: int = 0) -> str:
+    """
+    A server endpoint string for TLS on loopback with that certificate.
+    """
+    escape = _escape_endpoint_value
+    return (
+        f"ssl:{port}:interface=127.0.0.1"
+        f":privateKey={escape(keyPath)}:certKey={escape(certPath)}"
+    )
+
+
+def _escape_endpoint_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def listen_tls_on_loopback(
+    factory: ServerFactory, certPath: str, keyPath: str, reactor: Any = None
+) -> "Deferred[RunningServer]":
+    """
+    Like L{listen_on_loopback}, over TLS with that certificate.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    if reactor is None:
+        reactor = _reactor()
+    endpoint = serverFromString(reactor, tls_endpoint_description(certPath, keyPath))
+    d = endpoint.listen(factory)
+    return d.addCallback(RunningServer, factory, reactor)
+
+
+def tls_client_endpoint(
+    server: RunningServer, certPath: str, hostname: str = "localhost"
+) -> Any:
+    """
+    A client endpoint to C{server} over TLS, trusting only C{certPath}.
+    """
+    from twisted.internet.endpoints import wrapClientTLS
+    from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+    with open(certPath, "rb") as f:
+        trust = Certificate.loadPEM(f.read())
+    options = optionsForClientTLS(hostname, trustRoot=trust)
+    return wrapClientTLS(options, server.endpoint())

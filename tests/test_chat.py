@@ -317,7 +317,6 @@ class LimitTests(SynchronousTestCase):
         alice, a = chat.join()
         bob, b = chat.join()
         bob.pauseProducing()  # as the transport does when its buffer fills
-        self.assertEqual(b.producerState, "paused")  # bob is not read either
         for _ in range(20):
             chat.send(alice, "y" * 100)
         self.assertFalse(a.disconnecting)

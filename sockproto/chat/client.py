@@ -7,8 +7,11 @@ standard output (C{sockproto chat HOST PORT}).
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..text import decode_line
 
@@ -20,7 +23,8 @@ class ChatClientProtocol(LineOnlyReceiver):
     The network side: each line from the server goes to C{output}, cleaned
     of control characters.
 
-    @ivar done: fires when the connection closes.
+    @ivar done: fires when the server closes the connection cleanly, or
+        fails with the reason it was lost.
     """
 
     delimiter = b"\n"
@@ -39,28 +43,40 @@ class ChatClientProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         self.output.write((decode_line(line.rstrip(b"\r")) + "\n").encode("utf-8"))
 
+    quitting = False
+
     def sendText(self, text: str) -> None:
         """
         Send one line typed by the user.
         """
+        if text.split(" ", 1)[0].lower() == "/quit":
+            self.quitting = True
         self.transport.write(text.encode("utf-8") + b"\n")
 
     def quit(self) -> None:
         """
         Leave: send /quit and let the server close.
         """
-        if not self.done.called and not self.transport.disconnecting:
+        if not (self.done.called or self.quitting or self.transport.disconnecting):
             self.sendText("/quit")
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        if not self.done.called:
+        if self.done.called:
+            return
+        if reason.check(ConnectionDone) or self.quitting:
+            # After /quit, how the server closed does not matter.
             self.done.callback(None)
+        else:
+            self.done.errback(reason)
 
 
+@implementer(IHalfCloseableProtocol)
 class KeyboardProtocol(LineOnlyReceiver):
     """
     The standard input side: each line typed goes to the chat; end of
-    input leaves it.
+    input leaves it, while standard output stays open for the last lines.
+
+    @ivar closed: fires once standard input and output are both closed.
     """
 
     delimiter = b"\n"
@@ -68,11 +84,22 @@ class KeyboardProtocol(LineOnlyReceiver):
 
     def __init__(self, chat: ChatClientProtocol) -> None:
         self.chat = chat
+        self.closed: Deferred[None] = Deferred()
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
         if not self.chat.done.called:
             self.chat.sendText(text)
 
+    def readConnectionLost(self) -> None:
+        """
+        End of input: leave the chat.
+        """
+        self.chat.quit()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         self.chat.quit()
+        self.closed.callback(None)

@@ -378,13 +378,10 @@ class ChatProtocol(ServiceProtocol):
             return
         self._paused = True
         self._backlog = 0
-        self.transport.pauseProducing()  # stop reading from it too
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._backlog = 0
-        if not self.transport.disconnecting:
-            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self._paused = False
@@ -404,6 +401,7 @@ class ChatFactory(ServiceFactory):
     protocol = ChatProtocol  # type: ignore[assignment]
     serviceName = "chat"
     fullMessage = b"* server full, try again later\r\n"
+    perPeerMessage = b"* too many connections from your address\r\n"
 
     def __init__(
         self,
@@ -413,11 +411,14 @@ class ChatFactory(ServiceFactory):
         rateLimit: float = 5.0,
         maxOutput: int = 256 * 1024,
         historySize: int = 20,
-        maxConnections: int = 0,
         timeout: Optional[float] = 3600.0,
-        clock: Any = None,
+        **limits: Any,
     ) -> None:
-        super().__init__(maxConnections=maxConnections, timeout=timeout, clock=clock)
+        """
+        @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
+            L{ServiceFactory}.
+        """
+        super().__init__(timeout=timeout, **limits)
         if server is None:
             name = f"sockproto chat on {socket.gethostname()}"
             server = ChatServer(name, self.clock, historySize=historySize)

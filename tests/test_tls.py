@@ -1,0 +1,140 @@
+"""
+Every service over TLS (C{ssl:} endpoints), and the clients' C{--tls}.
+"""
+
+import os
+from typing import Any
+
+from twisted.internet import utils
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
+
+from sockproto.chat import ChatFactory
+from sockproto.coucou import CoucouServerFactory, MessageList, send_message
+from sockproto.echo import EchoFactory
+from sockproto.testing import (
+    connect_line_client,
+    listen_tls_on_loopback,
+    make_certificate,
+    start_twistd,
+    tls_client_endpoint,
+    tls_endpoint_description,
+)
+
+from .test_cli import sockproto_command
+
+try:
+    import OpenSSL  # noqa: F401
+except ImportError:
+    OpenSSL = None
+
+
+class TLSTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        if OpenSSL is None:
+            raise SkipTest("pyOpenSSL is missing: pip install 'sockproto[tls]'")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.cert, self.key = make_certificate(directory)
+
+    @inlineCallbacks
+    def serve(self, factory: Any) -> Any:
+        server = yield listen_tls_on_loopback(factory, self.cert, self.key)
+        self.addCleanup(server.stop)
+        return server
+
+    @inlineCallbacks
+    def test_echo_over_tls(self) -> Any:
+        server = yield self.serve(EchoFactory())
+        client = yield connect_line_client(tls_client_endpoint(server, self.cert))
+        client.send("secret")
+        self.assertEqual((yield client.expect("secret")), "secret")
+        client.transport.loseConnection()
+        yield client.closed
+
+    @inlineCallbacks
+    def test_coucou_over_tls(self) -> Any:
+        sink = MessageList()
+        server = yield self.serve(CoucouServerFactory(sink))
+        reply = yield send_message(tls_client_endpoint(server, self.cert), b"coucou")
+        self.assertEqual(reply, b"")
+        self.assertEqual(sink.messages, ["coucou"])
+
+    @inlineCallbacks
+    def test_chat_over_tls(self) -> Any:
+        server = yield self.serve(ChatFactory(rateLimit=0))
+        alice = yield connect_line_client(tls_client_endpoint(server, self.cert))
+        bob = yield connect_line_client(tls_client_endpoint(server, self.cert))
+        alice.send("over tls")
+        yield bob.expect("<guest1> over tls")
+        for client in (alice, bob):
+            client.transport.loseConnection()
+            yield client.closed
+
+    @inlineCallbacks
+    def sockproto(self, *args: str) -> Any:
+        command = sockproto_command()
+        out, err, code = yield utils.getProcessOutputAndValue(
+            command[0], command[1:] + list(args), env=os.environ
+        )
+        self.assertNotIn(b"Traceback", out + err)
+        return out.decode(), err.decode(), code
+
+    @inlineCallbacks
+    def test_send_tls_with_ca_file(self) -> Any:
+        sink = MessageList()
+        server = yield self.serve(CoucouServerFactory(sink))
+        port = str(server.portNumber)
+        out, err, code = yield self.sockproto(
+            "send", "--tls", "--ca", self.cert, "localhost", port, "chut"
+        )
+        self.assertEqual((err, code), ("", 0))
+        self.assertEqual(sink.messages, ["chut"])
+
+    @inlineCallbacks
+    def test_send_tls_refuses_an_untrusted_certificate(self) -> Any:
+        sink = MessageList()
+        server = yield self.serve(CoucouServerFactory(sink))
+        port = str(server.portNumber)
+        out, err, code = yield self.sockproto("send", "--tls", "localhost", port)
+        self.assertEqual(code, 1)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn(f"sockproto: TLS with localhost:{port} failed", err)
+        self.assertIn("certificate verify failed", err)
+        self.assertEqual(sink.messages, [])
+
+    @inlineCallbacks
+    def test_ca_without_tls_is_an_error(self) -> Any:
+        out, err, code = yield self.sockproto(
+            "send", "--ca", self.cert, "localhost", "1"
+        )
+        self.assertEqual((err, code), ("sockproto: --ca goes with --tls\n", 1))
+
+    @inlineCallbacks
+    def test_twistd_chat_on_ssl_endpoint_with_sockproto_chat_tls(self) -> Any:
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        description = tls_endpoint_description(self.cert, self.key)
+        server = yield start_twistd(
+            ["chat", "--listen", description], ["chat"], cwd=cwd
+        )
+        self.addCleanup(lambda: None if server.ended.called else server.stop("KILL"))
+        host, port = server.address("chat")
+        command = sockproto_command() + [
+            "chat",
+            "--tls",
+            "--ca",
+            self.cert,
+            "localhost",
+            str(port),
+            "--nick",
+            "tlsuser",
+        ]
+        out, err, code = yield utils.getProcessOutputAndValue(
+            command[0], command[1:], env=os.environ, stdinBytes=b"hello\n/quit\n"
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"<tlsuser> hello", out)
+        self.assertEqual((yield server.stop()), 0)
