@@ -1,0 +1,146 @@
+"""
+Faults from the network: a client that resets mid-message, one that
+half-closes, one that vanishes without a FIN; and per-peer limits.  Each
+leaves the service healthy for everyone else.
+"""
+
+import socket
+import struct
+from typing import Any, Callable, List
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from sockproto.base import ServiceFactory
+from sockproto.chat import ChatFactory, ChatServer
+from sockproto.coucou import CoucouServerFactory, MessageList
+from sockproto.echo import EchoFactory
+from sockproto.testing import (
+    connect,
+    connect_line_client,
+    listen_on_loopback,
+    wait_for,
+)
+
+
+def factories(clock: Any = None, **limits: Any) -> List[ServiceFactory]:
+    kw = {"clock": clock} if clock is not None else {}
+    chatServer = ChatServer("faults", clock) if clock is not None else None
+    return [
+        EchoFactory(**kw, **limits),
+        CoucouServerFactory(MessageList(), **kw, **limits),
+        ChatFactory(chatServer, rateLimit=0, **kw, **limits),
+    ]
+
+
+class AbortRecorder(StringTransport):
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class VanishedPeerTests(SynchronousTestCase):
+    def test_idle_timeout_then_abort_if_the_close_never_completes(self) -> None:
+        for factory in factories(Clock(), timeout=30):
+            clock = factory.clock
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+            transport = AbortRecorder()
+            protocol.makeConnection(transport)
+            clock.advance(31)  # type: ignore[attr-defined]
+            self.assertTrue(transport.disconnecting, factory.serviceName)
+            self.assertFalse(transport.aborted)
+            clock.advance(protocol.abortDelay)  # type: ignore[attr-defined]
+            self.assertTrue(transport.aborted, factory.serviceName)
+
+
+class PerPeerLimitTests(SynchronousTestCase):
+    def test_each_service_limits_connections_per_peer(self) -> None:
+        for factory in factories(Clock(), maxPerPeer=2):
+            first, _ = connect(factory, IPv4Address("TCP", "10.0.0.1", 1))
+            connect(factory, IPv4Address("TCP", "10.0.0.1", 2))
+            third = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 3))
+            if factory.perPeerMessage is None:
+                self.assertIsNone(third)
+            else:
+                transport = StringTransport()
+                third.makeConnection(transport)
+                self.assertEqual(transport.value(), factory.perPeerMessage)
+                self.assertTrue(transport.disconnecting)
+            connect(factory, IPv4Address("TCP", "10.0.0.2", 1))  # another peer
+            first.connectionLost()
+            connect(factory, IPv4Address("TCP", "10.0.0.1", 4))  # room again
+            self.assertEqual(factory.perPeer, {"10.0.0.1": 2, "10.0.0.2": 1})
+
+
+def raw_client(host: str, port: int) -> socket.socket:
+    client = socket.create_connection((host, port))
+    client.setblocking(False)
+    return client
+
+
+def reset(client: socket.socket) -> None:
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+class FaultTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def each_service(self, fault: Callable[[socket.socket], Any], **limits: Any) -> Any:
+        """
+        For each service: a healthy client, a faulty one; the fault; then
+        the server has let the faulty one go and still serves the other.
+        With an idle timeout, the healthy client connects after the fault,
+        as it would be timed out too.
+        """
+        idle = "timeout" in limits
+        for factory in factories(**limits):
+            server = yield listen_on_loopback(factory)
+            self.addCleanup(server.stop)
+            if not idle:
+                healthy = yield connect_line_client(server.endpoint())
+                yield wait_for(lambda f=factory: len(f.connections) == 1)
+            client = raw_client(server.host, server.portNumber)
+            self.addCleanup(client.close)
+            others = 0 if idle else 1
+            yield wait_for(lambda f=factory, n=others: len(f.connections) == n + 1)
+            fault(client)
+            yield wait_for(lambda f=factory, n=others: len(f.connections) == n, 10)
+            if idle:
+                healthy = yield connect_line_client(server.endpoint())
+            yield self.still_served(factory, healthy)
+            healthy.transport.loseConnection()
+            yield healthy.closed
+
+    @inlineCallbacks
+    def still_served(self, factory: Any, client: Any) -> Any:
+        client.send("still here")
+        if isinstance(factory, CoucouServerFactory):
+            yield wait_for(lambda: factory.sink.messages[-1:] == ["still here"])
+        else:
+            yield client.expect("still here")
+
+    def test_reset_mid_message(self) -> Any:
+        def fault(client: socket.socket) -> None:
+            client.send(b"half a mess")
+            reset(client)
+
+        return self.each_service(fault)
+
+    def test_half_close(self) -> Any:
+        def fault(client: socket.socket) -> None:
+            client.send(b"last words")
+            client.shutdown(socket.SHUT_WR)
+
+        return self.each_service(fault)
+
+    def test_vanished_without_fin_is_caught_by_idle_timeout(self) -> Any:
+        # The client sends half a line and is never heard of again: no FIN,
+        # no RST.  Only the idle timeout can tell.
+        return self.each_service(lambda client: client.send(b"half"), timeout=0.5)
