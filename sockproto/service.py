@@ -10,6 +10,8 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.cred import strcred
+from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -158,7 +160,7 @@ class CoucouOptions(ServiceOptions):
         return CoucouServerFactory(maxSize=self["max-size"] or 140, **self._limits())
 
 
-class ChatOptions(ServiceOptions):
+class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     """
     Options of the chat service.
     """
@@ -190,8 +192,17 @@ class ChatOptions(ServiceOptions):
         ["timeout", None, 3600.0, "Drop clients silent this long.", seconds],
     ]
 
+    supportedInterfaces = [IUsernamePassword]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if len(self.get("credCheckers", [])) > 1:
+            raise usage.UsageError("give --auth once")
+
     def buildFactory(self) -> ServiceFactory:
+        checkers = self.get("credCheckers", [])
         return ChatFactory(
+            checker=checkers[0] if checkers else None,
             maxLineLength=self["max-line"] or 512,
             rateLimit=self["rate-limit"],
             maxOutput=self["max-output"],

@@ -7,15 +7,18 @@ does not start with C{/} goes to your room; your own lines come back to
 you as everyone sees them, which is how you know the server took them.
 """
 
+import math
 import socket
 from typing import Any, Callable, List, Optional, Sequence
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..base import ServiceFactory, ServiceProtocol
 from ..lines import Event, LineParser, LineTooLong, Overflow
 from ..text import decode_line
+from .accounts import Accounts
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
 from .interfaces import IChatMember, IChatRoom, IChatServer
 from .rooms import ChatServer, valid_room
@@ -188,18 +191,62 @@ class ChatProtocol(ServiceProtocol):
                 self.notice(doc[0] if doc else "/" + name[len("command_") :])
 
     def command_nick(self, argument: str) -> None:
-        """/nick NAME: change your nickname."""
-        if not argument:
+        """/nick NAME [PASSWORD]: change nickname (a registered one needs it)."""
+        nick, _, password = argument.partition(" ")
+        password = password.strip()
+        if not nick:
             return self.error("usage: /nick NAME")
+        accounts = self.factory.accounts
+        account = accounts.registeredName(nick) if accounts is not None else None
+        if account is None:
+            if password:
+                return self.error(f"nickname {nick} is not registered: /nick {nick}")
+            return self.changeNick(nick)
+        assert accounts is not None
+        if not password:
+            return self.error(f"nickname {nick} is registered: /nick {nick} PASSWORD")
+        wait = accounts.waitFor(nick)
+        if wait > 0:
+            return self.error(
+                f"too many wrong passwords for {nick}: try again in {math.ceil(wait)} s"
+            )
+        d = accounts.check(account, password)
+        d.addCallback(self.passwordChecked, nick)
+        d.addErrback(self._checkFailed)
+
+    def passwordChecked(self, right: bool, nick: str) -> None:
+        """
+        Called with the result of checking the password for C{nick}.
+        """
+        if not self.connected:
+            return
+        if right:
+            return self.changeNick(nick)
+        self.log.warn(
+            "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
+        )
+        self.error(f"wrong password for {nick}")
+
+    def _checkFailed(self, failure: Failure) -> None:
+        self.log.failure(
+            "chat: cannot check a password for {peer}", failure, peer=self.peer
+        )
+        if self.connected:
+            self.error("cannot check passwords right now, try again later")
+
+    def changeNick(self, nick: str) -> None:
+        """
+        Take C{nick}, if it is valid and free, and announce it.
+        """
         old = self.nick
-        problem = self.factory.server.rename(self, argument)
+        problem = self.factory.server.rename(self, nick)
         if problem is not None:
             return self.error(problem)
-        self.nick = argument
+        self.nick = nick
         if self.room is not None:
             self.room.renamed(self, old)
         self.log.info(
-            "chat: {peer} {old} is now {new}", peer=self.peer, old=old, new=argument
+            "chat: {peer} {old} is now {new}", peer=self.peer, old=old, new=nick
         )
 
     def command_me(self, argument: str) -> None:
@@ -396,6 +443,8 @@ class ChatFactory(ServiceFactory):
     @ivar rateLimit: lines a second per client (0: no limit).
     @ivar maxOutput: bytes a client may leave unread, past the transport's
         own buffer, before it is dropped.
+    @ivar accounts: the registered nicknames (L{Accounts}) when a cred
+        C{checker} is given, else None: then every nickname is free to take.
     """
 
     protocol = ChatProtocol  # type: ignore[assignment]
@@ -411,6 +460,7 @@ class ChatFactory(ServiceFactory):
         rateLimit: float = 5.0,
         maxOutput: int = 256 * 1024,
         historySize: int = 20,
+        checker: Optional[ICredentialsChecker] = None,
         timeout: Optional[float] = 3600.0,
         **limits: Any,
     ) -> None:
@@ -423,6 +473,7 @@ class ChatFactory(ServiceFactory):
             name = f"sockproto chat on {socket.gethostname()}"
             server = ChatServer(name, self.clock, historySize=historySize)
         self.server: IChatServer = server
+        self.accounts = Accounts(checker, self.clock) if checker is not None else None
         self.maxLineLength = maxLineLength
         self.rateLimit = rateLimit
         self.maxOutput = maxOutput
