@@ -7,6 +7,7 @@ base class that logs, times out when idle and can be told to close.
 
 from typing import Any, Dict, List, Optional, Set
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -43,15 +44,39 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     _abortCall: Optional[IDelayedCall] = None
 
+    _eager = False
+
     def connectionMade(self) -> None:
         """
         Record the peer, start the idle timer and tell the factory.
         """
+        # Plain TCP only: TLS and other transports keep their own buffers.
+        writeSomeData = getattr(type(self.transport), "writeSomeData", None)
+        self._eager = writeSomeData is tcp.Connection.writeSomeData
         address = self.transport.getPeer()
         self.peer = format_address(address)
         self.peerHost = getattr(address, "host", None)
         self.setTimeout(self.factory.timeout)
         self.factory.connectionOpened(self)
+
+    def send(self, data: bytes) -> None:
+        """
+        Write C{data} to the transport.  On plain TCP, when nothing is queued
+        before it, send what the socket takes at once and buffer only the
+        rest: that saves the trip through the reactor (register for writing,
+        wake up, send, unregister) that every buffered write costs.
+        """
+        transport = self.transport
+        if self._eager and not (
+            transport.dataBuffer or transport._tempDataLen or transport.disconnecting
+        ):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int):
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            # else the connection is lost: write() below notices
+        transport.write(data)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         """

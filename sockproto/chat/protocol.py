@@ -80,6 +80,8 @@ class ChatProtocol(ServiceProtocol):
             burst = max(factory.rateLimit * 2, 5)
             self.bucket = TokenBucket(factory.rateLimit, burst, factory.clock.seconds)
         self.transport.registerProducer(self, True)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # chat lines are small and urgent
         self.nick = factory.server.register(self)
         self.welcome()
         self.enter(factory.server.defaultRoom)
@@ -401,7 +403,7 @@ class ChatProtocol(ServiceProtocol):
             self._backlog += len(data)
             if self._backlog > self.factory.maxOutput:
                 return self.slowReader()
-        self.transport.write(data)
+        self.send(data)
 
     def slowReader(self) -> None:
         """

@@ -1,0 +1,404 @@
+/*
+ * sockproto's load generator: one thread, epoll, written in C so that it is
+ * not the bottleneck when it drives Python servers (run.py shows it drives a
+ * C echo server much faster than any server measured).
+ *
+ *   loadgen echo HOST PORT CONNS SIZE INFLIGHT SECONDS
+ *       CONNS connections, each keeping INFLIGHT messages of SIZE bytes in
+ *       flight; every echoed byte is compared with what was sent.
+ *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO
+ *       CLIENTS chat clients; RATE lines a second offered in all, round
+ *       robin; every delivery is counted and timed.  HELLO is "none", or
+ *       "name" for servers that ask for a name first.
+ *   loadgen idle HOST PORT CLIENTS HELLO
+ *       CLIENTS idle clients; prints {"ready": N} once each got a line,
+ *       waits for a line on standard input, then times one line's
+ *       delivery to all of them.
+ *
+ * Results are one JSON object on standard output.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 1024
+#define LINE_MAX_BYTES 65536
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static void raise_fd_limit(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
+static int connect_to(const char *host, int port) {
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof address);
+    address.sin_family = AF_INET;
+    address.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &address.sin_addr) != 1) die("inet_pton");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) die("socket");
+    for (int attempt = 0;; attempt++) {
+        if (connect(fd, (struct sockaddr *)&address, sizeof address) == 0) break;
+        if (errno != EAGAIN && errno != ECONNREFUSED && errno != EINTR) die("connect");
+        if (attempt > 100) die("connect");
+        usleep(10000);
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Latency samples. */
+typedef struct {
+    uint64_t *values;
+    size_t count, capacity;
+} samples_t;
+
+static void add_sample(samples_t *s, uint64_t value) {
+    if (s->count == s->capacity) {
+        s->capacity = s->capacity ? s->capacity * 2 : 1 << 16;
+        s->values = realloc(s->values, s->capacity * sizeof *s->values);
+        if (!s->values) die("realloc");
+    }
+    s->values[s->count++] = value;
+}
+
+static uint64_t percentile(samples_t *s, double p) {
+    if (!s->count) return 0;
+    qsort(s->values, s->count, sizeof *s->values, compare_u64);
+    size_t index = (size_t)(p * (double)(s->count - 1));
+    return s->values[index];
+}
+
+/* ---------------------------------------------------------------- echo */
+
+typedef struct {
+    int fd;
+    uint64_t sent_msgs, recv_msgs;
+    size_t send_off, recv_off;
+    uint64_t *sent_at;
+    int want_write;
+} echo_conn_t;
+
+static const unsigned char *pattern;
+
+static const unsigned char *message_bytes(uint64_t k) { return pattern + (k & 0xff); }
+
+static int run_echo(const char *host, int port, int conns, size_t size, int inflight,
+                    double seconds) {
+    unsigned char *base = malloc(size + 256);
+    for (size_t i = 0; i < size + 256; i++) base[i] = (unsigned char)(i * 7 + 3);
+    pattern = base;
+    int ep = epoll_create1(0);
+    echo_conn_t *c = calloc((size_t)conns, sizeof *c);
+    for (int i = 0; i < conns; i++) {
+        c[i].fd = connect_to(host, port);
+        c[i].sent_at = calloc((size_t)inflight, sizeof(uint64_t));
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
+        c[i].want_write = 1;
+    }
+    samples_t latency = {0};
+    unsigned char *buffer = malloc(1 << 20);
+    uint64_t start = now_us(), stop_sending = start + (uint64_t)(seconds * 1e6);
+    uint64_t errors = 0, last_receive = start;
+    int sending = 1;
+    struct epoll_event events[MAX_EVENTS];
+    for (;;) {
+        uint64_t now = now_us();
+        if (sending && now >= stop_sending) sending = 0;
+        int outstanding = 0;
+        for (int i = 0; i < conns; i++) outstanding |= c[i].recv_msgs < c[i].sent_msgs;
+        if (!sending && !outstanding) break;
+        if (!sending && now > stop_sending + 5000000) break;
+        int n = epoll_wait(ep, events, MAX_EVENTS, 10);
+        for (int e = 0; e < n; e++) {
+            echo_conn_t *k = &c[events[e].data.u32];
+            if (events[e].events & EPOLLIN) {
+                ssize_t got = read(k->fd, buffer, 1 << 20);
+                if (got == 0) die("server closed");
+                if (got < 0 && errno != EAGAIN) die("read");
+                size_t pos = 0;
+                while (got > 0 && pos < (size_t)got) {
+                    size_t take = size - k->recv_off;
+                    if (take > (size_t)got - pos) take = (size_t)got - pos;
+                    if (memcmp(buffer + pos, message_bytes(k->recv_msgs) + k->recv_off, take))
+                        errors++;
+                    pos += take;
+                    k->recv_off += take;
+                    if (k->recv_off == size) {
+                        uint64_t t = now_us();
+                        add_sample(&latency, t - k->sent_at[k->recv_msgs % (uint64_t)inflight]);
+                        k->recv_msgs++;
+                        k->recv_off = 0;
+                        last_receive = t;
+                        k->want_write = 1;
+                    }
+                }
+            }
+            if ((events[e].events & EPOLLOUT) || k->want_write) k->want_write = 1;
+        }
+        for (int i = 0; i < conns; i++) {
+            echo_conn_t *k = &c[i];
+            while (k->want_write) {
+                if (k->send_off == 0) {
+                    if (!sending || k->sent_msgs - k->recv_msgs >= (uint64_t)inflight) {
+                        k->want_write = 0;
+                        break;
+                    }
+                    k->sent_at[k->sent_msgs % (uint64_t)inflight] = now_us();
+                }
+                ssize_t put = write(k->fd, message_bytes(k->sent_msgs) + k->send_off,
+                                    size - k->send_off);
+                if (put < 0) {
+                    if (errno == EAGAIN) break;
+                    die("write");
+                }
+                k->send_off += (size_t)put;
+                if (k->send_off == size) {
+                    k->send_off = 0;
+                    k->sent_msgs++;
+                }
+            }
+        }
+    }
+    uint64_t messages = 0, unanswered = 0;
+    for (int i = 0; i < conns; i++) {
+        messages += c[i].recv_msgs;
+        unanswered += c[i].sent_msgs - c[i].recv_msgs;
+    }
+    double elapsed = (double)(last_receive - start) / 1e6;
+    printf("{\"messages\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
+           "\"round_trips_per_second\": %.1f, \"mb_per_second\": %.2f, "
+           "\"p50_us\": %llu, \"p99_us\": %llu, \"errors\": %llu, \"unanswered\": %llu}\n",
+           (unsigned long long)messages, (unsigned long long)(messages * size), elapsed,
+           messages / elapsed, (double)(messages * size) / elapsed / 1e6,
+           (unsigned long long)percentile(&latency, 0.50),
+           (unsigned long long)percentile(&latency, 0.99), (unsigned long long)errors,
+           (unsigned long long)unanswered);
+    return errors || unanswered ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+typedef struct {
+    int fd;
+    char in[LINE_MAX_BYTES];
+    size_t in_len;
+    char *out;
+    size_t out_len, out_cap;
+    uint64_t lines_in, deliveries;
+} chat_client_t;
+
+static chat_client_t *clients;
+static int client_count;
+static samples_t chat_latency;
+static uint64_t total_deliveries, last_delivery;
+
+static void queue_text(chat_client_t *k, const char *text, size_t len) {
+    if (k->out_len + len > k->out_cap) {
+        k->out_cap = (k->out_len + len) * 2;
+        k->out = realloc(k->out, k->out_cap);
+        if (!k->out) die("realloc");
+    }
+    memcpy(k->out + k->out_len, text, len);
+    k->out_len += len;
+}
+
+static void flush_client(int ep, chat_client_t *k, int index) {
+    while (k->out_len) {
+        ssize_t put = write(k->fd, k->out, k->out_len);
+        if (put < 0) {
+            if (errno == EAGAIN) break;
+            die("write");
+        }
+        memmove(k->out, k->out + put, k->out_len - (size_t)put);
+        k->out_len -= (size_t)put;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | (k->out_len ? EPOLLOUT : 0),
+                             .data.u32 = (uint32_t)index};
+    epoll_ctl(ep, EPOLL_CTL_MOD, k->fd, &ev);
+}
+
+/* A line "... m SENDER SEQ TIMESTAMP": count it unless it is our own. */
+static void chat_line(int index, const char *line, size_t len) {
+    chat_client_t *k = &clients[index];
+    k->lines_in++;
+    const char *mark = memmem(line, len, "> m ", 4);
+    if (!mark) return;
+    unsigned sender;
+    unsigned long long seq, sent_at;
+    if (sscanf(mark + 4, "%u %llu %llu", &sender, &seq, &sent_at) != 3) return;
+    if ((int)sender == index) return;
+    uint64_t t = now_us();
+    k->deliveries++;
+    total_deliveries++;
+    last_delivery = t;
+    add_sample(&chat_latency, t - sent_at);
+}
+
+static void read_client(int index) {
+    chat_client_t *k = &clients[index];
+    for (;;) {
+        ssize_t got = read(k->fd, k->in + k->in_len, sizeof k->in - k->in_len);
+        if (got == 0) die("server closed a chat client");
+        if (got < 0) {
+            if (errno == EAGAIN) return;
+            die("read");
+        }
+        k->in_len += (size_t)got;
+        char *start = k->in, *end = k->in + k->in_len, *nl;
+        while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
+            chat_line(index, start, (size_t)(nl - start));
+            start = nl + 1;
+        }
+        k->in_len = (size_t)(end - start);
+        memmove(k->in, start, k->in_len);
+        if (k->in_len == sizeof k->in) k->in_len = 0; /* absurd line: drop */
+    }
+}
+
+static int pump(int ep, int timeout_ms) {
+    struct epoll_event events[MAX_EVENTS];
+    int n = epoll_wait(ep, events, MAX_EVENTS, timeout_ms);
+    for (int e = 0; e < n; e++) {
+        int index = (int)events[e].data.u32;
+        if (events[e].events & EPOLLIN) read_client(index);
+        if (events[e].events & EPOLLOUT) flush_client(ep, &clients[index], index);
+    }
+    return n;
+}
+
+static int connect_clients(const char *host, int port, int count, const char *hello) {
+    int ep = epoll_create1(0);
+    client_count = count;
+    clients = calloc((size_t)count, sizeof *clients);
+    for (int i = 0; i < count; i++) {
+        clients[i].fd = connect_to(host, port);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, clients[i].fd, &ev);
+        if (!strcmp(hello, "name")) {
+            char name[32];
+            int len = snprintf(name, sizeof name, "c%d\n", i);
+            queue_text(&clients[i], name, (size_t)len);
+            flush_client(ep, &clients[i], i);
+        }
+        if (i % 100 == 99) pump(ep, 0);
+    }
+    /* Wait until everyone got a first line (a welcome), then for quiet. */
+    uint64_t deadline = now_us() + 60000000;
+    for (;;) {
+        int waiting = 0;
+        for (int i = 0; i < count; i++) waiting += clients[i].lines_in == 0;
+        if (!waiting) break;
+        if (now_us() > deadline) {
+            fprintf(stderr, "loadgen: %d clients got no line\n", waiting);
+            exit(2);
+        }
+        pump(ep, 10);
+    }
+    while (pump(ep, 300) > 0) {
+    }
+    return ep;
+}
+
+static int run_chat(const char *host, int port, int count, double rate, double seconds,
+                    const char *hello) {
+    int ep = connect_clients(host, port, count, hello);
+    uint64_t start = now_us(), stop = start + (uint64_t)(seconds * 1e6);
+    uint64_t sent = 0;
+    int next = 0;
+    for (;;) {
+        uint64_t now = now_us();
+        if (now >= stop) break;
+        uint64_t due = (uint64_t)((double)(now - start) / 1e6 * rate);
+        while (sent < due) {
+            char line[96];
+            int len = snprintf(line, sizeof line, "m %d %llu %llu\n", next,
+                               (unsigned long long)sent, (unsigned long long)now_us());
+            queue_text(&clients[next], line, (size_t)len);
+            flush_client(ep, &clients[next], next);
+            next = (next + 1) % count;
+            sent++;
+        }
+        pump(ep, 1);
+    }
+    uint64_t expected = sent * (uint64_t)(count - 1);
+    uint64_t drain_until = now_us() + 10000000;
+    while (total_deliveries < expected && now_us() < drain_until) pump(ep, 10);
+    double elapsed = (double)((last_delivery > stop ? last_delivery : stop) - start) / 1e6;
+    printf("{\"clients\": %d, \"offered_lines_per_second\": %.0f, \"lines_sent\": %llu, "
+           "\"deliveries\": %llu, \"expected\": %llu, \"complete\": %s, "
+           "\"seconds\": %.3f, \"deliveries_per_second\": %.1f, "
+           "\"p50_ms\": %.2f, \"p99_ms\": %.2f}\n",
+           count, rate, (unsigned long long)sent, (unsigned long long)total_deliveries,
+           (unsigned long long)expected, total_deliveries == expected ? "true" : "false",
+           elapsed, (double)total_deliveries / elapsed,
+           (double)percentile(&chat_latency, 0.50) / 1000.0,
+           (double)percentile(&chat_latency, 0.99) / 1000.0);
+    return 0;
+}
+
+static int run_idle(const char *host, int port, int count, const char *hello) {
+    int ep = connect_clients(host, port, count, hello);
+    printf("{\"ready\": %d}\n", count);
+    fflush(stdout);
+    char go[16];
+    if (!fgets(go, sizeof go, stdin)) return 2;
+    uint64_t start = now_us();
+    char line[96];
+    int len = snprintf(line, sizeof line, "m 0 0 %llu\n", (unsigned long long)start);
+    queue_text(&clients[0], line, (size_t)len);
+    flush_client(ep, &clients[0], 0);
+    uint64_t deadline = start + 60000000;
+    while (total_deliveries < (uint64_t)(count - 1) && now_us() < deadline) pump(ep, 10);
+    printf("{\"clients\": %d, \"deliveries\": %llu, \"fanout_ms\": %.2f}\n", count,
+           (unsigned long long)total_deliveries, (double)(last_delivery - start) / 1000.0);
+    return total_deliveries == (uint64_t)(count - 1) ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    raise_fd_limit();
+    if (argc == 8 && !strcmp(argv[1], "echo"))
+        return run_echo(argv[2], atoi(argv[3]), atoi(argv[4]), (size_t)atol(argv[5]),
+                        atoi(argv[6]), atof(argv[7]));
+    if (argc == 8 && !strcmp(argv[1], "chat"))
+        return run_chat(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), atof(argv[6]),
+                        argv[7]);
+    if (argc == 6 && !strcmp(argv[1], "idle"))
+        return run_idle(argv[2], atoi(argv[3]), atoi(argv[4]), argv[5]);
+    fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");
+    return 2;
+}

@@ -1,0 +1,479 @@
+"""
+sockproto's benchmarks: every server and its peers, driven by the same load
+generator in one run, with the ratios printed side by side.
+
+    python benchmarks/run.py [--quick] [--results DIR]
+
+It compiles benchmarks/loadgen.c and benchmarks/c_echo.c with the system's
+C compiler, runs each server in a child process pinned to CPU 0 and the load
+generator pinned to CPU 1, and writes a JSON file (and a PNG chart when
+matplotlib is installed) into benchmarks/results/, which is not committed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+LOOPBACK = "127.0.0.1"
+SERVER_CPU, LOADGEN_CPU = {0}, {1}
+
+
+def build(results: Path) -> Dict[str, str]:
+    """
+    Compile the load generator and the C echo server.
+    """
+    out = results / "build"
+    out.mkdir(parents=True, exist_ok=True)
+    programs = {}
+    for name in ["loadgen", "c_echo"]:
+        target = out / name
+        command = ["cc", "-O2", "-o", str(target), str(HERE / f"{name}.c")]
+        subprocess.run(command, check=True)
+        programs[name] = str(target)
+    return programs
+
+
+def pin(cpus: set) -> Callable[[], None]:
+    def apply() -> None:
+        if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+            os.sched_setaffinity(0, cpus)
+
+    return apply
+
+
+class Server:
+    """
+    A server in a child process, with the port it reported.
+    """
+
+    def __init__(self, name: str, command: List[str], pattern: str) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pin(SERVER_CPU),
+            cwd=str(HERE),
+        )
+        self.port = self._wait_for_port(re.compile(pattern))
+
+    def _wait_for_port(self, pattern: "re.Pattern[str]") -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline().decode("utf-8", "replace")
+            if not line and self.process.poll() is not None:
+                break
+            match = pattern.search(line)
+            if match:
+                self._drain()
+                return int(match.group(1))
+        raise RuntimeError(f"{self.name} did not start")
+
+    def _drain(self) -> None:
+        # Keep reading its output so that logging never blocks it.
+        import threading
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for _ in self.process.stdout:
+                pass
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def twistd(*args: str) -> List[str]:
+    script = Path(sys.executable).parent / "twistd"
+    return [str(script), "-n", "--pidfile=", "--logfile=/dev/null", "sockproto", *args]
+
+
+LISTEN = f"tcp:0:interface={LOOPBACK}:backlog=1024"
+
+
+def sockproto_echo() -> Server:
+    # twistd logs to /dev/null here, so the port comes from the service's
+    # own line on standard output: run with logging to stdout instead.
+    command = twistd("echo", "--listen", LISTEN)
+    command.remove("--logfile=/dev/null")
+    return Server("sockproto echo", command, r"echo listening on [\d.]+:(\d+)")
+
+
+def sockproto_chat() -> Server:
+    command = twistd("chat", "--listen", LISTEN, "--rate-limit", "0")
+    command.remove("--logfile=/dev/null")
+    return Server("sockproto chat", command, r"chat listening on [\d.]+:(\d+)")
+
+
+def peer(name: str, label: str) -> Server:
+    command = [sys.executable, str(HERE / "peers.py"), name]
+    return Server(label, command, r"listening on (\d+)")
+
+
+def c_echo(programs: Dict[str, str]) -> Server:
+    return Server(
+        "C echo (reference)", [programs["c_echo"], "0"], r"listening on (\d+)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def ncat_chat() -> Optional[Server]:
+    ncat = shutil.which("ncat")
+    if ncat is None:
+        return None
+    port = free_port()
+    command = [
+        "sh",
+        "-c",
+        f"echo listening on {port}; exec {ncat} --chat -m 100000 -l {LOOPBACK} {port}",
+    ]
+    server = Server("ncat --chat", command, r"listening on (\d+)")
+    time.sleep(0.5)
+    return server
+
+
+def loadgen(programs: Dict[str, str], *args: Any) -> Dict[str, Any]:
+    command = [programs["loadgen"], *[str(a) for a in args]]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        preexec_fn=pin(LOADGEN_CPU),
+        timeout=300,
+    )
+    if not result.stdout.strip():
+        raise RuntimeError(f"loadgen {args}: {result.stderr.strip()}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+# --- echo -----------------------------------------------------------------
+
+
+def echo_runs(
+    programs: Dict[str, str], rounds: int, seconds: float
+) -> Dict[str, Dict[str, Any]]:
+    """
+    Small and bulk echo for each server, in interleaved rounds; medians.
+    """
+    servers = [
+        sockproto_echo(),
+        peer("wire-echo", "twisted wire.Echo"),
+        peer("asyncio-echo", "asyncio echo"),
+        c_echo(programs),
+    ]
+    results: Dict[str, Dict[str, List[Dict[str, Any]]]] = {
+        s.name: {"small": [], "bulk": []} for s in servers
+    }
+    try:
+        for _ in range(rounds):
+            for server in servers:
+                port = server.port
+                small = loadgen(programs, "echo", LOOPBACK, port, 10, 64, 1, seconds)
+                bulk = loadgen(programs, "echo", LOOPBACK, port, 10, 65536, 4, seconds)
+                results[server.name]["small"].append(small)
+                results[server.name]["bulk"].append(bulk)
+    finally:
+        for server in servers:
+            server.stop()
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {
+            "round_trips_per_second": median(runs["small"], "round_trips_per_second"),
+            "p50_us": median(runs["small"], "p50_us"),
+            "p99_us": median(runs["small"], "p99_us"),
+            "mb_per_second": median(runs["bulk"], "mb_per_second"),
+            "errors": sum(
+                r["errors"] + r["unanswered"] for r in runs["small"] + runs["bulk"]
+            ),
+            "runs": runs,
+        }
+    return summary
+
+
+def median(runs: List[Dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+# --- chat -----------------------------------------------------------------
+
+
+def chat_runs(
+    programs: Dict[str, str], sizes: List[int], rates: List[int], seconds: float
+) -> List[Dict[str, Any]]:
+    """
+    Fan-out for each chat server, client count and offered rate.
+    """
+    rows = []
+    starters: List[Tuple[str, Callable[[], Optional[Server]], str]] = [
+        ("sockproto chat", sockproto_chat, "none"),
+        (
+            "twisted chat example",
+            lambda: peer("twisted-chat", "twisted chat example"),
+            "name",
+        ),
+        ("ncat --chat", ncat_chat, "none"),
+    ]
+    for label, start, hello in starters:
+        for clients in sizes:
+            for rate in rates:
+                server = start()
+                if server is None:
+                    rows.append(
+                        {
+                            "server": label,
+                            "clients": clients,
+                            "rate": rate,
+                            "missing": "ncat is not installed",
+                        }
+                    )
+                    continue
+                try:
+                    result = loadgen(
+                        programs,
+                        "chat",
+                        LOOPBACK,
+                        server.port,
+                        clients,
+                        rate,
+                        seconds,
+                        hello,
+                    )
+                except Exception as e:  # a server that falls over is a result too
+                    result = {"error": str(e)}
+                finally:
+                    server.stop()
+                rows.append(
+                    {"server": label, "clients": clients, "rate": rate, **result}
+                )
+    return rows
+
+
+def scale_run(programs: Dict[str, str], clients: int) -> Dict[str, Any]:
+    """
+    C{clients} idle chat clients: server memory per client, and how long
+    one line takes to reach all of them.
+    """
+    server = sockproto_chat()
+    try:
+        time.sleep(0.5)
+        before = server.rss_kib()
+        command = [
+            programs["loadgen"],
+            "idle",
+            LOOPBACK,
+            str(server.port),
+            str(clients),
+            "none",
+        ]
+        gen = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=pin(LOADGEN_CPU),
+        )
+        assert gen.stdout is not None and gen.stdin is not None
+        ready = gen.stdout.readline()
+        if not ready:
+            raise RuntimeError("idle clients did not connect")
+        time.sleep(1.0)
+        after = server.rss_kib()
+        gen.stdin.write("go\n")
+        gen.stdin.flush()
+        result = json.loads(gen.stdout.readline())
+        gen.wait(60)
+    finally:
+        server.stop()
+    return {
+        "clients": clients,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_per_client_kib": (after - before) / clients,
+        **result,
+    }
+
+
+# --- report ---------------------------------------------------------------
+
+
+def machine() -> Dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": platform.platform(),
+    }
+
+
+def echo_table(echo: Dict[str, Dict[str, Any]]) -> List[str]:
+    base = echo["twisted wire.Echo"]
+    lines = [
+        "echo                 round trips/s   ratio   p50 us   p99 us     MB/s   ratio",
+    ]
+    for name, r in echo.items():
+        lines.append(
+            f"{name:20} {r['round_trips_per_second']:13.0f} "
+            f"{r['round_trips_per_second'] / base['round_trips_per_second']:6.2f}x "
+            f"{r['p50_us']:8.0f} {r['p99_us']:8.0f} {r['mb_per_second']:8.0f} "
+            f"{r['mb_per_second'] / base['mb_per_second']:6.2f}x"
+            + ("" if not r["errors"] else f"  {r['errors']} ERRORS")
+        )
+    return lines
+
+
+def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = [
+        "chat fan-out           clients  offered/s   deliveries/s   vs ncat"
+        "   p99 ms  all?"
+    ]
+    ncat = {
+        (r["clients"], r["rate"]): r.get("deliveries_per_second")
+        for r in rows
+        if r["server"] == "ncat --chat"
+    }
+    for r in rows:
+        if "missing" in r or "error" in r:
+            lines.append(
+                f"{r['server']:22} {r['clients']:7} {r['rate']:10}   "
+                f"{r.get('missing') or r.get('error')}"
+            )
+            continue
+        reference = ncat.get((r["clients"], r["rate"]))
+        ratio = (
+            f"{r['deliveries_per_second'] / reference:7.2f}x"
+            if reference
+            else "      -"
+        )
+        lines.append(
+            f"{r['server']:22} {r['clients']:7} {r['rate']:10} "
+            f"{r['deliveries_per_second']:14.0f}   {ratio} {r['p99_ms']:8.1f}  "
+            f"{'yes' if r['complete'] else 'NO'}"
+        )
+    return lines
+
+
+def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    names = list(report["echo"])
+    axes[0].bar(names, [report["echo"][n]["round_trips_per_second"] for n in names])
+    axes[0].set_title("echo, 64 B: round trips/s")
+    axes[1].bar(names, [report["echo"][n]["mb_per_second"] for n in names])
+    axes[1].set_title("echo, 64 KiB: MB/s")
+    for ax in axes[:2]:
+        ax.tick_params(axis="x", rotation=20)
+    for server in sorted({r["server"] for r in report["chat"]}):
+        for clients in sorted({r["clients"] for r in report["chat"]}):
+            rows = [
+                r
+                for r in report["chat"]
+                if r["server"] == server
+                and r["clients"] == clients
+                and "deliveries" in r
+            ]
+            if rows:
+                axes[2].plot(
+                    [r["rate"] for r in rows],
+                    [r["deliveries_per_second"] for r in rows],
+                    marker="o",
+                    label=f"{server}, {clients} clients",
+                )
+    axes[2].set_title("chat fan-out: deliveries/s")
+    axes[2].set_xlabel("offered lines/s")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--idle-clients", type=int, default=10_000)
+    options = parser.parse_args()
+    results = Path(options.results)
+    results.mkdir(parents=True, exist_ok=True)
+    programs = build(results)
+    rounds, seconds = (2, 1.0) if options.quick else (5, 2.0)
+    rates = [500, 4000] if options.quick else [500, 1000, 2000, 4000, 8000]
+    report: Dict[str, Any] = {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    print("echo ...", file=sys.stderr)
+    report["echo"] = echo_runs(programs, rounds, seconds)
+    print("chat fan-out ...", file=sys.stderr)
+    report["chat"] = chat_runs(
+        programs, [50, 500], rates, 2.0 if options.quick else 3.0
+    )
+    print("scale ...", file=sys.stderr)
+    report["scale"] = scale_run(programs, options.idle_clients)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = results / f"benchmark-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    picture = chart(report, results / f"benchmark-{stamp}.png")
+    m = report["machine"]
+    print(f"\n{m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}\n")
+    print("\n".join(echo_table(report["echo"])))
+    print()
+    print("\n".join(chat_table(report["chat"])))
+    s = report["scale"]
+    print(
+        f"\nscale: {s['clients']} idle chat clients,"
+        f" {s['rss_per_client_kib']:.2f} KiB of server RSS each;"
+        f" one line reached all of them in {s['fanout_ms']:.1f} ms"
+    )
+    print(
+        f"\nresults: {path}"
+        + (f" and {picture}" if picture else " (no chart: no matplotlib)")
+    )
+
+
+if __name__ == "__main__":
+    main()
