@@ -75,6 +75,28 @@ static int connect_to(const char *host, int port) {
     return fd;
 }
 
+/* CPU time this process used, in seconds: how busy the load generator was. */
+static double cpu_seconds(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (double)usage.ru_utime.tv_sec + (double)usage.ru_stime.tv_sec +
+           ((double)usage.ru_utime.tv_usec + (double)usage.ru_stime.tv_usec) / 1e6;
+}
+
+static uint64_t parse_uint(const char **cursor, const char *end, int *ok) {
+    const char *p = *cursor;
+    uint64_t value = 0;
+    int digits = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        value = value * 10 + (uint64_t)(*p++ - '0');
+        digits++;
+    }
+    if (p < end && *p == ' ') p++;
+    *cursor = p;
+    *ok &= digits > 0;
+    return value;
+}
+
 static int compare_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -109,7 +131,7 @@ typedef struct {
     uint64_t sent_msgs, recv_msgs;
     size_t send_off, recv_off;
     uint64_t *sent_at;
-    int want_write;
+    int want_write, waiting_out;
 } echo_conn_t;
 
 static const unsigned char *pattern;
@@ -126,7 +148,7 @@ static int run_echo(const char *host, int port, int conns, size_t size, int infl
     for (int i = 0; i < conns; i++) {
         c[i].fd = connect_to(host, port);
         c[i].sent_at = calloc((size_t)inflight, sizeof(uint64_t));
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
         c[i].want_write = 1;
     }
@@ -168,7 +190,12 @@ static int run_echo(const char *host, int port, int conns, size_t size, int infl
                     }
                 }
             }
-            if ((events[e].events & EPOLLOUT) || k->want_write) k->want_write = 1;
+            if (events[e].events & EPOLLOUT) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = events[e].data.u32};
+                epoll_ctl(ep, EPOLL_CTL_MOD, k->fd, &ev);
+                k->waiting_out = 0;
+                k->want_write = 1;
+            }
         }
         for (int i = 0; i < conns; i++) {
             echo_conn_t *k = &c[i];
@@ -183,8 +210,15 @@ static int run_echo(const char *host, int port, int conns, size_t size, int infl
                 ssize_t put = write(k->fd, message_bytes(k->sent_msgs) + k->send_off,
                                     size - k->send_off);
                 if (put < 0) {
-                    if (errno == EAGAIN) break;
-                    die("write");
+                    if (errno != EAGAIN) die("write");
+                    if (!k->waiting_out) {
+                        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT,
+                                                 .data.u32 = (uint32_t)i};
+                        epoll_ctl(ep, EPOLL_CTL_MOD, k->fd, &ev);
+                        k->waiting_out = 1;
+                    }
+                    k->want_write = 0;
+                    break;
                 }
                 k->send_off += (size_t)put;
                 if (k->send_off == size) {
@@ -200,7 +234,8 @@ static int run_echo(const char *host, int port, int conns, size_t size, int infl
         unanswered += c[i].sent_msgs - c[i].recv_msgs;
     }
     double elapsed = (double)(last_receive - start) / 1e6;
-    printf("{\"messages\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
+    printf("{\"loadgen_cpu\": %.2f, ", cpu_seconds() / ((double)(now_us() - start) / 1e6));
+    printf("\"messages\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
            "\"round_trips_per_second\": %.1f, \"mb_per_second\": %.2f, "
            "\"p50_us\": %llu, \"p99_us\": %llu, \"errors\": %llu, \"unanswered\": %llu}\n",
            (unsigned long long)messages, (unsigned long long)(messages * size), elapsed,
@@ -258,10 +293,12 @@ static void chat_line(int index, const char *line, size_t len) {
     k->lines_in++;
     const char *mark = memmem(line, len, "> m ", 4);
     if (!mark) return;
-    unsigned sender;
-    unsigned long long seq, sent_at;
-    if (sscanf(mark + 4, "%u %llu %llu", &sender, &seq, &sent_at) != 3) return;
-    if ((int)sender == index) return;
+    const char *cursor = mark + 4, *end = line + len;
+    int ok = 1;
+    uint64_t sender = parse_uint(&cursor, end, &ok);
+    parse_uint(&cursor, end, &ok); /* the sequence number */
+    uint64_t sent_at = parse_uint(&cursor, end, &ok);
+    if (!ok || (int)sender == index) return;
     uint64_t t = now_us();
     k->deliveries++;
     total_deliveries++;
@@ -337,6 +374,7 @@ static int connect_clients(const char *host, int port, int count, const char *he
 static int run_chat(const char *host, int port, int count, double rate, double seconds,
                     const char *hello) {
     int ep = connect_clients(host, port, count, hello);
+    double cpu_start = cpu_seconds();
     uint64_t start = now_us(), stop = start + (uint64_t)(seconds * 1e6);
     uint64_t sent = 0;
     int next = 0;
@@ -359,7 +397,8 @@ static int run_chat(const char *host, int port, int count, double rate, double s
     uint64_t drain_until = now_us() + 10000000;
     while (total_deliveries < expected && now_us() < drain_until) pump(ep, 10);
     double elapsed = (double)((last_delivery > stop ? last_delivery : stop) - start) / 1e6;
-    printf("{\"clients\": %d, \"offered_lines_per_second\": %.0f, \"lines_sent\": %llu, "
+    printf("{\"loadgen_cpu\": %.2f, ", (cpu_seconds() - cpu_start) / elapsed);
+    printf("\"clients\": %d, \"offered_lines_per_second\": %.0f, \"lines_sent\": %llu, "
            "\"deliveries\": %llu, \"expected\": %llu, \"complete\": %s, "
            "\"seconds\": %.3f, \"deliveries_per_second\": %.1f, "
            "\"p50_ms\": %.2f, \"p99_ms\": %.2f}\n",

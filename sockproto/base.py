@@ -5,7 +5,8 @@ connections, limits them and closes them all on shutdown, and a protocol
 base class that logs, times out when idle and can be told to close.
 """
 
-from typing import Any, Dict, List, Optional, Set
+import sys
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
@@ -30,14 +31,12 @@ class ServiceProtocol(Protocol, TimeoutMixin):
     """
     Base class of sockproto's server protocols.
 
-    @ivar peer: the peer's address as text, set in L{connectionMade}, for
-        log lines.
+    @ivar peerHost: the peer's host, for the per-peer limit.
     """
 
     log = Logger()
     factory: "ServiceFactory"
     transport: Any  # a TCP, TLS or UNIX transport: also a consumer and producer
-    peer = "(not connected)"
     peerHost: Optional[str] = None
     abortDelay = 10.0
     """Seconds a closing connection may take to flush before it is aborted."""
@@ -53,11 +52,27 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         # Plain TCP only: TLS and other transports keep their own buffers.
         writeSomeData = getattr(type(self.transport), "writeSomeData", None)
         self._eager = writeSomeData is tcp.Connection.writeSomeData
-        address = self.transport.getPeer()
-        self.peer = format_address(address)
-        self.peerHost = getattr(address, "host", None)
+        host = getattr(self.transport.getPeer(), "host", None)
+        # Interned: thousands of connections from one host share one string.
+        self.peerHost = sys.intern(host) if isinstance(host, str) else None
         self.setTimeout(self.factory.timeout)
         self.factory.connectionOpened(self)
+
+    @property
+    def peer(self) -> str:
+        """
+        The peer's address as text, for log lines (made when asked, so that
+        idle connections do not each keep a copy).
+        """
+        if self.transport is None:
+            return "(not connected)"
+        return format_address(self.transport.getPeer())
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:
+        """
+        Schedule C{f} on the factory's clock (L{TimeoutMixin} uses this).
+        """
+        return self.factory.clock.callLater(delay, f, *args)
 
     def send(self, data: bytes) -> None:
         """
@@ -183,7 +198,6 @@ class ServiceFactory(ServerFactory):
             return self.refusePeer(addr)
         protocol: ServiceProtocol = self.protocol()  # type: ignore[misc]
         protocol.factory = self
-        protocol.callLater = self.clock.callLater  # type: ignore[assignment]
         return protocol
 
     def refuseConnection(self, addr: IAddress) -> Optional[Protocol]:

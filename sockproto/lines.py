@@ -46,6 +46,8 @@ class LineParser:
     gives one L{Overflow} and ignores everything after it.
     """
 
+    __slots__ = ("maxLength", "maxUnterminated", "_buffer", "_discarded", "overflowed")
+
     def __init__(self, maxLength: int, maxUnterminated: int) -> None:
         self.maxLength = maxLength
         self.maxUnterminated = max(maxUnterminated, maxLength)

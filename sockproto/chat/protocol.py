@@ -31,6 +31,8 @@ class TokenBucket:
     Allow C{rate} lines a second on average, in bursts of up to C{burst}.
     """
 
+    __slots__ = ("rate", "burst", "now", "tokens", "last")
+
     def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
         self.rate = rate
         self.burst = burst
