@@ -64,12 +64,14 @@ class ChatProtocol(ServiceProtocol):
     """
 
     factory: "ChatFactory"
-    delimiter = b"\r\n"
     nick = ""
+    quitReason = "connection lost"
+    """What the room is told when this client leaves."""
     room: Optional[IChatRoom] = None
     _paused = False
     _backlog = 0
     _dropped = False
+    _limited = False
 
     # --- connection -------------------------------------------------------
 
@@ -77,7 +79,7 @@ class ChatProtocol(ServiceProtocol):
         super().connectionMade()
         factory = self.factory
         self.parser = LineParser(factory.maxLineLength, factory.maxLineLength * 16)
-        self.bucket = None
+        self.bucket: Optional[TokenBucket] = None
         if factory.rateLimit:
             burst = max(factory.rateLimit * 2, 5)
             self.bucket = TokenBucket(factory.rateLimit, burst, factory.clock.seconds)
@@ -89,7 +91,7 @@ class ChatProtocol(ServiceProtocol):
         self.enter(factory.server.defaultRoom)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        self.leaveRoom(getattr(self, "quitReason", "connection lost"))
+        self.leaveRoom(self.quitReason)
         self.factory.server.unregister(self)
         super().connectionLost(reason)
 
@@ -132,7 +134,9 @@ class ChatProtocol(ServiceProtocol):
             return
         if self.bucket is not None and not self.bucket.take():
             self.rateLimited(text)
+            self._limited = True
             return
+        self._limited = False
         self.lineReceived(text)
 
     def lineReceived(self, text: str) -> None:
@@ -151,6 +155,9 @@ class ChatProtocol(ServiceProtocol):
         """
         method = getattr(self, "command_" + name, None) if name.isidentifier() else None
         if method is None:
+            self.log.info(
+                "chat: {peer} unknown command {name!r}", peer=self.peer, name=name
+            )
             self.error(f"unknown command /{name} (try /help)")
         else:
             method(argument)
@@ -167,6 +174,11 @@ class ChatProtocol(ServiceProtocol):
         Called when a line is over the limit: it is dropped.
         """
         limit = self.factory.maxLineLength
+        self.log.info(
+            "chat: {peer} sent a line of {length} bytes: dropped",
+            peer=self.peer,
+            length=length,
+        )
         self.error(f"line too long ({length} bytes, limit {limit}): dropped")
 
     def overflow(self) -> None:
@@ -183,6 +195,8 @@ class ChatProtocol(ServiceProtocol):
         Called for a line over the rate limit: it is dropped, with a notice.
         """
         rate = self.factory.rateLimit
+        if not self._limited:  # one log line per burst, not per line
+            self.log.info("chat: {peer} is over the rate limit", peer=self.peer)
         self.error(f"slow down: over {rate:g} lines a second, line dropped")
 
     # --- commands ---------------------------------------------------------
