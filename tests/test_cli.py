@@ -27,6 +27,20 @@ def sockproto_command() -> List[str]:
     return [sys.executable, "-c", "from sockproto.cli import main; main()"]
 
 
+@inlineCallbacks
+def run_sockproto(test: TestCase, *args: str) -> Any:
+    """
+    Run the C{sockproto} command; check that no traceback reached the user;
+    return its output, errors and exit status.
+    """
+    command = sockproto_command()
+    out, err, code = yield utils.getProcessOutputAndValue(
+        command[0], command[1:] + list(args), env=os.environ
+    )
+    test.assertNotIn(b"Traceback", out + err)
+    return out.decode(), err.decode(), code
+
+
 def options(*args: str) -> SendOptions:
     parsed = SendOptions()
     parsed.parseOptions(list(args))
@@ -72,14 +86,8 @@ class CommandLineTests(TestCase):
     The console script in a child process: exit status and one-line errors.
     """
 
-    @inlineCallbacks
     def sockproto(self, *args: str) -> Any:
-        command = sockproto_command()
-        out, err, code = yield utils.getProcessOutputAndValue(
-            command[0], command[1:] + list(args), env=os.environ
-        )
-        self.assertNotIn(b"Traceback", out + err)
-        return out.decode(), err.decode(), code
+        return run_sockproto(self, *args)
 
     @inlineCallbacks
     def test_send_prints_what_the_server_echoes(self) -> Any:

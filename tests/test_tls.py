@@ -21,7 +21,7 @@ from sockproto.testing import (
     tls_endpoint_description,
 )
 
-from .test_cli import sockproto_command
+from .test_cli import run_sockproto, sockproto_command
 
 try:
     import OpenSSL  # noqa: F401
@@ -73,14 +73,8 @@ class TLSTests(TestCase):
             client.transport.loseConnection()
             yield client.closed
 
-    @inlineCallbacks
     def sockproto(self, *args: str) -> Any:
-        command = sockproto_command()
-        out, err, code = yield utils.getProcessOutputAndValue(
-            command[0], command[1:] + list(args), env=os.environ
-        )
-        self.assertNotIn(b"Traceback", out + err)
-        return out.decode(), err.decode(), code
+        return run_sockproto(self, *args)
 
     @inlineCallbacks
     def test_send_tls_with_ca_file(self) -> Any:
