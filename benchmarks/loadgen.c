@@ -8,8 +8,9 @@
  *       flight; every echoed byte is compared with what was sent.
  *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO
  *       CLIENTS chat clients; RATE lines a second offered in all, round
- *       robin; every delivery is counted and timed.  HELLO is "none", or
- *       "name" for servers that ask for a name first.
+ *       robin; every delivery is counted and timed.  HELLO is "none" (the
+ *       server greets each client), "silent" (it does not), or "name" (it
+ *       asks for a name first).
  *   loadgen idle HOST PORT CLIENTS HELLO
  *       CLIENTS idle clients; prints {"ready": N} once each got a line,
  *       waits for a line on standard input, then times one line's
@@ -291,9 +292,10 @@ static void flush_client(int ep, chat_client_t *k, int index) {
 static void chat_line(int index, const char *line, size_t len) {
     chat_client_t *k = &clients[index];
     k->lines_in++;
+    /* "<nick> m ..." from most servers, "m ..." from a bare broadcast. */
     const char *mark = memmem(line, len, "> m ", 4);
-    if (!mark) return;
-    const char *cursor = mark + 4, *end = line + len;
+    const char *cursor = mark ? mark + 4 : line + 2, *end = line + len;
+    if (!mark && (len < 2 || memcmp(line, "m ", 2))) return;
     int ok = 1;
     uint64_t sender = parse_uint(&cursor, end, &ok);
     parse_uint(&cursor, end, &ok); /* the sequence number */
@@ -356,7 +358,7 @@ static int connect_clients(const char *host, int port, int count, const char *he
     }
     /* Wait until everyone got a first line (a welcome), then for quiet. */
     uint64_t deadline = now_us() + 60000000;
-    for (;;) {
+    for (; strcmp(hello, "silent");) {
         int waiting = 0;
         for (int i = 0; i < count; i++) waiting += clients[i].lines_in == 0;
         if (!waiting) break;

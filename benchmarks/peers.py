@@ -8,7 +8,7 @@ The servers sockproto is compared with, each printing "listening on PORT":
 
 import asyncio
 import sys
-from typing import Any, Dict
+from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -17,55 +17,35 @@ from twisted.protocols import wire
 from twisted.protocols.basic import LineReceiver
 
 
-class Chat(LineReceiver):
+class Broadcast(LineReceiver):
     """
-    The chat server of Twisted's documentation ("Writing Servers"), with
-    its delimiter fixed so that it sees LF-terminated lines too.
+    Twisted's twenty-line chat example (docs/core/examples/chatserver.py),
+    written again here: every line goes to every client, the sender
+    included, one write each, with a print for each event as the example
+    has.  Its delimiter is set to LF, or it would never see a line from nc.
     """
 
     delimiter = b"\n"
 
-    def __init__(self, users: Dict[bytes, "Chat"]) -> None:
-        self.users = users
-        self.name: Any = None
-        self.state = "GETNAME"
-
     def connectionMade(self) -> None:
-        self.sendLine(b"What's your name?")
+        print("new client")
+        self.factory.clients.append(self)
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self.name in self.users:
-            del self.users[self.name]
+        print("client gone")
+        self.factory.clients.remove(self)
 
     def lineReceived(self, line: bytes) -> None:
-        line = line.rstrip(b"\r")
-        if self.state == "GETNAME":
-            self.handle_GETNAME(line)
-        else:
-            self.handle_CHAT(line)
-
-    def handle_GETNAME(self, name: bytes) -> None:
-        if name in self.users:
-            self.sendLine(b"Name taken, please choose another.")
-            return
-        self.sendLine(b"Welcome, " + name + b"!")
-        self.name = name
-        self.users[name] = self
-        self.state = "CHAT"
-
-    def handle_CHAT(self, message: bytes) -> None:
-        message = b"<" + self.name + b"> " + message
-        for protocol in self.users.values():
-            if protocol != self:
-                protocol.sendLine(message)
+        print("line", repr(line))
+        for client in self.factory.clients:
+            client.transport.write(line + b"\n")
 
 
-class ChatFactory(Factory):
+class BroadcastFactory(Factory):
+    protocol = Broadcast
+
     def __init__(self) -> None:
-        self.users: Dict[bytes, Chat] = {}
-
-    def buildProtocol(self, addr: Any) -> Chat:
-        return Chat(self.users)
+        self.clients: List[Broadcast] = []
 
 
 def listen_twisted(factory: Factory) -> None:
@@ -98,7 +78,7 @@ def main() -> None:
     if which == "wire-echo":
         listen_twisted(Factory.forProtocol(wire.Echo))
     elif which == "twisted-chat":
-        listen_twisted(ChatFactory())
+        listen_twisted(BroadcastFactory())
     elif which == "asyncio-echo":
         asyncio.run(asyncio_echo())
     else:

@@ -239,7 +239,7 @@ def chat_runs(
         (
             "twisted chat example",
             lambda: peer("twisted-chat", "twisted chat example"),
-            "name",
+            "silent",
         ),
         ("ncat --chat", ncat_chat, "none"),
     ]
