@@ -49,6 +49,7 @@ __all__ = [
     "tls_client_endpoint",
     "tls_endpoint_description",
     "start_twistd",
+    "temporary_directory",
     "twistd_command",
     "wait_for",
     "written",
@@ -537,3 +538,17 @@ def tls_client_endpoint(
         trust = Certificate.loadPEM(f.read())
     options = optionsForClientTLS(hostname, trustRoot=trust)
     return wrapClientTLS(options, server.endpoint())
+
+
+def temporary_directory(test: Any) -> str:
+    """
+    A new empty directory, removed when C{test} ends.  Unlike trial's
+    C{mktemp}, which makes a path relative to the current directory, this
+    leaves nothing behind when the tests run under pytest.
+    """
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="sockproto-test-")
+    test.addCleanup(shutil.rmtree, path, True)
+    return path

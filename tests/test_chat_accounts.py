@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sockproto.chat import ChatFactory, ChatServer
 from sockproto.service import ChatOptions
-from sockproto.testing import connect
+from sockproto.testing import connect, temporary_directory
 
 
 class AccountTests(SynchronousTestCase):
@@ -67,7 +67,7 @@ class AccountTests(SynchronousTestCase):
         self.assertEqual(self.nick("bob hunter2"), "* guest1 is now known as bob")
 
     def test_accounts_file(self) -> None:
-        path = self.mktemp()
+        path = os.path.join(temporary_directory(self), "accounts")
         with open(path, "w") as f:
             f.write("dave:letmein\n")
         self.useChecker(strcred.makeChecker(f"file:{path}"))
@@ -91,7 +91,7 @@ class AuthOptionTests(SynchronousTestCase):
 
     def test_auth_twice_is_an_error(self) -> None:
         options = ChatOptions()
-        path = self.mktemp()
+        path = os.path.join(temporary_directory(self), "accounts")
         open(path, "w").close()
         args = ["--auth", "memory:a:b", "--auth", f"file:{os.path.abspath(path)}"]
         self.assertRaises(usage.UsageError, options.parseOptions, args)

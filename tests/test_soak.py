@@ -18,7 +18,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from sockproto.testing import LineClient, TwistdProcess, start_twistd, wait_for
+from sockproto.testing import (
+    LineClient,
+    TwistdProcess,
+    start_twistd,
+    temporary_directory,
+    wait_for,
+)
 
 LOCAL = "tcp:0:interface=127.0.0.1:backlog=1024"
 CONNECTIONS = 2000
@@ -116,8 +122,7 @@ class SoakTests(TestCase):
 
     @inlineCallbacks
     def test_thousands_of_connections_leave_no_trace(self) -> Any:
-        cwd = self.mktemp()
-        os.makedirs(cwd)
+        cwd = temporary_directory(self)
         services = ["echo", "coucou", "chat"]
         args = [f"--{name}={LOCAL}" for name in services]
         process = yield start_twistd(args, services, cwd=cwd)

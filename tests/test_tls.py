@@ -17,6 +17,7 @@ from sockproto.testing import (
     listen_tls_on_loopback,
     make_certificate,
     start_twistd,
+    temporary_directory,
     tls_client_endpoint,
     tls_endpoint_description,
 )
@@ -35,8 +36,7 @@ class TLSTests(TestCase):
     def setUp(self) -> None:
         if OpenSSL is None:
             raise SkipTest("pyOpenSSL is missing: pip install 'sockproto[tls]'")
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = temporary_directory(self)
         self.cert, self.key = make_certificate(directory)
 
     @inlineCallbacks
@@ -108,8 +108,7 @@ class TLSTests(TestCase):
 
     @inlineCallbacks
     def test_twistd_chat_on_ssl_endpoint_with_sockproto_chat_tls(self) -> Any:
-        cwd = self.mktemp()
-        os.makedirs(cwd)
+        cwd = temporary_directory(self)
         description = tls_endpoint_description(self.cert, self.key)
         server = yield start_twistd(
             ["chat", "--listen", description], ["chat"], cwd=cwd

@@ -18,6 +18,7 @@ from sockproto.testing import (
     LineClient,
     connect_line_client,
     start_twistd,
+    temporary_directory,
     twistd_command,
     wait_for,
 )
@@ -39,9 +40,7 @@ class TwistdTests(TestCase):
         return process
 
     def mktemp_dir(self) -> str:
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
+        return temporary_directory(self)
 
     @inlineCallbacks
     def test_all_in_one_serves_every_service_and_stops_on_sigterm(self) -> Any:
@@ -167,8 +166,7 @@ class ChatEndToEndTests(TestCase):
 
     @inlineCallbacks
     def test_chat_through_twistd_and_the_sockproto_chat_client(self) -> Any:
-        cwd = self.mktemp()
-        os.makedirs(cwd)
+        cwd = temporary_directory(self)
         server = yield start_twistd(["chat", "--listen", LOCAL], ["chat"], cwd=cwd)
         self.addCleanup(lambda: None if server.ended.called else server.stop("KILL"))
         host, port = server.address("chat")
