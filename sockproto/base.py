@@ -5,20 +5,73 @@ connections, limits them and closes them all on shutdown, and a protocol
 base class that logs, times out when idle and can be told to close.
 """
 
+import ipaddress
 import sys
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .text import format_address
 
-__all__ = ["ServiceFactory", "ServiceProtocol", "RefusingProtocol"]
+__all__ = [
+    "DEFAULT_MAX_PER_PEER",
+    "RefusingProtocol",
+    "ServiceFactory",
+    "ServiceProtocol",
+    "default_max_connections",
+    "peer_key",
+]
+
+DEFAULT_MAX_PER_PEER = 32
+"""Connections one address (one IPv6 /64) may have open at once, by default."""
+
+FD_HEADROOM = 64
+"""File descriptors kept free for logs, listening ports and the rest."""
+
+
+def default_max_connections(services: int = 1) -> int:
+    """
+    The default limit of open connections of one service: the process's
+    open-file limit (C{RLIMIT_NOFILE}) less L{FD_HEADROOM}, shared by
+    C{services} services, so that accepting never runs out of descriptors.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 1000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, (soft - FD_HEADROOM) // max(1, services))
+
+
+def peer_key(host: Optional[str]) -> Optional[str]:
+    """
+    What the per-peer limit counts: the IPv4 address, or the /64 network of
+    an IPv6 address (one host usually holds a whole /64).
+    """
+    if host is None or ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 def _default_clock() -> IReactorTime:
@@ -27,19 +80,31 @@ def _default_clock() -> IReactorTime:
     return reactor  # type: ignore[return-value]
 
 
+@implementer(IHandshakeListener)
 class ServiceProtocol(Protocol, TimeoutMixin):
     """
     Base class of sockproto's server protocols.
 
-    @ivar peerHost: the peer's host, for the per-peer limit.
+    A connection is I{ready} once it can carry data: at once on plain TCP
+    and UNIX sockets, once the handshake is done on TLS.  A TLS handshake
+    that does not finish within L{handshakeTimeout} seconds is dropped.
+    Once the connection is lost, nothing is written to it any more.
+
+    @ivar peerHost: the peer's host.
+    @ivar peerKey: what the per-peer limit counts (L{peer_key}).
     """
 
     log = Logger()
     factory: "ServiceFactory"
     transport: Any  # a TCP, TLS or UNIX transport: also a consumer and producer
     peerHost: Optional[str] = None
+    peerKey: Optional[str] = None
     abortDelay = 10.0
     """Seconds a closing connection may take to flush before it is aborted."""
+    handshakeTimeout = 30.0
+    """Seconds a TLS client has to finish its handshake."""
+    ready = False
+    """True once the connection can carry data (see L{connectionReady})."""
 
     _abortCall: Optional[IDelayedCall] = None
 
@@ -47,7 +112,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         """
-        Record the peer, start the idle timer and tell the factory.
+        Record the peer, tell the factory, and start the idle timer (the
+        handshake timer on TLS).
         """
         # Plain TCP only: TLS and other transports keep their own buffers.
         writeSomeData = getattr(type(self.transport), "writeSomeData", None)
@@ -55,8 +121,32 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         host = getattr(self.transport.getPeer(), "host", None)
         # Interned: thousands of connections from one host share one string.
         self.peerHost = sys.intern(host) if isinstance(host, str) else None
-        self.setTimeout(self.factory.timeout)
+        key = peer_key(self.peerHost)
+        self.peerKey = sys.intern(key) if key is not None else None
         self.factory.connectionOpened(self)
+        if ISSLTransport.providedBy(self.transport):
+            self.setTimeout(self.handshakeTimeout)
+        else:
+            self._ready()
+
+    def handshakeCompleted(self) -> None:
+        """
+        Called by a TLS transport once its handshake is done.
+        """
+        if self.connected and not self.ready:
+            self._ready()
+
+    def _ready(self) -> None:
+        self.ready = True
+        self.setTimeout(self.factory.timeout)
+        self.connectionReady()
+
+    def connectionReady(self) -> None:
+        """
+        Called once the connection can carry data: right after
+        C{connectionMade}, or once the TLS handshake is done.  Override to
+        greet the client.
+        """
 
     @property
     def peer(self) -> str:
@@ -66,7 +156,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         """
         if self.transport is None:
             return "(not connected)"
-        return format_address(self.transport.getPeer())
+        return format_address(self.transport.getPeer(), self.transport)
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> Any:
         """
@@ -76,14 +166,20 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     def send(self, data: bytes) -> None:
         """
-        Write C{data} to the transport.  On plain TCP, when nothing is queued
-        before it, send what the socket takes at once and buffer only the
-        rest: that saves the trip through the reactor (register for writing,
-        wake up, send, unregister) that every buffered write costs.
+        Write C{data} to the transport, unless the connection is gone.  On
+        plain TCP, when nothing is queued before it, send what the socket
+        takes at once and buffer only the rest: that saves the trip through
+        the reactor (register for writing, wake up, send, unregister) that
+        every buffered write costs.
         """
+        if not self.connected:
+            return
         transport = self.transport
         if self._eager and not (
-            transport.dataBuffer or transport._tempDataLen or transport.disconnecting
+            transport.dataBuffer
+            or transport._tempDataLen
+            or transport.disconnecting
+            or transport.disconnected
         ):
             sent = transport.writeSomeData(data)
             if isinstance(sent, int):
@@ -95,8 +191,10 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         """
-        Stop the timers and tell the factory.
+        Mark the connection gone, stop the timers and tell the factory.
+        Subclasses call this first, then do what may fail.
         """
+        self.connected = 0
         self.setTimeout(None)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
@@ -104,11 +202,14 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         """
-        Called when the peer has said nothing for C{factory.timeout} seconds.
+        Called when the peer has said nothing for C{factory.timeout} seconds,
+        or has not finished its TLS handshake in L{handshakeTimeout}.
         """
+        what = "idle connection" if self.ready else "unfinished TLS handshake"
         self.log.info(
-            "{service} closing idle connection from {peer}",
+            "{service} closing {what} from {peer}",
             service=self.factory.serviceName,
+            what=what,
             peer=self.peer,
         )
         self.closeConnection()
@@ -125,6 +226,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         that takes longer than L{abortDelay} (the peer stopped reading or
         vanished).
         """
+        if not self.connected:
+            return
         self.transport.loseConnection()
         if self._abortCall is None:
             self._abortCall = self.callLater(
@@ -153,9 +256,10 @@ class ServiceFactory(ServerFactory):
 
     @ivar connections: the protocols of the open connections.
     @ivar maxConnections: how many connections are served at once; 0 means
-        no limit.
-    @ivar maxPerPeer: how many connections one peer address may have open
-        at once; 0 means no limit.
+        no limit.  Default: L{default_max_connections}.
+    @ivar maxPerPeer: how many connections one peer address (one IPv6 /64)
+        may have open at once; 0 means no limit.  Default:
+        L{DEFAULT_MAX_PER_PEER}.
     @ivar timeout: seconds of silence after which a connection is closed,
         or L{None} for never.
     """
@@ -168,15 +272,19 @@ class ServiceFactory(ServerFactory):
     """A line sent to a connection refused by L{maxConnections}, or None."""
     perPeerMessage: Optional[bytes] = None
     """A line sent to a connection refused by L{maxPerPeer}, or None."""
+    refusalLogInterval = 10.0
+    """Seconds between two log lines about refused connections of one kind."""
 
     def __init__(
         self,
         *,
-        maxConnections: int = 0,
-        maxPerPeer: int = 0,
+        maxConnections: Optional[int] = None,
+        maxPerPeer: int = DEFAULT_MAX_PER_PEER,
         timeout: Optional[float] = None,
         clock: Optional[IReactorTime] = None,
     ) -> None:
+        if maxConnections is None:
+            maxConnections = default_max_connections()
         self.maxConnections = maxConnections
         self.maxPerPeer = maxPerPeer
         self.perPeer: Dict[Optional[str], int] = {}
@@ -184,6 +292,7 @@ class ServiceFactory(ServerFactory):
         self.clock = clock if clock is not None else _default_clock()
         self.connections: Set[ServiceProtocol] = set()
         self._closing: List[Deferred[None]] = []
+        self._refusals: Dict[str, Tuple[float, int]] = {}
 
     def buildProtocol(self, addr: Any) -> Optional[Protocol]:
         """
@@ -192,10 +301,10 @@ class ServiceFactory(ServerFactory):
         """
         if self.maxConnections and len(self.connections) >= self.maxConnections:
             return self.refuseConnection(addr)
-        host = getattr(addr, "host", None)
-        crowded = self.perPeer.get(host, 0) >= self.maxPerPeer
-        if self.maxPerPeer and host is not None and crowded:
-            return self.refusePeer(addr)
+        if self.maxPerPeer:
+            key = peer_key(getattr(addr, "host", None))
+            if key is not None and self.perPeer.get(key, 0) >= self.maxPerPeer:
+                return self.refusePeer(addr)
         protocol: ServiceProtocol = self.protocol()  # type: ignore[misc]
         protocol.factory = self
         return protocol
@@ -204,9 +313,9 @@ class ServiceFactory(ServerFactory):
         """
         Called when a connection arrives while the service is full.
         """
-        self.log.warn(
+        self.logRefusal(
+            "full",
             "{service} full ({count} connections): refusing {peer}",
-            service=self.serviceName,
             count=len(self.connections),
             peer=format_address(addr),
         )
@@ -218,9 +327,10 @@ class ServiceFactory(ServerFactory):
         """
         Called when a peer already has C{maxPerPeer} connections open.
         """
-        self.log.warn(
-            "{service}: {peer} already has {count} connections: refusing",
-            service=self.serviceName,
+        self.logRefusal(
+            "per peer",
+            "{service}: {peer} already has {count} connections open (the"
+            " most one address may have): refusing",
             count=self.maxPerPeer,
             peer=format_address(addr),
         )
@@ -228,13 +338,30 @@ class ServiceFactory(ServerFactory):
             return None
         return RefusingProtocol(self.perPeerMessage)
 
+    def logRefusal(self, kind: str, format: str, **fields: Any) -> None:
+        """
+        Log a refused connection, at most once every L{refusalLogInterval}
+        seconds for each C{kind}, with how many went unlogged since.
+        """
+        now = self.clock.seconds()
+        last, unlogged = self._refusals.get(kind, (-self.refusalLogInterval, 0))
+        if now - last < self.refusalLogInterval:
+            self._refusals[kind] = (last, unlogged + 1)
+            return
+        self._refusals[kind] = (now, 0)
+        if unlogged:
+            format += " ({unlogged} more refused {kind} since the last report)"
+        self.log.warn(
+            format, service=self.serviceName, unlogged=unlogged, kind=kind, **fields
+        )
+
     def connectionOpened(self, protocol: ServiceProtocol) -> None:
         """
         Called by a protocol when its connection is made.
         """
         self.connections.add(protocol)
-        host = protocol.peerHost
-        self.perPeer[host] = self.perPeer.get(host, 0) + 1
+        key = protocol.peerKey
+        self.perPeer[key] = self.perPeer.get(key, 0) + 1
         self.log.info(
             "{service} connection from {peer}",
             service=self.serviceName,
@@ -247,11 +374,11 @@ class ServiceFactory(ServerFactory):
         """
         if protocol in self.connections:
             self.connections.discard(protocol)
-            host = protocol.peerHost
-            if self.perPeer[host] <= 1:
-                del self.perPeer[host]
+            key = protocol.peerKey
+            if self.perPeer.get(key, 0) <= 1:
+                self.perPeer.pop(key, None)
             else:
-                self.perPeer[host] -= 1
+                self.perPeer[key] -= 1
         self.log.info(
             "{service} connection from {peer} closed: {reason}",
             service=self.serviceName,

@@ -7,7 +7,9 @@ A message ends at end of stream, or at a line end for people typing into
 telnet or nc, each line being one message.
 """
 
+import queue
 import sys
+import threading
 from typing import IO, Any, List, Optional
 
 from twisted.internet.defer import Deferred
@@ -19,11 +21,11 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from .base import ServiceFactory, ServiceProtocol
-from .lines import Event, LineParser, LineTooLong, Overflow
+from .lines import LineFactory, LineProtocol
 from .text import decode_line
 
 __all__ = [
@@ -45,29 +47,98 @@ class ICoucouSink(Interface):
     def messageReceived(message: str, peer: str) -> None:
         """
         Called once per message, already decoded and stripped of control
-        characters; C{peer} is the sender's address as text.
+        characters; C{peer} is the sender's address as text.  It must not
+        block: it runs in the reactor, which serves every client.
         """
 
 
 @implementer(ICoucouSink)
 class StreamSink:
     """
-    Print each message on a line of its own, as the course's server does.
+    Print each message on a line of its own, after its sender's address in
+    brackets (C{[127.0.0.1:40000] coucou}): a message can then never pass
+    for a log line, which starts with a date.
+
+    The reactor never waits for the stream: lines go through a queue of
+    L{maxPending} lines to a thread that writes them.  When the stream is
+    slower than the messages (a slow pipe, a terminal paused with Ctrl-S),
+    lines past that are dropped and counted in L{dropped}, and the count is
+    logged.
 
     @ivar stream: the text stream to print to; L{None} means the process's
         real standard output, even when twistd has redirected C{sys.stdout}
         to its log.
     """
 
+    log = Logger()
+    maxPending = 1000
+
     def __init__(self, stream: Optional[IO[str]] = None) -> None:
         self.stream = stream
+        self.dropped = 0
+        self._reported = 0
+        self._lines: queue.Queue[Optional[str]] = queue.Queue(self.maxPending)
+        self._thread: Optional[threading.Thread] = None
+
+    def formatMessage(self, message: str, peer: str) -> str:
+        """
+        The line printed for C{message} from C{peer}, without its line end.
+        """
+        return f"[{peer}] {message}"
 
     def messageReceived(self, message: str, peer: str) -> None:
-        stream = self.stream if self.stream is not None else sys.__stdout__
-        if stream is None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write, name="coucou output", daemon=True
+            )
+            self._thread.start()
+        try:
+            self._lines.put_nowait(self.formatMessage(message, peer) + "\n")
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped >= 2 * self._reported:
+                self._reported = self.dropped
+                self.log.warn(
+                    "coucou: standard output is not keeping up: {dropped}"
+                    " messages not printed so far",
+                    dropped=self.dropped,
+                )
+
+    def _write(self) -> None:
+        while True:
+            line = self._lines.get()
+            try:
+                if line is None:
+                    return
+                stream = self.stream if self.stream is not None else sys.__stdout__
+                if stream is not None:
+                    stream.write(line)
+                    stream.flush()
+            except (OSError, ValueError):
+                self.dropped += 1  # a closed or broken stream: nothing to do
+            finally:
+                self._lines.task_done()
+
+    def flush(self) -> None:
+        """
+        Wait until every queued line is written (for tests and shutdown).
+        """
+        if self._thread is not None:
+            self._lines.join()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """
+        Let the writer finish the queued lines, waiting at most C{timeout}
+        seconds, then stop it.
+        """
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        stream.write(message + "\n")
-        stream.flush()
+        try:
+            self._lines.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        thread.join(timeout)
 
 
 @implementer(ICoucouSink)
@@ -86,28 +157,20 @@ class MessageList:
 
 
 @implementer(IHalfCloseableProtocol)
-class CoucouServerProtocol(ServiceProtocol):
+class CoucouServerProtocol(LineProtocol):
     """
-    Receive messages: each line, and whatever is left at end of stream.
+    Receive messages: each line, and whatever is left at end of stream, at
+    most C{factory.rateLimit} a second.
     """
 
     factory: "CoucouServerFactory"
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        limit = self.factory.maxSize
-        self.parser = LineParser(limit, limit)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
-        self._handle(self.parser.feed(data))
+    unterminatedFactor = 1  # a message longer than the limit is refused at once
 
     def readConnectionLost(self) -> None:
         """
         The client shut down its sending side: its last message is complete.
         """
-        self._handle(self.parser.finish())
-        self.closeConnection()
+        self.inputEnded()
 
     def writeConnectionLost(self) -> None:
         self.closeConnection()
@@ -116,17 +179,11 @@ class CoucouServerProtocol(ServiceProtocol):
         if reason.check(ConnectionDone) and not self.transport.disconnecting:
             # The course's client closes without a shutdown: what it wrote
             # before closing is its message.  A reset connection's is not.
-            self._handle(self.parser.finish())
+            self.handleEvents(self.parser.finish())
         super().connectionLost(reason)
 
-    def _handle(self, events: List[Event]) -> None:
-        for event in events:
-            if self.transport.disconnecting:
-                return
-            if isinstance(event, bytes):
-                self.lineReceived(event)
-            elif isinstance(event, (LineTooLong, Overflow)):
-                self.messageTooLong()
+    def rawLineReceived(self, line: bytes) -> None:
+        self.lineReceived(line)
 
     def lineReceived(self, line: bytes) -> None:
         """
@@ -145,6 +202,12 @@ class CoucouServerProtocol(ServiceProtocol):
         )
         self.factory.sink.messageReceived(message, self.peer)
 
+    def lineTooLong(self, length: int) -> None:
+        self.messageTooLong()
+
+    def overflow(self) -> None:
+        self.messageTooLong()
+
     def messageTooLong(self) -> None:
         """
         Called when a message is over C{factory.maxSize}: say so and close.
@@ -155,21 +218,28 @@ class CoucouServerProtocol(ServiceProtocol):
             peer=self.peer,
             limit=limit,
         )
-        self.transport.write(b"error: message longer than %d bytes\n" % (limit,))
+        self.send(b"error: message longer than %d bytes\n" % (limit,))
         self.closeConnection()
 
+    def excessFlood(self) -> None:
+        self.send(b"error: too many messages too fast: disconnecting\n")
+        super().excessFlood()
+
     def timeoutConnection(self) -> None:
-        self.transport.write(b"error: timed out waiting for a message\n")
+        if self.ready:
+            self.send(b"error: timed out waiting for a message\n")
         super().timeoutConnection()
 
 
-class CoucouServerFactory(ServiceFactory):
+class CoucouServerFactory(LineFactory):
     """
     Serve L{CoucouServerProtocol}, printing messages to standard output.
 
     @ivar sink: the L{ICoucouSink} that receives every message.
     @ivar maxSize: the longest message accepted, in bytes (the course's
         buffer held 140).
+    @ivar rateLimit: messages a second per client (0: no limit); faster
+        clients are slowed down, not dropped, unless they flood.
     """
 
     protocol = CoucouServerProtocol  # type: ignore[assignment]
@@ -182,16 +252,23 @@ class CoucouServerFactory(ServiceFactory):
         sink: Optional[ICoucouSink] = None,
         maxSize: int = 140,
         *,
+        rateLimit: float = 5.0,
         timeout: Optional[float] = 60.0,
         **limits: Any,
     ) -> None:
         """
         @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
-            L{ServiceFactory}.
+            L{sockproto.base.ServiceFactory}.
         """
         super().__init__(timeout=timeout, **limits)
         self.sink: ICoucouSink = sink if sink is not None else StreamSink()
-        self.maxSize = maxSize
+        self.maxSize = self.maxLineLength = maxSize
+        self.rateLimit = rateLimit
+
+    def stopFactory(self) -> None:
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()
 
 
 def _reactor() -> Any:

@@ -1,16 +1,24 @@
 # -*- test-case-name: tests.test_lines -*-
 """
-A line splitter with bounded memory, shared by coucou and chat.
+Line services, shared by coucou and chat: a line splitter with bounded
+memory, and a protocol base class that rate-limits lines.
 
-Unlike L{twisted.protocols.basic.LineReceiver}, it accepts both LF and CRLF,
-it never throws away the lines that follow a line that was too long, and it
-gives the same result however the byte stream is cut into chunks.
+Unlike L{twisted.protocols.basic.LineReceiver}, the splitter accepts both LF
+and CRLF, it never throws away the lines that follow a line that was too
+long, and it gives the same result however the byte stream is cut into
+chunks.
 """
 
+from collections import deque
 from dataclasses import dataclass
-from typing import List, Union
+from typing import Callable, Deque, Iterable, List, Optional, Union
 
-__all__ = ["LineParser", "LineTooLong", "Overflow"]
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from .base import ServiceFactory, ServiceProtocol
+
+__all__ = ["LineParser", "LineProtocol", "LineTooLong", "Overflow", "TokenBucket"]
 
 
 @dataclass(frozen=True)
@@ -145,3 +153,251 @@ class LineParser:
             events.append(Overflow())
             self.overflowed = True
             self._discarded = 0
+
+
+class TokenBucket:
+    """
+    Allow C{rate} lines a second on average, in bursts of up to C{burst}.
+    """
+
+    __slots__ = ("rate", "burst", "now", "tokens", "last")
+
+    def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.now = now
+        self.tokens = burst
+        self.last = now()
+
+    def _refill(self) -> None:
+        now = self.now()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+    def take(self) -> bool:
+        """
+        Take a token if there is one; False means over the limit.
+        """
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def wait(self) -> float:
+        """
+        Seconds until a token is there.
+        """
+        self._refill()
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
+def burst_for(rate: float) -> float:
+    """
+    The burst allowed at C{rate} lines a second: two seconds' worth, at
+    least 5 lines.
+    """
+    return max(2 * rate, 5.0)
+
+
+class LineFactory(ServiceFactory):
+    """
+    Base class of the factories of L{LineProtocol}s.
+
+    @ivar maxLineLength: the longest line accepted, in bytes.
+    @ivar rateLimit: lines a second per connection (0: no limit).
+    """
+
+    maxLineLength = 512
+    rateLimit = 0.0
+
+
+def _cost(event: Event) -> int:
+    # A line costs its bytes and its line end: blank lines count too.
+    return len(event) + 1 if isinstance(event, bytes) else 1
+
+
+class LineProtocol(ServiceProtocol):
+    """
+    A protocol of lines, each ending with LF or CRLF, rate-limited.
+
+    Lines over C{factory.rateLimit} a second (in bursts of L{burst_for})
+    are not dropped: the connection stops being read until the next token
+    is there ("fake lag", as IRC servers do), and the lines already read
+    wait in a queue.  L{throttled} is called once per such burst.  A queue
+    longer than L{maxQueued} bytes means the client keeps sending far over
+    its limit: L{excessFlood} is called.  Every line counts, blank ones
+    included.  Only complete lines reset the idle timer.
+    """
+
+    factory: LineFactory
+    parser: LineParser
+    bucket: Optional[TokenBucket] = None
+    unterminatedFactor = 16
+    """How many times the line limit may arrive without a line end."""
+    queuedFactor = 16
+    """How many times the line limit may wait for the rate limit."""
+
+    _queue: Optional[Deque[Event]] = None
+    _queued = 0
+    _lagCall: Optional[IDelayedCall] = None
+    _closeWhenDone = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        limit = factory.maxLineLength
+        self.parser = LineParser(limit, limit * self.unterminatedFactor)
+        if factory.rateLimit:
+            rate = factory.rateLimit
+            self.bucket = TokenBucket(rate, burst_for(rate), factory.clock.seconds)
+        super().connectionMade()
+
+    @property
+    def maxQueued(self) -> int:
+        """
+        Bytes of lines that may wait for the rate limit before the client
+        is disconnected for flooding.
+        """
+        return self.factory.maxLineLength * self.queuedFactor
+
+    def dataReceived(self, data: bytes) -> None:
+        self.handleEvents(self.parser.feed(data))
+
+    def handleEvents(self, events: Iterable[Event]) -> None:
+        """
+        Handle what the parser found, in order, at the allowed rate.
+        """
+        if self._queue is not None:
+            return self._enqueue(events)
+        events = list(events)
+        for index, event in enumerate(events):
+            if not self.connected or self.transport.disconnecting:
+                return
+            if isinstance(event, bytes) and not self._take():
+                self._startLag(events[index:])
+                return
+            self._handle(event)
+
+    def _take(self) -> bool:
+        return self.bucket is None or self.bucket.take()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, bytes):
+            self.resetTimeout()
+            self.rawLineReceived(event)
+        elif isinstance(event, LineTooLong):
+            self.lineTooLong(event.length)
+        else:
+            self.overflow()
+
+    def _startLag(self, events: List[Event]) -> None:
+        self._queue = deque()
+        self.transport.pauseProducing()
+        self.throttled()
+        self._enqueue(events)
+        if self._queue is not None:
+            self._scheduleLag()
+
+    def _enqueue(self, events: Iterable[Event]) -> None:
+        assert self._queue is not None
+        for event in events:
+            self._queue.append(event)
+            self._queued += _cost(event)
+        if self._queued > self.maxQueued:
+            self._dropQueue()
+            self.excessFlood()
+
+    def _scheduleLag(self) -> None:
+        assert self.bucket is not None
+        self._lagCall = self.callLater(self.bucket.wait(), self._drainQueue)
+
+    def _drainQueue(self) -> None:
+        self._lagCall = None
+        queue = self._queue
+        while queue and self.connected and not self.transport.disconnecting:
+            event = queue[0]
+            if isinstance(event, bytes) and not self._take():
+                return self._scheduleLag()
+            queue.popleft()
+            self._queued -= _cost(event)
+            self._handle(event)
+        self._dropQueue()
+        if self.connected and not self.transport.disconnecting:
+            self.transport.resumeProducing()
+            if self._closeWhenDone:
+                self.closeConnection()
+
+    def _dropQueue(self) -> int:
+        """
+        Forget the lines waiting for the rate limit; return how many bytes.
+        """
+        if self._lagCall is not None and self._lagCall.active():
+            self._lagCall.cancel()
+        self._lagCall = None
+        dropped, self._queued, self._queue = self._queued, 0, None
+        return dropped
+
+    def inputEnded(self) -> None:
+        """
+        The peer will send no more: handle what is left, then close.
+        """
+        self._closeWhenDone = True
+        self.handleEvents(self.parser.finish())
+        if self._queue is None:
+            self.closeConnection()
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        super().connectionLost(reason)
+        dropped = self._dropQueue()
+        if dropped:
+            self.log.info(
+                "{service}: {peer} closed with {dropped} bytes of lines still"
+                " waiting for the rate limit: dropped",
+                service=self.factory.serviceName,
+                peer=self.peer,
+                dropped=dropped,
+            )
+
+    # --- hooks ----------------------------------------------------------
+
+    def rawLineReceived(self, line: bytes) -> None:
+        """
+        Called with each line's bytes (without the line end), in order, at
+        the allowed rate.
+        """
+
+    def lineTooLong(self, length: int) -> None:
+        """
+        Called when a line of C{length} bytes was over the limit and dropped.
+        """
+
+    def overflow(self) -> None:
+        """
+        Called when far too much arrived without a line end: disconnect.
+        """
+        self.closeConnection()
+
+    def throttled(self) -> None:
+        """
+        Called when lines arrive over the rate limit: once per burst, as the
+        connection stops being read.  Log it.
+        """
+        self.log.info(
+            "{service}: {peer} is over the rate limit: reading paused",
+            service=self.factory.serviceName,
+            peer=self.peer,
+        )
+
+    def excessFlood(self) -> None:
+        """
+        Called when far more lines wait for the rate limit than it would
+        let through soon: the client is flooding.  Disconnect it.
+        """
+        self.log.warn(
+            "{service}: {peer} is flooding ({limit} bytes of lines over the"
+            " rate limit): disconnecting",
+            service=self.factory.serviceName,
+            peer=self.peer,
+            limit=self.maxQueued,
+        )
+        self.closeConnection()

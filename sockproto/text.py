@@ -4,9 +4,12 @@ Turning bytes from the network into text that is safe to show to a person.
 """
 
 import re
+import socket
+import struct
 import unicodedata
+from typing import Any, Optional
 
-__all__ = ["decode_line", "format_address", "sanitize"]
+__all__ = ["MAX_COMBINING", "decode_line", "format_address", "sanitize"]
 
 # CSI and OSC sequences (colours, cursor moves, window titles, ...).
 _ESCAPE_SEQUENCE = re.compile(
@@ -15,26 +18,54 @@ _ESCAPE_SEQUENCE = re.compile(
     r"|\x1b[@-_]"  # other two-character escapes
 )
 
-# Bidirectional overrides and isolates: they reorder the text that follows.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Controls (Cc), format characters (Cf: bidi marks and overrides, zero-width
+# spaces and joiners, BOM, tags, interlinear annotations), line and
+# paragraph separators, and lone surrogates: each hides, reorders or breaks
+# the text around it.
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+MAX_COMBINING = 4
+"""Combining marks kept on one character; more are dropped (no 'Zalgo')."""
 
 
-def _keep(char: str) -> bool:
-    return unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS
+def _noncharacter(code: int) -> bool:
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def _clean(text: str) -> str:
+    kept = []
+    marks = 0
+    for char in text:
+        category = unicodedata.category(char)
+        if category in _DROPPED_CATEGORIES or _noncharacter(ord(char)):
+            continue
+        if category in ("Mn", "Me"):
+            marks += 1
+            if marks > MAX_COMBINING:
+                continue
+        else:
+            marks = 0
+        kept.append(char)
+    return "".join(kept)
 
 
 def sanitize(text: str) -> str:
     """
-    Remove terminal escape sequences and control characters from C{text}.
+    Remove terminal escape sequences, control and format characters from
+    C{text}.
 
-    Tabs become spaces; every other control character (C0, DEL, C1) and
-    every bidirectional override is dropped, so that the text cannot clear,
-    recolour, move the cursor of or beep the terminal that shows it.
+    Tabs become spaces; every other control character (C0, DEL, C1), every
+    format character (bidirectional marks and overrides, zero-width
+    characters, BOM, tag characters), the line and paragraph separators,
+    noncharacters and lone surrogates are dropped, and a character keeps at
+    most L{MAX_COMBINING} combining marks.  The text then cannot clear,
+    recolour, move the cursor of or beep the terminal that shows it, nor
+    hide or reorder what is around it.
     """
-    if text.isprintable():
+    if text.isascii() and text.isprintable():
         return text
     text = _ESCAPE_SEQUENCE.sub("", text).replace("\t", " ")
-    return "".join(char for char in text if _keep(char))
+    return _clean(text)
 
 
 def decode_line(data: bytes) -> str:
@@ -46,10 +77,12 @@ def decode_line(data: bytes) -> str:
     return sanitize(data.decode("utf-8", "replace"))
 
 
-def format_address(address: object) -> str:
+def format_address(address: object, transport: Optional[Any] = None) -> str:
     """
     Format an L{IAddress} the way people type it: C{127.0.0.1:80},
-    C{[::1]:80}, C{unix:/path}.
+    C{[::1]:80}, C{unix:/path}.  An unnamed UNIX socket peer is shown with
+    its process and user ids when C{transport}'s socket can tell them
+    (C{SO_PEERCRED}).
     """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
@@ -57,9 +90,28 @@ def format_address(address: object) -> str:
         if ":" in host:
             return f"[{host}]:{port}"
         return f"{host}:{port}"
+    if not hasattr(address, "name"):
+        return str(address)
     name = getattr(address, "name", None)
-    if name is not None:
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return f"unix:{name}" if name else "unix:(unnamed)"
-    return str(address)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if name:
+        return f"unix:{name}"
+    credentials = _peer_credentials(transport)
+    if credentials is not None:
+        return "unix:(pid {} uid {})".format(*credentials)
+    return "unix:(unnamed)"
+
+
+def _peer_credentials(transport: Optional[Any]) -> Optional[Any]:
+    option = getattr(socket, "SO_PEERCRED", None)
+    sock = getattr(transport, "socket", None)
+    if option is None or sock is None:
+        return None
+    try:
+        pid, uid, _ = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, option, 12)
+        )
+    except (OSError, struct.error):
+        return None
+    return pid, uid

@@ -103,8 +103,40 @@ class CoucouServerTests(SynchronousTestCase):
         import io
 
         stream = io.StringIO()
-        StreamSink(stream).messageReceived("coucou", "127.0.0.1:1")
-        self.assertEqual(stream.getvalue(), "coucou\n")
+        sink = StreamSink(stream)
+        sink.messageReceived("coucou", "127.0.0.1:1")
+        sink.flush()
+        self.assertEqual(stream.getvalue(), "[127.0.0.1:1] coucou\n")
+        sink.close()
+
+    def test_message_shaped_like_a_log_line_cannot_pass_for_one(self) -> None:
+        import io
+
+        forged = (
+            "2026-11-25T06:00:00+0000 [sockproto.coucou#info] chat: wrong"
+            " password for alice from 10.6.6.6:1"
+        )
+        stream = io.StringIO()
+        sink = StreamSink(stream)
+        sink.messageReceived(forged, "127.0.0.1:1")
+        sink.close()
+        [line] = stream.getvalue().splitlines()
+        self.assertTrue(line.startswith("[127.0.0.1:1] "), line)
+
+    def test_a_stream_nobody_reads_never_blocks_the_reactor(self) -> None:
+        import os
+
+        readEnd, writeEnd = os.pipe()
+        stream = os.fdopen(writeEnd, "w")
+        sink = StreamSink(stream)
+        count = 5000  # 500 kB: far more than a pipe holds
+        for _ in range(count):  # would hang here if a write could block
+            sink.messageReceived("x" * 100, "127.0.0.1:1")
+        self.assertGreater(sink.dropped, 0)
+        self.assertLess(sink.dropped, count)
+        os.close(readEnd)  # the writer thread's blocked write now fails
+        sink.close(timeout=10)
+        self.assertRaises(OSError, stream.close)
 
 
 class ClientInMemoryTests(SynchronousTestCase):
@@ -131,7 +163,9 @@ class CoucouLoopbackTests(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:
         self.sink = MessageList()
-        self.server = yield listen_on_loopback(CoucouServerFactory(self.sink))
+        self.server = yield listen_on_loopback(
+            CoucouServerFactory(self.sink, maxPerPeer=0, rateLimit=0)
+        )
         self.addCleanup(self.server.stop)
 
     @inlineCallbacks

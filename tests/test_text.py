@@ -23,6 +23,30 @@ class SanitizeTests(SynchronousTestCase):
     def test_bidi_override_is_removed(self) -> None:
         self.assertEqual(sanitize("abc\u202edef"), "abcdef")
 
+    def test_invisible_and_reordering_format_characters_are_removed(self) -> None:
+        hidden = [
+            "\u200e",  # LRM
+            "\u200f",  # RLM
+            "\u061c",  # ALM
+            "\u200b",  # ZWSP
+            "\u200c",  # ZWNJ
+            "\u200d",  # ZWJ
+            "\u2060",  # WJ
+            "\ufeff",  # BOM
+            "\u2028",  # LINE SEPARATOR
+            "\u2029",  # PARAGRAPH SEPARATOR
+            "\U000e0041",  # TAG LATIN CAPITAL LETTER A
+            "\ufff9",  # INTERLINEAR ANNOTATION ANCHOR
+            "\ufffe",
+            "\uffff",
+        ]
+        for char in hidden:
+            self.assertEqual(sanitize(f"a{char}b"), "ab", repr(char))
+
+    def test_combining_marks_are_capped(self) -> None:
+        self.assertEqual(sanitize("e" + "\u0301" * 170), "e" + "\u0301" * 4)
+        self.assertEqual(sanitize("e\u0301\u0302"), "e\u0301\u0302")
+
     @given(st.text())
     def test_result_has_no_control_characters(self, text: str) -> None:
         cleaned = sanitize(text)

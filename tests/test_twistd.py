@@ -63,7 +63,8 @@ class TwistdTests(TestCase):
         yield client.closed
         self.assertEqual(status, 0)
         lines = process.output.decode().splitlines()
-        self.assertIn("coucou", lines)
+        [printed] = [line for line in lines if line.endswith("] coucou")]
+        self.assertRegex(printed, r"^\[127\.0\.0\.1:\d+\] coucou$")
         self.assertIn(f"host {socket.gethostname()}", process.output.decode())
         self.assertIn("received SIGTERM, shutting down", process.output.decode())
         self.assertIn("Server Shut Down.", process.output.decode())
@@ -188,6 +189,6 @@ class ChatEndToEndTests(TestCase):
         self.assertNotIn(b"Traceback", alice.output + alice.errors)
 
         status = yield server.stop("TERM")
-        yield bob.expect("* server shutting down")
+        yield bob.expect("-!- server shutting down")
         yield bob.closed
         self.assertEqual(status, 0)
