@@ -35,7 +35,7 @@ class RollTests(SynchronousTestCase):
         self.alice.dataReceived(b"/roll 0d6\n/roll lots\n")
         self.assertEqual(
             self.a.value(),
-            b"error: usage: /roll NdM, as in /roll 2d6\r\n" * 2,
+            b"-!- error: usage: /roll NdM, as in /roll 2d6\r\n" * 2,
         )
 
     def test_help_lists_roll(self) -> None:

@@ -4,6 +4,7 @@ The services behind C{twistd sockproto}: option parsing, and the
 L{MultiService} that listens on every endpoint in one reactor.
 """
 
+import math
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -26,8 +28,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .base import ServiceFactory
+from .base import DEFAULT_MAX_PER_PEER, ServiceFactory, default_max_connections
 from .chat import ChatFactory
+from .chat.accounts import Accounts, UnsupportedCheckerError
 from .coucou import CoucouServerFactory
 from .echo import EchoFactory
 from .text import format_address
@@ -65,9 +68,11 @@ def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{what} must be a number, not {text!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be a finite number, not {text!r}")
         if value < 0:
             raise ValueError(f"{what} must not be negative, not {text!r}")
-        return value
+        return value + 0  # no negative zero
 
     coerce.coerceDoc = f"{what}, 0 for none."  # type: ignore[attr-defined]
     return coerce
@@ -87,9 +92,24 @@ class ServiceOptions(usage.Options):
     defaultEndpoint = ""
     description = ""
     optParameters: List[List[Any]] = [
-        ["max-connections", None, 0, "Serve at most N connections at once.", count],
-        ["max-per-peer", None, 0, "At most N connections per peer address.", count],
+        [
+            "max-connections",
+            None,
+            None,
+            "Serve at most N connections at once"
+            " [default: the open-file limit less 64, shared by the services]",
+            count,
+        ],
+        [
+            "max-per-peer",
+            None,
+            DEFAULT_MAX_PER_PEER,
+            "At most N connections per peer address (per /64 for IPv6).",
+            count,
+        ],
     ]
+    sharedBy = 1
+    """How many services share the process's open-file limit."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,9 +132,17 @@ class ServiceOptions(usage.Options):
         """
         raise NotImplementedError(type(self).__name__ + ".buildFactory")
 
+    def maxConnections(self) -> int:
+        """
+        The limit of open connections: the option, or a share of the
+        open-file limit.
+        """
+        limit = self["max-connections"]
+        return default_max_connections(self.sharedBy) if limit is None else limit
+
     def _limits(self) -> Dict[str, Any]:
         return {
-            "maxConnections": self["max-connections"],
+            "maxConnections": self.maxConnections(),
             "maxPerPeer": self["max-per-peer"],
             "timeout": self["timeout"] or None,
         }
@@ -174,12 +202,15 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     )
     longdesc = (
         "A multi-user line chat for telnet, nc and 'sockproto chat'."
-        " Default: tcp:12347."
+        " Default: tcp:12347. Registered nicknames: --auth file:PATH, a file"
+        " of NAME:PASSWORD lines, read again when it changes (or on SIGHUP);"
+        " --auth memory:NAME:PASSWORD also works, but every local user can"
+        " read a command line (ps, /proc/PID/cmdline): use a file."
     )
     optParameters = [
-        ["max-clients", None, 0, "Serve at most N clients at once.", count],
-        ["max-per-peer", None, 0, "At most N clients per peer address.", count],
+        ["max-clients", None, None, "The same as --max-connections.", count],
         ["history", None, 20, "Lines of history shown to newcomers.", count],
+        ["max-rooms", None, 1000, "Rooms that may exist at once.", count],
         ["rate-limit", None, 5.0, "Lines a second per client.", rate],
         ["max-line", None, 512, "Longest line accepted, in bytes.", count],
         [
@@ -196,8 +227,16 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
 
     def postOptions(self) -> None:
         super().postOptions()
-        if len(self.get("credCheckers", [])) > 1:
+        checkers = self.get("credCheckers", [])
+        if len(checkers) > 1:
             raise usage.UsageError("give --auth once")
+        if checkers:
+            _check_accounts(checkers[0])
+        clients, connections = self["max-clients"], self["max-connections"]
+        if None not in (clients, connections) and clients != connections:
+            raise usage.UsageError("--max-clients and --max-connections disagree")
+        if clients is not None:
+            self["max-connections"] = clients
 
     def buildFactory(self) -> ServiceFactory:
         checkers = self.get("credCheckers", [])
@@ -207,10 +246,22 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             rateLimit=self["rate-limit"],
             maxOutput=self["max-output"],
             historySize=self["history"],
-            maxConnections=self["max-clients"],
-            maxPerPeer=self["max-per-peer"],
-            timeout=self["timeout"] or None,
+            maxRooms=self["max-rooms"],
+            **self._limits(),
         )
+
+
+def _check_accounts(checker: Any) -> None:
+    """
+    Raise L{usage.UsageError} unless C{checker} can protect nicknames.
+    """
+    try:
+        Accounts(checker, Clock())
+    except UnsupportedCheckerError as e:
+        raise usage.UsageError(str(e)) from None
+    except OSError as e:
+        path = getattr(checker, "filename", "")
+        raise usage.UsageError(f"cannot read {path}: {_describe(e)}") from None
 
 
 SERVICES: Dict[str, Type[ServiceOptions]] = {
@@ -429,7 +480,9 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
     if reactor is None:
         from twisted.internet import reactor
     top = SockprotoService(reactor)
-    for serviceOptions in options.serviceOptions():
+    chosen = options.serviceOptions()
+    for serviceOptions in chosen:
+        serviceOptions.sharedBy = len(chosen)
         factory = serviceOptions.buildFactory()
         endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
         ProtocolService(factory, endpoints).setServiceParent(top)

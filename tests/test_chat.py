@@ -24,9 +24,13 @@ class Chat:
     def __init__(self, **options: Any) -> None:
         self.clock = Clock()
         server = ChatServer(
-            "test chat", self.clock, historySize=options.pop("history", 20)
+            "test chat",
+            self.clock,
+            historySize=options.pop("history", 20),
+            maxRooms=options.pop("maxRooms", 1000),
         )
         options.setdefault("rateLimit", 0)
+        options.setdefault("maxPerPeer", 0)
         self.factory = ChatFactory(server, clock=self.clock, **options)
         self.port = 40000
 
@@ -61,14 +65,14 @@ class WelcomeTests(SynchronousTestCase):
         self.assertEqual(
             lines(a),
             [
-                "* Welcome to test chat, guest1. Type /help for commands.",
-                "* you are in #lobby, alone",
-                "* guest1 joined #lobby",
+                "-!- Welcome to test chat, guest1. Type /help for commands.",
+                "-!- you are in #lobby, alone",
+                "-!- guest1 joined #lobby",
             ],
         )
         bob, b = chat.join()
-        self.assertIn("* you are in #lobby with guest1", lines(b))
-        self.assertEqual(lines(a), ["* guest2 joined #lobby"])
+        self.assertIn("-!- you are in #lobby with guest1", lines(b))
+        self.assertEqual(lines(a), ["-!- guest2 joined #lobby"])
 
     def test_newcomer_gets_recent_history(self) -> None:
         chat = Chat(history=2)
@@ -78,10 +82,10 @@ class WelcomeTests(SynchronousTestCase):
         self.assertEqual(
             lines(b)[2:],
             [
-                "* last 2 lines of #lobby:",
+                "-!- last 2 lines of #lobby:",
                 "<guest1> two",
                 "<guest1> three",
-                "* guest2 joined #lobby",
+                "-!- guest2 joined #lobby",
             ],
         )
 
@@ -149,7 +153,7 @@ class CommandTests(SynchronousTestCase):
 
     def test_nick_changes_and_is_announced(self) -> None:
         self.chat.send(self.alice, "/nick Alice")
-        self.assertEqual(lines(self.b), ["* guest1 is now known as Alice"])
+        self.assertEqual(lines(self.b), ["-!- guest1 is now known as Alice"])
         self.chat.send(self.alice, "hi")
         self.assertEqual(lines(self.b), ["<Alice> hi"])
 
@@ -157,7 +161,7 @@ class CommandTests(SynchronousTestCase):
         self.chat.send(self.alice, "/nick Alice")
         lines(self.a), lines(self.b)
         self.chat.send(self.bob, "/nick alice")
-        self.assertEqual(lines(self.b), ["error: nickname alice is taken"])
+        self.assertEqual(lines(self.b), ["-!- error: nickname alice is taken"])
         self.assertEqual(self.bob.nick, "guest2")
 
     def test_own_nick_case_can_change(self) -> None:
@@ -165,15 +169,15 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.alice.nick, "ALICE")
 
     def test_invalid_nicks_are_refused(self) -> None:
-        for bad in ["1abc", "a b", "x" * 17, "é", "a\u200bb"]:
+        for bad in ["1abc", "a b", "x" * 17, "é", "a.b"]:
             self.chat.send(self.alice, f"/nick {bad}")
             [line] = lines(self.a)
-            self.assertTrue(line.startswith("error: "), line)
+            self.assertTrue(line.startswith("-!- error: "), line)
         self.assertEqual(self.alice.nick, "guest1")
 
     def test_nobody_can_take_a_guest_nick_in_use(self) -> None:
         self.chat.send(self.alice, "/nick guest2")
-        self.assertEqual(lines(self.a), ["error: nickname guest2 is taken"])
+        self.assertEqual(lines(self.a), ["-!- error: nickname guest2 is taken"])
 
     def test_me_is_an_action(self) -> None:
         self.chat.send(self.alice, "/me waves")
@@ -181,7 +185,7 @@ class CommandTests(SynchronousTestCase):
 
     def test_who_lists_the_room(self) -> None:
         self.chat.send(self.alice, "/who")
-        self.assertEqual(lines(self.a), ["* in #lobby (2): guest1, guest2"])
+        self.assertEqual(lines(self.a), ["-!- in #lobby (2): guest1, guest2"])
 
     def test_private_message_reaches_only_its_target(self) -> None:
         carol, c = self.chat.join()
@@ -193,61 +197,61 @@ class CommandTests(SynchronousTestCase):
 
     def test_private_message_to_unknown_nick(self) -> None:
         self.chat.send(self.alice, "/msg nobody hi")
-        self.assertEqual(lines(self.a), ["error: no such nickname: nobody"])
+        self.assertEqual(lines(self.a), ["-!- error: no such nickname: nobody"])
 
     def test_join_part_and_rooms(self) -> None:
         self.chat.send(self.alice, "/join #Games")
-        self.assertEqual(lines(self.b), ["* guest1 left #lobby (joined #games)"])
+        self.assertEqual(lines(self.b), ["-!- guest1 left #lobby (joined #games)"])
         self.assertEqual(
-            lines(self.a), ["* you are in #games, alone", "* guest1 joined #games"]
+            lines(self.a), ["-!- you are in #games, alone", "-!- guest1 joined #games"]
         )
         self.chat.send(self.bob, "only lobby")
         self.assertEqual(lines(self.b), ["<guest2> only lobby"])
         self.assertEqual(lines(self.a), [])
         self.chat.send(self.alice, "/rooms")
-        self.assertEqual(lines(self.a), ["* rooms: #games (1), #lobby (1)"])
+        self.assertEqual(lines(self.a), ["-!- rooms (2): #games (1), #lobby (1)"])
         self.chat.send(self.alice, "/part")
-        self.assertEqual(lines(self.b), ["* guest1 joined #lobby"])
+        self.assertEqual(lines(self.b), ["-!- guest1 joined #lobby"])
         self.chat.send(self.alice, "/rooms")
-        self.assertEqual(lines(self.a)[-1], "* rooms: #lobby (2)")
+        self.assertEqual(lines(self.a)[-1], "-!- rooms (1): #lobby (2)")
 
     def test_join_errors(self) -> None:
         self.chat.send(self.alice, "/join", "/join #lobby", "/join bad name!", "/part")
         self.assertEqual(
             lines(self.a),
             [
-                "error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
-                "error: you are already in #lobby",
-                "error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
-                "error: you are in #lobby already; /quit leaves the chat",
+                "-!- error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
+                "-!- error: you are already in #lobby",
+                "-!- error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
+                "-!- error: you are in #lobby already; /quit leaves the chat",
             ],
         )
 
     def test_quit_with_reason(self) -> None:
         self.chat.send(self.alice, "/quit off to lunch")
-        self.assertEqual(lines(self.a), ["* bye"])
+        self.assertEqual(lines(self.a), ["-!- bye"])
         self.assertTrue(self.a.disconnecting)
         self.alice.connectionLost()
         self.chat.clock.advance(0)
-        self.assertEqual(lines(self.b), ["* guest1 left #lobby (off to lunch)"])
+        self.assertEqual(lines(self.b), ["-!- guest1 left #lobby (off to lunch)"])
         self.assertIsNone(self.chat.factory.server.find("guest1"))
 
     def test_connection_lost_is_announced(self) -> None:
         self.alice.connectionLost()
         self.chat.clock.advance(0)
-        self.assertEqual(lines(self.b), ["* guest1 left #lobby (connection lost)"])
+        self.assertEqual(lines(self.b), ["-!- guest1 left #lobby (connection lost)"])
 
     def test_unknown_command_and_bad_arguments_keep_the_connection(self) -> None:
         self.chat.send(self.alice, "/frob", "/msg", "/me", "/nick", "/", "/!x")
         self.assertEqual(
             lines(self.a),
             [
-                "error: unknown command /frob (try /help)",
-                "error: usage: /msg NICK TEXT",
-                "error: usage: /me ACTION",
-                "error: usage: /nick NAME",
-                "error: unknown command / (try /help)",
-                "error: unknown command /!x (try /help)",
+                "-!- error: unknown command /frob (try /help)",
+                "-!- error: usage: /msg NICK TEXT",
+                "-!- error: usage: /me ACTION",
+                "-!- error: usage: /nick NAME [PASSWORD]",
+                "-!- error: unknown command / (try /help)",
+                "-!- error: unknown command /!x (try /help)",
             ],
         )
         self.assertFalse(self.a.disconnecting)
@@ -269,7 +273,10 @@ class LimitTests(SynchronousTestCase):
         chat.send(alice, "x" * 11, "short")
         self.assertEqual(
             lines(a),
-            ["error: line too long (11 bytes, limit 10): dropped", "<guest1> short"],
+            [
+                "-!- error: line too long (11 bytes, limit 10): dropped",
+                "<guest1> short",
+            ],
         )
 
     def test_endless_line_disconnects_without_buffering_it(self) -> None:
@@ -281,21 +288,53 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(alice.parser.pending, b"")
         self.assertTrue(a.disconnecting)
         self.assertIn(
-            "error: too much data without a line end: disconnecting", lines(a)
+            "-!- error: too much data without a line end: disconnecting", lines(a)
         )
 
-    def test_rate_limit_drops_with_notice(self) -> None:
+    def test_lines_over_the_rate_limit_wait_and_one_notice_per_burst(self) -> None:
         chat = Chat(rateLimit=1)
         alice, a = chat.join()
         bob, b = chat.join()
         lines(a), lines(b)
         chat.send(alice, *[f"line {i}" for i in range(7)])
         self.assertEqual(len(lines(b)), 5)  # the burst
-        notices = [line for line in lines(a) if line.startswith("error: slow down")]
-        self.assertEqual(len(notices), 2)
+        self.assertEqual(
+            lines(a)[-1], "-!- slow down: over 1 lines a second, your lines wait"
+        )
+        self.assertEqual(a.producerState, "paused")  # reading stopped
         chat.clock.advance(1)
-        chat.send(alice, "again")
-        self.assertEqual(lines(b), ["<guest1> again"])
+        self.assertEqual(lines(b), ["<guest1> line 5"])
+        chat.clock.advance(1)
+        self.assertEqual(lines(b), ["<guest1> line 6"])
+        self.assertEqual(a.producerState, "producing")
+        self.assertNotIn("slow down", " ".join(lines(a)))
+
+    def test_blank_lines_count_against_the_rate_limit(self) -> None:
+        chat = Chat(rateLimit=1)
+        alice, a = chat.join()
+        bob, b = chat.join()
+        lines(b)
+        chat.send(alice, *[""] * 5, "after blanks")
+        self.assertEqual(lines(b), [])
+        chat.clock.advance(1)
+        self.assertEqual(lines(b), ["<guest1> after blanks"])
+
+    def test_sustained_flood_is_disconnected_and_output_stays_small(self) -> None:
+        chat = Chat(rateLimit=5)
+        alice, a = chat.join()
+        bob, b = chat.join()
+        lines(a), lines(b)
+        alice.dataReceived(b"a\n" * 100_000)
+        chat.clock.advance(0)
+        self.assertTrue(a.disconnecting)
+        self.assertEqual(
+            lines(a)[-2:],
+            [
+                "-!- slow down: over 5 lines a second, your lines wait",
+                "-!- error: excess flood: disconnecting",
+            ],
+        )
+        self.assertEqual(len(lines(b)), 10)  # the burst, then nothing
 
     def test_max_clients_says_server_full(self) -> None:
         chat = Chat(maxConnections=1)
@@ -303,7 +342,9 @@ class LimitTests(SynchronousTestCase):
         protocol = chat.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         transport = StringTransport()
         protocol.makeConnection(transport)
-        self.assertEqual(transport.value(), b"* server full, try again later\r\n")
+        self.assertEqual(
+            transport.value(), b"-!- error: server full, try again later\r\n"
+        )
         self.assertTrue(transport.disconnecting)
 
     def test_idle_client_is_dropped(self) -> None:
@@ -339,7 +380,7 @@ class LimitTests(SynchronousTestCase):
             lines(transport)
         d = chat.factory.closeAll()
         for protocol, transport in clients:
-            self.assertEqual(lines(transport)[0], "* server shutting down")
+            self.assertEqual(lines(transport)[0], "-!- server shutting down")
             self.assertTrue(transport.disconnecting)
             protocol.connectionLost()
         self.successResultOf(d)
@@ -392,3 +433,131 @@ class ChunkingTests(SynchronousTestCase):
         self.test_any_chunking_gives_the_same_output_and_nothing_raises.hypothesis.inner_test(  # type: ignore[attr-defined]
             self, data, cuts
         )
+
+
+class ForgeryTests(SynchronousTestCase):
+    """
+    Every line from the server starts with "-!- ", which no user can make
+    a line start with.
+    """
+
+    def setUp(self) -> None:
+        self.chat = Chat()
+        self.alice, self.a = self.chat.join()
+        self.bob, self.b = self.chat.join()
+        lines(self.a), lines(self.b)
+
+    def test_server_lines_start_with_the_notice_marker(self) -> None:
+        self.chat.send(self.alice, "/nick alice", "/who", "/bogus", "/join x")
+        for line in lines(self.a) + lines(self.b):
+            self.assertTrue(line.startswith("-!- "), line)
+
+    def test_user_lines_never_start_with_the_notice_marker(self) -> None:
+        forged = "-!- server shutting down"
+        self.chat.send(self.alice, "/nick server", forged, f"/me {forged}")
+        self.chat.send(self.alice, f"/msg guest2 {forged}", f"/quit {forged}")
+        self.alice.connectionLost()
+        self.chat.clock.advance(0)
+        self.assertEqual(
+            lines(self.b),
+            [
+                "-!- guest1 is now known as server",
+                "<server> -! - server shutting down",
+                "* server -! - server shutting down",
+                "*server* -> *guest2* -! - server shutting down",
+                "-!- server left #lobby (-! - server shutting down)",
+            ],
+        )
+
+    def test_padding_cannot_put_a_notice_on_the_next_screen_row(self) -> None:
+        self.chat.send(self.alice, " " * 70 + "-!--!- bob left #lobby")
+        [line] = lines(self.b)
+        self.assertNotIn("-!-", line)
+
+
+class LookAlikeNickTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.chat = Chat()
+        self.alice, self.a = self.chat.join()
+        self.bob, self.b = self.chat.join()
+        self.chat.send(self.alice, "/nick alice")
+        lines(self.a), lines(self.b)
+
+    def test_look_alike_nicks_are_taken(self) -> None:
+        for nick in ["aIice", "a1ice", "ALICE", "aIlce"]:
+            self.chat.send(self.bob, f"/nick {nick}")
+            [line] = lines(self.b)
+            self.assertTrue(line.startswith(f"-!- error: nickname {nick} is taken"))
+        self.assertEqual(self.bob.nick, "guest2")
+
+    def test_rn_and_m_vv_and_w_o_and_0_look_alike(self) -> None:
+        self.chat.send(self.alice, "/nick worm")
+        lines(self.a), lines(self.b)
+        for nick in ["vvorm", "worrn", "w0rm"]:
+            self.chat.send(self.bob, f"/nick {nick}")
+            self.assertIn("is taken", lines(self.b)[0])
+
+    def test_private_message_needs_the_exact_nick(self) -> None:
+        self.chat.send(self.bob, "/msg aIice hi")
+        self.assertEqual(lines(self.b), ["-!- error: no such nickname: aIice"])
+        self.assertEqual(lines(self.a), [])
+
+    def test_same_nick_again_is_an_error_not_an_announcement(self) -> None:
+        self.chat.send(self.alice, "/nick alice")
+        self.assertEqual(lines(self.a), ["-!- error: you are alice already"])
+        self.assertEqual(lines(self.b), [])
+
+
+class RoomLifeTests(SynchronousTestCase):
+    def test_a_room_is_forgotten_with_its_history_when_its_last_member_leaves(
+        self,
+    ) -> None:
+        chat = Chat()
+        alice, a = chat.join()
+        chat.send(alice, "/join secret", "remember me", "/part")
+        self.assertEqual(chat.factory.server.rooms(), [("lobby", 1)])
+        lines(a)
+        chat.send(alice, "/join secret")
+        self.assertNotIn("remember me", " ".join(lines(a)))
+
+    def test_rooms_are_bounded(self) -> None:
+        chat = Chat(maxRooms=3)
+        alice, a = chat.join()
+        bob, b = chat.join()
+        chat.send(alice, "/join one")
+        chat.send(bob, "/join two")
+        lines(a), lines(b)
+        chat.send(bob, "/join three")
+        self.assertEqual(
+            lines(b)[-1], "-!- error: too many rooms (3): join one of /rooms"
+        )
+        self.assertEqual(bob.room.name, "two")  # still where it was
+        chat.send(bob, "/join one")
+        self.assertEqual(bob.room.name, "one")
+
+    def test_rooms_list_is_capped(self) -> None:
+        chat = Chat()
+        for n in range(60):
+            client, _ = chat.join()
+            chat.send(client, f"/join r{n}")
+        alice, a = chat.join()
+        lines(a)
+        chat.send(alice, "/rooms")
+        [line] = lines(a)
+        self.assertTrue(line.startswith("-!- rooms (61): "), line)
+        self.assertTrue(line.endswith(" and 11 more"), line)
+
+    def test_closing_member_gets_nothing_and_room_keeps_delivering(self) -> None:
+        chat = Chat()
+        clients = [chat.join() for _ in range(3)]
+        for _, transport in clients[:2]:
+            transport.loseConnection()
+        for protocol, _ in clients[:2]:
+            protocol.connectionLost()
+        survivor, s = clients[2]
+        chat.clock.advance(0)
+        lines(s)
+        chat.send(survivor, "still here")
+        self.assertEqual(lines(s), ["<guest3> still here"])
+        self.assertEqual(chat.factory.server.room("lobby").nicks(), ["guest3"])
+        self.assertEqual(len(chat.factory.connections), 1)

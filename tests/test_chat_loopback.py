@@ -26,7 +26,7 @@ class ManyClientsTests(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.factory = ChatFactory(rateLimit=0)
+        self.factory = ChatFactory(rateLimit=0, maxPerPeer=0)
         self.server = yield listen_on_loopback(self.factory)
         self.addCleanup(self.server.stop)
 

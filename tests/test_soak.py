@@ -173,7 +173,7 @@ class SoakTests(TestCase):
                 waits.append(client.expect(f"echo {i}", timeout=60))
             elif name == "chat":
                 client.send("/rooms")
-                waits.append(client.expect("* rooms:", timeout=60))
+                waits.append(client.expect("-!- rooms (", timeout=60))
             else:
                 client.send(f"soak {i}")
         yield defer.gatherResults(waits)

@@ -13,7 +13,14 @@ from zope.interface import Attribute, Interface
 
 from .events import ChatEvent, EventBatch
 
-__all__ = ["IChatMember", "IChatRoom", "IChatServer"]
+__all__ = ["ChatError", "IChatMember", "IChatRoom", "IChatServer"]
+
+
+class ChatError(Exception):
+    """
+    A request the chat cannot grant; its text is the one-line answer to
+    the user.
+    """
 
 
 class IChatMember(Interface):
@@ -26,6 +33,8 @@ class IChatMember(Interface):
     def deliver(batch: EventBatch) -> None:
         """
         Events of the member's room, in order, its own lines included.
+        Must not raise for a member whose connection is gone: it does
+        nothing then.
         """
 
     def receive(event: ChatEvent) -> None:
@@ -48,7 +57,8 @@ class IChatRoom(Interface):
 
     def leave(member: IChatMember, reason: str) -> None:
         """
-        Remove C{member} and announce why it left.
+        Remove C{member} and announce why it left; nothing more is
+        delivered to it.  A room left empty may be forgotten.
         """
 
     def say(member: IChatMember, text: str) -> None:
@@ -85,6 +95,10 @@ class IChatServer(Interface):
 
     name = Attribute("The server's name, shown in the welcome (str).")
     defaultRoom = Attribute("The name of the room everyone starts in (str).")
+    reserved = Attribute(
+        "A callable telling whether a nickname is registered, so that"
+        " guest nicknames skip it."
+    )
 
     def register(member: IChatMember) -> str:
         """
@@ -109,6 +123,8 @@ class IChatServer(Interface):
     def room(name: str) -> IChatRoom:
         """
         The room called C{name}, created if needed.
+
+        @raise ChatError: when it would be one room too many.
         """
 
     def rooms() -> List[Tuple[str, int]]:

@@ -7,56 +7,51 @@ does not start with C{/} goes to your room; your own lines come back to
 you as everyone sees them, which is how you know the server took them.
 """
 
-import math
 import socket
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..base import ServiceFactory, ServiceProtocol
-from ..lines import Event, LineParser, LineTooLong, Overflow
+from ..lines import LineFactory, LineProtocol
 from ..text import decode_line
-from .accounts import Accounts
+from .accounts import Accounts, UnsupportedCheckerError
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
-from .interfaces import IChatMember, IChatRoom, IChatServer
+from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
 from .rooms import ChatServer, valid_room
 
-__all__ = ["ChatFactory", "ChatProtocol"]
+__all__ = [
+    "ChatFactory",
+    "ChatProtocol",
+    "NOTICE",
+    "UnsupportedCheckerError",
+    "unforgeable",
+]
+
+NOTICE = "-!- "
+"""What every line from the server starts with; no user's line can."""
 
 
-class TokenBucket:
+def unforgeable(text: str) -> str:
     """
-    Allow C{rate} lines a second on average, in bursts of up to C{burst}.
+    C{text} from a user, with every C{-!-} broken up, so that no part of
+    it (wrapped onto a new screen row, say) can pass for a server notice.
     """
-
-    __slots__ = ("rate", "burst", "now", "tokens", "last")
-
-    def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.now = now
-        self.tokens = burst
-        self.last = now()
-
-    def take(self) -> bool:
-        """
-        Take a token if there is one; False means over the limit.
-        """
-        now = self.now()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+    while "-!-" in text:
+        text = text.replace("-!-", "-! -")
+    return text
 
 
 @implementer(IChatMember)
-class ChatProtocol(ServiceProtocol):
+class ChatProtocol(LineProtocol):
     """
     One chat connection.
+
+    Every line from the server starts with L{NOTICE} (C{-!- }), but for
+    room lines (C{<nick> text}), actions (C{* nick text}) and private
+    messages (C{*nick* -> *nick* text}), none of which a user can make
+    start with it.
 
     To add a command, add a method C{command_NAME(self, argument)} whose
     docstring's first line is its help.  To change how lines look,
@@ -68,36 +63,43 @@ class ChatProtocol(ServiceProtocol):
     quitReason = "connection lost"
     """What the room is told when this client leaves."""
     room: Optional[IChatRoom] = None
+    joined = False
+    """True from when the client has a nickname until it leaves."""
+    wrongPasswords = 0
     _paused = False
     _backlog = 0
     _dropped = False
-    _limited = False
 
     # --- connection -------------------------------------------------------
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        factory = self.factory
-        self.parser = LineParser(factory.maxLineLength, factory.maxLineLength * 16)
-        self.bucket: Optional[TokenBucket] = None
-        if factory.rateLimit:
-            burst = max(factory.rateLimit * 2, 5)
-            self.bucket = TokenBucket(factory.rateLimit, burst, factory.clock.seconds)
         self.transport.registerProducer(self, True)
+        super().connectionMade()
+
+    def connectionReady(self) -> None:
+        """
+        The connection can carry data (on TLS, the handshake is done):
+        join the chat.
+        """
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # chat lines are small and urgent
-        self.nick = factory.server.register(self)
+        server = self.factory.server
+        self.nick = server.register(self)
+        self.joined = True
         self.welcome()
-        self.enter(factory.server.defaultRoom)
+        self.enter(server.room(server.defaultRoom))
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        self.leaveRoom(self.quitReason)
-        self.factory.server.unregister(self)
+        # The slots and timers first (they cannot fail), then the chat.
         super().connectionLost(reason)
+        if self.joined:
+            self.joined = False
+            self.factory.server.unregister(self)
+            self.leaveRoom(self.quitReason)
 
     def welcome(self) -> None:
         """
-        Called when a client connects: greet it.
+        Called when a client has joined: greet it.
         """
         server = self.factory.server
         self.notice(f"Welcome to {server.name}, {self.nick}. Type /help for commands.")
@@ -112,32 +114,13 @@ class ChatProtocol(ServiceProtocol):
 
     # --- input ------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        self.resetTimeout()
-        events: List[Event] = self.parser.feed(data)
-        for event in events:
-            if self.transport.disconnecting:
-                return
-            if isinstance(event, bytes):
-                self.rawLineReceived(event)
-            elif isinstance(event, LineTooLong):
-                self.lineTooLong(event.length)
-            elif isinstance(event, Overflow):
-                self.overflow()
-
     def rawLineReceived(self, line: bytes) -> None:
         """
-        Called with each line's bytes: rate-limit, decode, dispatch.
+        Called with each line's bytes, at the allowed rate: decode, dispatch.
         """
         text = decode_line(line).strip()
-        if not text:
-            return
-        if self.bucket is not None and not self.bucket.take():
-            self.rateLimited(text)
-            self._limited = True
-            return
-        self._limited = False
-        self.lineReceived(text)
+        if text:
+            self.lineReceived(text)
 
     def lineReceived(self, text: str) -> None:
         """
@@ -159,8 +142,11 @@ class ChatProtocol(ServiceProtocol):
                 "chat: {peer} unknown command {name!r}", peer=self.peer, name=name
             )
             self.error(f"unknown command /{name} (try /help)")
-        else:
+            return
+        try:
             method(argument)
+        except ChatError as e:
+            self.error(str(e))
 
     def say(self, text: str) -> None:
         """
@@ -190,14 +176,23 @@ class ChatProtocol(ServiceProtocol):
         self.error("too much data without a line end: disconnecting")
         self.closeConnection()
 
-    def rateLimited(self, text: str) -> None:
+    def throttled(self) -> None:
         """
-        Called for a line over the rate limit: it is dropped, with a notice.
+        Called once per burst of lines over the rate limit: they are not
+        lost, but wait; say so once.
         """
+        super().throttled()
         rate = self.factory.rateLimit
-        if not self._limited:  # one log line per burst, not per line
-            self.log.info("chat: {peer} is over the rate limit", peer=self.peer)
-        self.error(f"slow down: over {rate:g} lines a second, line dropped")
+        self.notice(f"slow down: over {rate:g} lines a second, your lines wait")
+
+    def excessFlood(self) -> None:
+        """
+        Called when far more lines wait than the rate limit lets through:
+        disconnect.
+        """
+        self.quitReason = "excess flood"
+        self.error("excess flood: disconnecting")
+        super().excessFlood()
 
     # --- commands ---------------------------------------------------------
 
@@ -213,7 +208,9 @@ class ChatProtocol(ServiceProtocol):
         nick, _, password = argument.partition(" ")
         password = password.strip()
         if not nick:
-            return self.error("usage: /nick NAME")
+            return self.error("usage: /nick NAME [PASSWORD]")
+        if nick == self.nick:
+            return self.error(f"you are {nick} already")
         accounts = self.factory.accounts
         account = accounts.registeredName(nick) if accounts is not None else None
         if account is None:
@@ -222,28 +219,73 @@ class ChatProtocol(ServiceProtocol):
             return self.changeNick(nick)
         assert accounts is not None
         if not password:
-            return self.error(f"nickname {nick} is registered: /nick {nick} PASSWORD")
-        wait = accounts.waitFor(nick)
-        if wait > 0:
+            if account.lower() == nick.lower():
+                return self.error(
+                    f"nickname {nick} is registered: /nick {nick} PASSWORD"
+                )
             return self.error(
-                f"too many wrong passwords for {nick}: try again in {math.ceil(wait)} s"
+                f"nickname {nick} looks like registered {account}: choose another"
             )
+        if not accounts.mayGuess(self.peerKey):
+            self.log.warn(
+                "chat: {peer} tried a password for {nick} too soon after too"
+                " many wrong ones from its address",
+                peer=self.peer,
+                nick=account,
+            )
+            return self.error("too many wrong passwords from your address: try later")
         d = accounts.check(account, password)
         d.addCallback(self.passwordChecked, nick)
         d.addErrback(self._checkFailed)
 
     def passwordChecked(self, right: bool, nick: str) -> None:
         """
-        Called with the result of checking the password for C{nick}.
+        Called with the result of checking the password for registered
+        nickname C{nick}.  While someone else uses it, every password, the
+        right one too, gets "taken" and counts as a failed attempt, so that
+        the answer tells a guesser nothing.
         """
         if not self.connected:
             return
-        if right:
+        holder = self.factory.server.find(nick)
+        taken = holder is not None and holder is not self
+        if right and not taken:
             return self.changeNick(nick)
-        self.log.warn(
-            "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
+        if right:
+            self.log.warn(
+                "chat: {peer} gave the right password for {nick}, which is in"
+                " use: refused",
+                peer=self.peer,
+                nick=nick,
+            )
+        else:
+            self.log.warn(
+                "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
+            )
+        self.failedAttempt(
+            f"nickname {nick} is taken" if taken else f"wrong password for {nick}"
         )
-        self.error(f"wrong password for {nick}")
+
+    def failedAttempt(self, answer: str) -> None:
+        """
+        Called after a password attempt that did not get the nickname:
+        count it against this connection and its address, and answer; past
+        L{Accounts.maxWrongPerConnection}, disconnect.
+        """
+        accounts = self.factory.accounts
+        assert accounts is not None
+        accounts.wrongGuess(self.peerKey)
+        self.wrongPasswords += 1
+        if self.wrongPasswords < accounts.maxWrongPerConnection:
+            return self.error(answer)
+        self.log.warn(
+            "chat: {peer} gave {count} wrong passwords: disconnecting",
+            peer=self.peer,
+            count=self.wrongPasswords,
+        )
+        self.quitReason = "too many wrong passwords"
+        self.error(answer + "; too many wrong passwords: disconnecting")
+        self.closeConnection()
 
     def _checkFailed(self, failure: Failure) -> None:
         self.log.failure(
@@ -304,8 +346,9 @@ class ChatProtocol(ServiceProtocol):
             return self.error("usage: /join ROOM (1 to 32 letters, digits, _ or -)")
         if self.room is not None and name == self.room.name:
             return self.error(f"you are already in #{name}")
+        room = self.factory.server.room(name)  # may raise ChatError
         self.leaveRoom(f"joined #{name}")
-        self.enter(name)
+        self.enter(room)
 
     def command_part(self, argument: str) -> None:
         """/part: go back to the default room."""
@@ -313,13 +356,20 @@ class ChatProtocol(ServiceProtocol):
         if self.room is not None and self.room.name == default:
             return self.error(f"you are in #{default} already; /quit leaves the chat")
         self.leaveRoom(argument or f"back to #{default}")
-        self.enter(default)
+        self.enter(self.factory.server.room(default))
+
+    maxRoomsShown = 50
+    """How many rooms C{/rooms} lists, the most crowded first."""
 
     def command_rooms(self, argument: str) -> None:
-        """/rooms: list the rooms."""
-        rooms = self.factory.server.rooms()
+        """/rooms: list the rooms, the most crowded first."""
+        rooms = sorted(self.factory.server.rooms(), key=lambda room: -room[1])
+        shown = ", ".join(
+            f"#{name} ({count})" for name, count in rooms[: self.maxRoomsShown]
+        )
+        more = len(rooms) - self.maxRoomsShown
         self.notice(
-            "rooms: " + ", ".join(f"#{name} ({count})" for name, count in rooms)
+            f"rooms ({len(rooms)}): {shown}" + (f" and {more} more" if more > 0 else "")
         )
 
     def command_quit(self, argument: str) -> None:
@@ -330,19 +380,18 @@ class ChatProtocol(ServiceProtocol):
 
     # --- rooms --------------------------------------------------------------
 
-    def enter(self, name: str) -> None:
+    def enter(self, room: IChatRoom) -> None:
         """
-        Join the room called C{name} and show who is there and its recent
-        history.
+        Join C{room} and show who is there and its recent history.
         """
-        room = self.factory.server.room(name)
+        name = room.name
         others = room.nicks()
         shown = ", ".join(others[:20]) + (" ..." if len(others) > 20 else "")
         self.notice(f"you are in #{name}" + (f" with {shown}" if others else ", alone"))
         self.room = room
         history = room.join(self)
         if history:
-            header = f"* last {len(history)} lines of #{name}:\r\n".encode()
+            header = f"{NOTICE}last {len(history)} lines of #{name}:\r\n".encode()
             self.writeOut(header + self.renderEvents(history))
 
     def leaveRoom(self, reason: str) -> None:
@@ -374,31 +423,32 @@ class ChatProtocol(ServiceProtocol):
         Called to turn an event into a line (without line end).
         """
         kind = event.kind
+        text = unforgeable(event.text)
         if kind == MESSAGE:
-            return f"<{event.nick}> {event.text}"
+            return f"<{event.nick}> {text}"
         if kind == ACTION:
-            return f"* {event.nick} {event.text}"
+            return f"* {event.nick} {text}"
         if kind == JOIN:
-            return f"* {event.nick} joined #{event.room}"
+            return f"{NOTICE}{event.nick} joined #{event.room}"
         if kind == LEAVE:
-            return f"* {event.nick} left #{event.room} ({event.text})"
+            return f"{NOTICE}{event.nick} left #{event.room} ({text})"
         if kind == NICK:
-            return f"* {event.nick} is now known as {event.text}"
+            return f"{NOTICE}{event.nick} is now known as {text}"
         if kind == PRIVATE:
-            return f"*{event.nick}* -> *{event.target}* {event.text}"
-        return f"* {event.text}"
+            return f"*{event.nick}* -> *{event.target}* {text}"
+        return NOTICE + text
 
     def notice(self, text: str) -> None:
         """
         Send a line from the server to this client alone.
         """
-        self.direct(("* " + text + "\r\n").encode("utf-8"))
+        self.direct((NOTICE + text + "\r\n").encode("utf-8"))
 
     def error(self, text: str) -> None:
         """
         Send an error line to this client alone.
         """
-        self.direct(("error: " + text + "\r\n").encode("utf-8"))
+        self.direct((NOTICE + "error: " + text + "\r\n").encode("utf-8"))
 
     def direct(self, data: bytes) -> None:
         """
@@ -452,7 +502,7 @@ class ChatProtocol(ServiceProtocol):
         self._paused = False
 
 
-class ChatFactory(ServiceFactory):
+class ChatFactory(LineFactory):
     """
     Serve L{ChatProtocol}.
 
@@ -467,8 +517,8 @@ class ChatFactory(ServiceFactory):
 
     protocol = ChatProtocol  # type: ignore[assignment]
     serviceName = "chat"
-    fullMessage = b"* server full, try again later\r\n"
-    perPeerMessage = b"* too many connections from your address\r\n"
+    fullMessage = b"-!- error: server full, try again later\r\n"
+    perPeerMessage = b"-!- error: too many connections from your address\r\n"
 
     def __init__(
         self,
@@ -478,20 +528,32 @@ class ChatFactory(ServiceFactory):
         rateLimit: float = 5.0,
         maxOutput: int = 256 * 1024,
         historySize: int = 20,
+        maxRooms: int = 1000,
         checker: Optional[ICredentialsChecker] = None,
         timeout: Optional[float] = 3600.0,
         **limits: Any,
     ) -> None:
         """
+        @param historySize: lines of history a room keeps, and
+        @param maxRooms: how many rooms may exist at once (0: no limit),
+            for the L{ChatServer} made when no C{server} is given.
         @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
             L{ServiceFactory}.
+        @raise UnsupportedCheckerError: if C{checker} cannot tell which
+            nicknames are registered.
+        @raise OSError: if C{checker}'s password file cannot be read.
         """
         super().__init__(timeout=timeout, **limits)
         if server is None:
             name = f"sockproto chat on {socket.gethostname()}"
-            server = ChatServer(name, self.clock, historySize=historySize)
+            server = ChatServer(
+                name, self.clock, historySize=historySize, maxRooms=maxRooms
+            )
         self.server: IChatServer = server
         self.accounts = Accounts(checker, self.clock) if checker is not None else None
+        if self.accounts is not None:
+            registered = self.accounts.registeredName
+            server.reserved = lambda nick: registered(nick) is not None
         self.maxLineLength = maxLineLength
         self.rateLimit = rateLimit
         self.maxOutput = maxOutput

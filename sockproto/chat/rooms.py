@@ -6,27 +6,52 @@ The chat's rooms and nicknames, in one process.
 import itertools
 import re
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, ChatEvent, EventBatch
-from .interfaces import IChatMember, IChatRoom, IChatServer
+from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
 
-__all__ = ["ChatRoom", "ChatServer", "NICK_RULE", "valid_nick", "valid_room"]
+__all__ = [
+    "ChatRoom",
+    "ChatServer",
+    "NICK_RULE",
+    "nick_key",
+    "valid_nick",
+    "valid_room",
+]
 
 NICK_RULE = "1 to 16 letters, digits, _ or -, starting with a letter"
 _NICK = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}\Z")
 _ROOM = re.compile(r"#?([A-Za-z0-9_-]{1,32})\Z")
+_LOOK_ALIKE = str.maketrans({"1": "l", "i": "l", "|": "l", "0": "o"})
+_LOOK_ALIKE_PAIRS = (("rn", "m"), ("vv", "w"))
+
+log = Logger()
 
 
 def valid_nick(nick: str) -> bool:
     """
-    Whether C{nick} follows L{NICK_RULE}: ASCII only, so that no two
-    nicknames look alike.
+    Whether C{nick} follows L{NICK_RULE}: ASCII only, so that no letter
+    from another script can pass for a Latin one.
     """
     return _NICK.match(nick) is not None
+
+
+def nick_key(nick: str) -> str:
+    """
+    What two nicknames that look alike have in common: lower case, with
+    I, l and 1 folded together, O and 0, "rn" and "m", "vv" and "w".  Two
+    nicknames with the same key cannot be used at once, and a registered
+    nickname protects every nickname with its key.
+    """
+    key = nick.lower().translate(_LOOK_ALIKE)
+    for pair, letter in _LOOK_ALIKE_PAIRS:
+        key = key.replace(pair, letter)
+    return key
 
 
 def valid_room(name: str) -> Optional[str]:
@@ -43,9 +68,13 @@ class ChatRoom:
     A room in this process.  Events published during one reactor turn are
     delivered together at the end of it, as one L{EventBatch}.
 
+    A member whose delivery fails is logged and dropped from the room at
+    the end of the delivery loop; the others still get every event.
+
     @ivar quietAbove: past this many members, joins, leaves and nick
         changes are no longer announced, so that a crowd arriving costs
         O(members) rather than O(members squared).
+    @ivar emptied: called with the room when its last member leaves.
     """
 
     def __init__(
@@ -54,10 +83,12 @@ class ChatRoom:
         clock: IReactorTime,
         historySize: int = 20,
         quietAbove: int = 200,
+        emptied: Optional[Callable[["ChatRoom"], None]] = None,
     ) -> None:
         self.name = name
         self.clock = clock
         self.quietAbove = quietAbove
+        self.emptied = emptied
         self.members: Dict[int, IChatMember] = {}
         self.history: Deque[ChatEvent] = deque(maxlen=historySize)
         self._pending: List[ChatEvent] = []
@@ -70,9 +101,15 @@ class ChatRoom:
         return list(self.history)
 
     def leave(self, member: IChatMember, reason: str) -> None:
-        self.flush()
-        if self.members.pop(id(member), None) is not None:
+        self.flush()  # what was said before it left, in order
+        if self.members.pop(id(member), None) is None:
+            return
+        if self.members:
             self._announce(ChatEvent(LEAVE, self.name, member.nick, reason))
+            return
+        self._pending = []
+        if self.emptied is not None:
+            self.emptied(self)
 
     def say(self, member: IChatMember, text: str) -> None:
         self._remember(ChatEvent(MESSAGE, self.name, member.nick, text))
@@ -108,15 +145,31 @@ class ChatRoom:
             return
         batch = EventBatch(tuple(self._pending))
         self._pending = []
+        failed = []
         for member in list(self.members.values()):
-            member.deliver(batch)
+            try:
+                member.deliver(batch)
+            except Exception:
+                log.failure("chat: delivery to {nick} failed", nick=member.nick)
+                failed.append(member)
+        for member in failed:
+            self.leave(member, "delivery failed")
 
 
 @implementer(IChatServer)
 class ChatServer:
     """
     Nicknames and rooms of a chat served by this process.
+
+    A room is forgotten, with its history, when its last member leaves
+    (but for the default room).
+
+    @ivar maxRooms: how many rooms may exist at once (0: no limit).
+    @ivar reserved: tells whether a nickname is registered: guest
+        nicknames skip those.
     """
+
+    reserved: Callable[[str], bool] = staticmethod(lambda nick: False)
 
     def __init__(
         self,
@@ -125,6 +178,7 @@ class ChatServer:
         historySize: int = 20,
         defaultRoom: str = "lobby",
         quietAbove: int = 200,
+        maxRooms: int = 1000,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -135,6 +189,7 @@ class ChatServer:
         self.historySize = historySize
         self.defaultRoom = defaultRoom
         self.quietAbove = quietAbove
+        self.maxRooms = maxRooms
         self._members: Dict[str, IChatMember] = {}
         self._rooms: Dict[str, ChatRoom] = {}
         self._guests = itertools.count(1)
@@ -142,44 +197,52 @@ class ChatServer:
     def register(self, member: IChatMember) -> str:
         while True:
             nick = f"guest{next(self._guests)}"
-            if nick not in self._members:
-                self._members[nick] = member
+            key = nick_key(nick)
+            if key not in self._members and not self.reserved(nick):
+                self._members[key] = member
                 return nick
 
     def rename(self, member: IChatMember, nick: str) -> Optional[str]:
         if not valid_nick(nick):
             return f"invalid nickname {nick!r}: {NICK_RULE}"
-        holder = self._members.get(nick.lower())
+        holder = self._members.get(nick_key(nick))
         if holder is not None and holder is not member:
-            return f"nickname {nick} is taken"
-        self._members.pop(member.nick.lower(), None)
-        self._members[nick.lower()] = member
+            return f"nickname {nick} is taken" + (
+                "" if holder.nick.lower() == nick.lower() else f" (by {holder.nick})"
+            )
+        self.unregister(member)
+        self._members[nick_key(nick)] = member
         return None
 
     def unregister(self, member: IChatMember) -> None:
-        if self._members.get(member.nick.lower()) is member:
-            del self._members[member.nick.lower()]
+        key = nick_key(member.nick)
+        if self._members.get(key) is member:
+            del self._members[key]
 
     def find(self, nick: str) -> Optional[IChatMember]:
-        return self._members.get(nick.lower())
+        member = self._members.get(nick_key(nick))
+        if member is None or member.nick.lower() != nick.lower():
+            return None
+        return member
 
     def room(self, name: str) -> ChatRoom:
         room = self._rooms.get(name)
         if room is None:
+            if self.maxRooms and len(self._rooms) >= self.maxRooms:
+                raise ChatError(
+                    f"too many rooms ({len(self._rooms)}): join one of /rooms"
+                )
             room = self._rooms[name] = ChatRoom(
-                name, self.clock, self.historySize, self.quietAbove
+                name, self.clock, self.historySize, self.quietAbove, self._emptied
             )
         return room
 
-    def rooms(self) -> List[Tuple[str, int]]:
-        self._forgetEmptyRooms()
-        return sorted((name, len(room.members)) for name, room in self._rooms.items())
+    def _emptied(self, room: ChatRoom) -> None:
+        if room.name != self.defaultRoom and self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
 
-    def _forgetEmptyRooms(self) -> None:
-        for name, room in list(self._rooms.items()):
-            if not room.members and name != self.defaultRoom:
-                room.flush()
-                del self._rooms[name]
+    def rooms(self) -> List[Tuple[str, int]]:
+        return sorted((name, len(room.members)) for name, room in self._rooms.items())
 
     def flush(self) -> None:
         for room in list(self._rooms.values()):
