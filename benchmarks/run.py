@@ -118,13 +118,15 @@ LISTEN = f"tcp:0:interface={LOOPBACK}:backlog=1024"
 def sockproto_echo() -> Server:
     # twistd logs to /dev/null here, so the port comes from the service's
     # own line on standard output: run with logging to stdout instead.
-    command = twistd("echo", "--listen", LISTEN)
+    command = twistd("echo", "--listen", LISTEN, "--max-per-peer", "0")
     command.remove("--logfile=/dev/null")
     return Server("sockproto echo", command, r"echo listening on [\d.]+:(\d+)")
 
 
 def sockproto_chat() -> Server:
-    command = twistd("chat", "--listen", LISTEN, "--rate-limit", "0")
+    command = twistd(
+        "chat", "--listen", LISTEN, "--rate-limit", "0", "--max-per-peer", "0"
+    )
     command.remove("--logfile=/dev/null")
     return Server("sockproto chat", command, r"chat listening on [\d.]+:(\d+)")
 

@@ -31,6 +31,7 @@ __all__ = [
     "RefusingProtocol",
     "ServiceFactory",
     "ServiceProtocol",
+    "TokenBucket",
     "default_max_connections",
     "peer_key",
 ]
@@ -72,6 +73,43 @@ def peer_key(host: Optional[str]) -> Optional[str]:
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+class TokenBucket:
+    """
+    Allow C{rate} lines a second on average, in bursts of up to C{burst}.
+    """
+
+    __slots__ = ("rate", "burst", "now", "tokens", "last")
+
+    def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.now = now
+        self.tokens = burst
+        self.last = now()
+
+    def _refill(self) -> None:
+        now = self.now()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+    def take(self) -> bool:
+        """
+        Take a token if there is one; False means over the limit.
+        """
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def wait(self) -> float:
+        """
+        Seconds until a token is there.
+        """
+        self._refill()
+        return max(0.0, (1 - self.tokens) / self.rate)
 
 
 def _default_clock() -> IReactorTime:
@@ -258,7 +296,8 @@ class ServiceFactory(ServerFactory):
     @ivar maxConnections: how many connections are served at once; 0 means
         no limit.  Default: L{default_max_connections}.
     @ivar maxPerPeer: how many connections one peer address (one IPv6 /64)
-        may have open at once; 0 means no limit.  Default:
+        may have open at once, and open in a burst (then that many every
+        L{peerRefill} seconds); 0 means no limit.  Default:
         L{DEFAULT_MAX_PER_PEER}.
     @ivar timeout: seconds of silence after which a connection is closed,
         or L{None} for never.
@@ -274,6 +313,9 @@ class ServiceFactory(ServerFactory):
     """A line sent to a connection refused by L{maxPerPeer}, or None."""
     refusalLogInterval = 10.0
     """Seconds between two log lines about refused connections of one kind."""
+    peerRefill = 10.0
+    """A peer may open L{maxPerPeer} new connections in a burst, and then
+    that many again every this many seconds."""
 
     def __init__(
         self,
@@ -293,6 +335,7 @@ class ServiceFactory(ServerFactory):
         self.connections: Set[ServiceProtocol] = set()
         self._closing: List[Deferred[None]] = []
         self._refusals: Dict[str, Tuple[float, int]] = {}
+        self._arrivals: Dict[str, TokenBucket] = {}
 
     def buildProtocol(self, addr: Any) -> Optional[Protocol]:
         """
@@ -305,9 +348,44 @@ class ServiceFactory(ServerFactory):
             key = peer_key(getattr(addr, "host", None))
             if key is not None and self.perPeer.get(key, 0) >= self.maxPerPeer:
                 return self.refusePeer(addr)
+            if key is not None and not self._arrival(key):
+                return self.refuseThrottled(addr)
         protocol: ServiceProtocol = self.protocol()  # type: ignore[misc]
         protocol.factory = self
         return protocol
+
+    def _arrival(self, key: str) -> bool:
+        """
+        Count a new connection from C{key}; False if it comes too fast.
+        """
+        bucket = self._arrivals.get(key)
+        if bucket is None:
+            if len(self._arrivals) >= 10000:
+                self._forgetQuietPeers()
+            rate = self.maxPerPeer / self.peerRefill
+            bucket = TokenBucket(rate, self.maxPerPeer, self.clock.seconds)
+            self._arrivals[key] = bucket
+        return bucket.take()
+
+    def _forgetQuietPeers(self) -> None:
+        for key, bucket in list(self._arrivals.items()):
+            if bucket.wait() == 0 and bucket.tokens >= bucket.burst:
+                del self._arrivals[key]
+
+    def refuseThrottled(self, addr: Any) -> Optional[Protocol]:
+        """
+        Called when a peer opens connections faster than L{maxPerPeer}
+        every L{peerRefill} seconds: closed at once, without a word.
+        """
+        self.logRefusal(
+            "too fast",
+            "{service}: {peer} connects too fast (more than {count} in"
+            " {seconds:g} s): refusing",
+            count=self.maxPerPeer,
+            seconds=self.peerRefill,
+            peer=format_address(addr),
+        )
+        return None
 
     def refuseConnection(self, addr: IAddress) -> Optional[Protocol]:
         """

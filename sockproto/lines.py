@@ -11,12 +11,12 @@ chunks.
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Iterable, List, Optional, Union
+from typing import Deque, Iterable, List, Optional, Union
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from .base import ServiceFactory, ServiceProtocol
+from .base import ServiceFactory, ServiceProtocol, TokenBucket
 
 __all__ = ["LineParser", "LineProtocol", "LineTooLong", "Overflow", "TokenBucket"]
 
@@ -155,43 +155,6 @@ class LineParser:
             self._discarded = 0
 
 
-class TokenBucket:
-    """
-    Allow C{rate} lines a second on average, in bursts of up to C{burst}.
-    """
-
-    __slots__ = ("rate", "burst", "now", "tokens", "last")
-
-    def __init__(self, rate: float, burst: float, now: Callable[[], float]) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.now = now
-        self.tokens = burst
-        self.last = now()
-
-    def _refill(self) -> None:
-        now = self.now()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-
-    def take(self) -> bool:
-        """
-        Take a token if there is one; False means over the limit.
-        """
-        self._refill()
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def wait(self) -> float:
-        """
-        Seconds until a token is there.
-        """
-        self._refill()
-        return max(0.0, (1 - self.tokens) / self.rate)
-
-
 def burst_for(rate: float) -> float:
     """
     The burst allowed at C{rate} lines a second: two seconds' worth, at
@@ -261,7 +224,18 @@ class LineProtocol(ServiceProtocol):
         return self.factory.maxLineLength * self.queuedFactor
 
     def dataReceived(self, data: bytes) -> None:
+        if self.bucket is not None and self._flooding(data):
+            self._dropQueue()
+            self.parser.overflowed = True  # parse nothing more
+            self.excessFlood()
+            return
         self.handleEvents(self.parser.feed(data))
+
+    def _flooding(self, data: bytes) -> bool:
+        # More lines in one read than the rate limit and the queue together
+        # could take: a flood, found without the cost of parsing it.
+        assert self.bucket is not None
+        return data.count(b"\n") > self.bucket.tokens + self.maxQueued
 
     def handleEvents(self, events: Iterable[Event]) -> None:
         """
@@ -299,13 +273,16 @@ class LineProtocol(ServiceProtocol):
             self._scheduleLag()
 
     def _enqueue(self, events: Iterable[Event]) -> None:
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
+        limit = self.maxQueued
         for event in events:
-            self._queue.append(event)
+            queue.append(event)
             self._queued += _cost(event)
-        if self._queued > self.maxQueued:
-            self._dropQueue()
-            self.excessFlood()
+            if self._queued > limit:
+                self._dropQueue()
+                self.excessFlood()
+                return
 
     def _scheduleLag(self) -> None:
         assert self.bucket is not None

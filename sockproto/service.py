@@ -290,6 +290,17 @@ class Options(usage.Options):
         [name, None, options, options.description] for name, options in SERVICES.items()
     ]
     optFlags = [[f"no-{name}", None, f"Do not run {name}."] for name in SERVICES]
+    optParameters = [
+        [
+            "max-per-peer",
+            None,
+            None,
+            "For every service: at most N connections per peer address, and"
+            f" N new ones every 10 s [default: {DEFAULT_MAX_PER_PEER}; 0: no"
+            " limit].",
+            count,
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -335,7 +346,10 @@ class Options(usage.Options):
             if self[f"no-{name}"]:
                 continue
             options = optionsClass()
-            options.parseOptions([f"--listen={d}" for d in self[name]])
+            args = [f"--listen={d}" for d in self[name]]
+            if self["max-per-peer"] is not None:
+                args.append(f"--max-per-peer={self['max-per-peer']}")
+            options.parseOptions(args)
             chosen.append(options)
         if not chosen:
             raise SystemExit(_say("twistd sockproto: every service was left out"))
@@ -462,6 +476,20 @@ class SockprotoService(MultiService):
         # signal after shutdown (exit status 143 or 130).
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._signalled)
+        signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)  # type: ignore
+
+    def reload(self) -> None:
+        """
+        Read configuration files again (C{--auth file:}): on SIGHUP.
+        """
+        log.info("received SIGHUP, reading configuration files again")
+        for service in self:
+            reload = getattr(getattr(service, "factory", None), "reload", None)
+            if reload is not None:
+                reload()
 
     def _signalled(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self._stopOnSignal, signum)  # type: ignore

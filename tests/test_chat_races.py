@@ -23,7 +23,7 @@ class ConcurrentCloseTests(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:
-        self.factory = ChatFactory(rateLimit=0, maxConnections=6, maxPerPeer=6)
+        self.factory = ChatFactory(rateLimit=0, maxConnections=6, maxPerPeer=0)
         self.server = yield listen_on_loopback(self.factory)
         self.addCleanup(self.server.stop)
 

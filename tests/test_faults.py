@@ -8,13 +8,20 @@ import socket
 import struct
 from typing import Any, Callable, List
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockproto.base import ServiceFactory
+from sockproto.base import (
+    DEFAULT_MAX_PER_PEER,
+    FD_HEADROOM,
+    ServiceFactory,
+    default_max_connections,
+    peer_key,
+)
 from sockproto.chat import ChatFactory, ChatServer
 from sockproto.coucou import CoucouServerFactory, MessageList
 from sockproto.echo import EchoFactory
@@ -60,7 +67,8 @@ class VanishedPeerTests(SynchronousTestCase):
 
 class PerPeerLimitTests(SynchronousTestCase):
     def test_each_service_limits_connections_per_peer(self) -> None:
-        for factory in factories(Clock(), maxPerPeer=2):
+        clock = Clock()
+        for factory in factories(clock, maxPerPeer=2):
             first, _ = connect(factory, IPv4Address("TCP", "10.0.0.1", 1))
             connect(factory, IPv4Address("TCP", "10.0.0.1", 2))
             third = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 3))
@@ -73,8 +81,67 @@ class PerPeerLimitTests(SynchronousTestCase):
                 self.assertTrue(transport.disconnecting)
             connect(factory, IPv4Address("TCP", "10.0.0.2", 1))  # another peer
             first.connectionLost()
+            clock.advance(factory.peerRefill)
             connect(factory, IPv4Address("TCP", "10.0.0.1", 4))  # room again
             self.assertEqual(factory.perPeer, {"10.0.0.1": 2, "10.0.0.2": 1})
+
+    def test_a_peer_connecting_too_fast_is_refused_for_a_while(self) -> None:
+        clock = Clock()
+        for factory in factories(clock, maxPerPeer=4):
+            peer = IPv4Address("TCP", "10.0.0.1", 1)
+            for _ in range(4):
+                protocol, _ = connect(factory, peer)
+                protocol.connectionLost()
+            self.assertIsNone(factory.buildProtocol(peer), factory.serviceName)
+            self.assertIsNotNone(
+                factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 1))
+            )
+            clock.advance(factory.peerRefill / 4)
+            self.assertIsNotNone(factory.buildProtocol(peer))
+
+    def test_ipv6_peers_count_by_their_64_network(self) -> None:
+        for factory in factories(Clock(), maxPerPeer=2):
+            for host in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]:
+                connect(factory, IPv6Address("TCP", host, 1))
+            self.assertIsNotNone(
+                factory.buildProtocol(IPv6Address("TCP", "2001:db8:1:3::1", 1))
+            )
+            refused = factory.buildProtocol(IPv6Address("TCP", "2001:db8:1:2::7", 1))
+            self.assertNotIsInstance(refused, type(factory).protocol)
+
+
+class DefaultLimitTests(SynchronousTestCase):
+    def test_defaults_are_a_per_peer_limit_and_a_share_of_the_fd_limit(self) -> None:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        for factory in factories(Clock()):
+            self.assertEqual(factory.maxPerPeer, DEFAULT_MAX_PER_PEER)
+            self.assertEqual(factory.maxConnections, default_max_connections())
+        self.assertEqual(default_max_connections(3), (soft - FD_HEADROOM) // 3)
+
+    def test_peer_key(self) -> None:
+        self.assertEqual(peer_key("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(peer_key("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertEqual(peer_key("2001:db8::1"), "2001:db8::/64")
+        self.assertEqual(peer_key("fe80::1%eth0"), "fe80::/64")
+
+    def test_refusals_are_logged_at_a_bounded_rate(self) -> None:
+        clock = Clock()
+        [factory, *_] = factories(clock, maxPerPeer=1)
+        events: List[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        connect(factory, IPv4Address("TCP", "10.0.0.1", 1))
+        for port in range(1000):
+            factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", port))
+        refusals = [e for e in events if "refusing" in e.get("log_format", "")]
+        self.assertEqual(len(refusals), 1)
+        clock.advance(factory.refusalLogInterval)
+        factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        refusals = [e for e in events if "refusing" in e.get("log_format", "")]
+        self.assertEqual(len(refusals), 2)
+        self.assertEqual(refusals[1]["unlogged"], 999)
 
 
 def raw_client(host: str, port: int) -> socket.socket:

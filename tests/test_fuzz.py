@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -128,3 +129,94 @@ class FuzzTests(SynchronousTestCase):
             self.assertNotIn("\x07", text)
 
         self.check(build, stillServed, pieces, ending)
+
+
+class StrictTransport(StringTransport):
+    """
+    A transport that fails on a write once the connection is lost, as a TCP
+    transport whose socket is gone does.
+    """
+
+    lost = False
+
+    def write(self, data: bytes) -> None:
+        if self.lost:
+            raise AttributeError("'Server' object has no attribute 'socket'")
+        super().write(data)
+
+
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers(0, 5), st.sampled_from(NOISE)),
+        st.tuples(st.just("close"), st.integers(0, 5), st.just(b"")),
+        st.tuples(st.just("turn"), st.just(0), st.just(b"")),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.fuzz
+class ConcurrentCloseFuzzTests(SynchronousTestCase):
+    """
+    Six chat clients; random lines and closes in any order, several in one
+    reactor turn (mid-batch): the room, the nicknames and the slots stay
+    right, and the survivors still hear each other.
+    """
+
+    @given(actions)
+    def test_chat_clients_closing_in_any_order(self, steps: List[Any]) -> None:
+        clock = Clock()
+        factory = ChatFactory(
+            ChatServer("fuzz", clock), clock=clock, rateLimit=0, maxLineLength=100
+        )
+        clients = []
+        for port in range(6):
+            protocol = factory.buildProtocol(peer(port))
+            transport = StrictTransport(peerAddress=peer(port))
+            protocol.makeConnection(transport)
+            clients.append((protocol, transport))
+        clock.advance(0)
+        for kind, index, data in steps:
+            protocol, transport = clients[index]
+            if kind == "turn":
+                clock.advance(0)
+            elif transport.lost:
+                continue
+            elif kind == "send":
+                protocol.dataReceived(data)
+            else:
+                transport.lost = True
+                protocol.connectionLost(Failure(ConnectionLost()))
+        for protocol, transport in clients:  # a close asked for by the server
+            if transport.disconnecting and not transport.lost:
+                transport.lost = True
+                protocol.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)
+        self.assertConsistent(factory, clients)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def assertConsistent(self, factory: Any, clients: List[Any]) -> None:
+        alive = [p for p, t in clients if not t.lost]
+        self.assertEqual(factory.connections, set(alive))
+        self.assertEqual(sum(factory.perPeer.values()), len(alive))
+        server = factory.server
+        for protocol in alive:
+            self.assertIs(server.find(protocol.nick), protocol)
+        members = {
+            id(p) for room in server._rooms.values() for p in room.members.values()
+        }
+        self.assertEqual(members, {id(p) for p in alive})
+        for protocol, transport in clients:
+            if transport.lost:
+                self.assertIsNot(server.find(protocol.nick), protocol)
+        if len(alive) >= 2:
+            speaker, listener = alive[0], alive[1]
+            speaker.dataReceived(b"/join lobby\n/part\n")
+            listener.dataReceived(b"/join lobby\n/part\n")
+            clock = factory.clock
+            clock.advance(0)
+            listener.transport.clear()
+            speaker.dataReceived(b"still here\n")
+            clock.advance(0)
+            text = listener.transport.value().decode("utf-8")
+            self.assertIn(f"<{speaker.nick}> still here\r\n", text)

@@ -30,6 +30,8 @@ LOCAL = "tcp:0:interface=127.0.0.1:backlog=1024"
 CONNECTIONS = 2000
 CYCLES = 10_000
 BATCH = 200
+FLOODS = 1000
+FLOOD = 3
 
 
 def open_fds(pid: int) -> int:
@@ -76,7 +78,8 @@ def rss_kib(pid: int) -> int:
 
 class Cycler(Protocol):
     """
-    Connect, maybe send half a message, then close or reset.
+    Connect, maybe send half a message, then close or reset; or flood
+    (L{FLOOD}) until the server hangs up.
     """
 
     def __init__(self, kind: int) -> None:
@@ -84,6 +87,9 @@ class Cycler(Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
+        if self.kind == FLOOD:
+            self.transport.write(b"a\n" * 32768)  # the server must hang up
+            return
         if self.kind == 0:
             self.transport.loseConnection()
             return
@@ -124,7 +130,7 @@ class SoakTests(TestCase):
     def test_thousands_of_connections_leave_no_trace(self) -> Any:
         cwd = temporary_directory(self)
         services = ["echo", "coucou", "chat"]
-        args = [f"--{name}={LOCAL}" for name in services]
+        args = ["--max-per-peer=0"] + [f"--{name}={LOCAL}" for name in services]
         process = yield start_twistd(args, services, cwd=cwd)
         self.addCleanup(lambda: None if process.ended.called else process.stop("KILL"))
         pid = process.transport.pid
@@ -137,13 +143,17 @@ class SoakTests(TestCase):
             yield fds_back_to(pid, fds)
         afterRounds = rss_kib(pid)
         yield self.cycles(process, CYCLES)
+        yield self.floods(process, FLOODS)
         yield fds_back_to(pid, fds)
         afterCycles = rss_kib(pid)
         print(
             f"\nsoak: {open_fds(pid)} fds (baseline {fds});"
             f" RSS {rss} KiB at start, {afterRounds} KiB after 2 x 3 x {CONNECTIONS}"
             f" connections, {afterCycles} KiB after {CYCLES} connect/close cycles"
+            f" and {FLOODS} chat floods"
         )
+        self.assertNotIn(b"Unhandled Error", process.output)
+        self.assertNotIn(b"Traceback", process.output)
         self.assertLess(afterRounds - rss, 200 * 1024)
         self.assertLess(afterCycles - afterRounds, 32 * 1024)
         self.assertEqual((yield process.stop()), 0)
@@ -178,11 +188,25 @@ class SoakTests(TestCase):
                 client.send(f"soak {i}")
         yield defer.gatherResults(waits)
         coucou = [c for name, c in clients if name == "coucou"]  # type: ignore[misc]
-        yield wait_for(lambda: process.output.count(b"\nsoak ") >= len(coucou), 60)
+        yield wait_for(lambda: process.output.count(b"] soak ") >= len(coucou), 60)
         process.output = b""
         for _, client in clients:  # type: ignore[misc]
             client.transport.loseConnection()
         yield defer.gatherResults([c.closed for _, c in clients])  # type: ignore[misc]
+
+    @inlineCallbacks
+    def floods(self, process: TwistdProcess, count: int) -> Any:
+        """
+        C{count} chat clients flooding, a batch at a time, each until the
+        server disconnects it.
+        """
+        endpoint = TCP4ClientEndpoint(reactor, *process.address("chat"))
+        for start in range(0, count, BATCH):
+            protocols = [Cycler(FLOOD) for _ in range(min(BATCH, count - start))]
+            yield defer.gatherResults(
+                [endpoint.connect(_factory(p)) for p in protocols]
+            )
+            yield defer.gatherResults([p.closed for p in protocols])
 
     @inlineCallbacks
     def cycles(self, process: TwistdProcess, count: int) -> Any:

@@ -5,11 +5,14 @@ Every service over TLS (C{ssl:} endpoints), and the clients' C{--tls}.
 import os
 from typing import Any
 
-from twisted.internet import utils
+from twisted.internet import reactor, utils
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, TestCase
 
-from sockproto.chat import ChatFactory
+from sockproto.chat import ChatFactory, ChatProtocol
 from sockproto.coucou import CoucouServerFactory, MessageList, send_message
 from sockproto.echo import EchoFactory
 from sockproto.testing import (
@@ -20,6 +23,7 @@ from sockproto.testing import (
     temporary_directory,
     tls_client_endpoint,
     tls_endpoint_description,
+    wait_for,
 )
 
 from .test_cli import run_sockproto, sockproto_command
@@ -72,6 +76,26 @@ class TLSTests(TestCase):
         for client in (alice, bob):
             client.transport.loseConnection()
             yield client.closed
+
+    @inlineCallbacks
+    def test_unfinished_handshake_never_joins_and_times_out(self) -> Any:
+        clock = Clock()
+        factory = ChatFactory(rateLimit=0, clock=clock)
+        server = yield self.serve(factory)
+        silent = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port),
+            Protocol(),
+        )
+        yield wait_for(lambda: len(factory.connections) == 1, 10)
+        [protocol] = factory.connections
+        self.assertFalse(protocol.ready)
+        self.assertEqual(factory.server.room("lobby").nicks(), [])
+        self.assertIsNone(factory.server.find("guest1"))
+        clock.advance(ChatProtocol.handshakeTimeout)
+        clock.advance(ChatProtocol.abortDelay)
+        yield wait_for(lambda: not factory.connections, 10)
+        self.assertEqual(factory.server.room("lobby").nicks(), [])
+        silent.transport.abortConnection()
 
     def sockproto(self, *args: str) -> Any:
         return run_sockproto(self, *args)

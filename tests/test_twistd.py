@@ -192,3 +192,35 @@ class ChatEndToEndTests(TestCase):
         yield bob.expect("-!- server shutting down")
         yield bob.closed
         self.assertEqual(status, 0)
+
+
+class AccountsEndToEndTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_sighup_reads_the_accounts_file_again(self) -> Any:
+        cwd = temporary_directory(self)
+        path = os.path.join(cwd, "accounts")
+        with open(path, "w") as f:
+            f.write("alice:secret1\n")
+        stamp = os.stat(path)
+        server = yield start_twistd(
+            ["chat", "--listen", LOCAL, "--auth", f"file:{path}"], ["chat"], cwd=cwd
+        )
+        self.addCleanup(lambda: None if server.ended.called else server.stop("KILL"))
+        host, port = server.address("chat")
+        client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+        yield client.expect("joined #lobby")
+        # Same size and same time stamp: only SIGHUP tells the server.
+        with open(path, "w") as f:
+            f.write("alice:secret2\n")
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        client.send("/nick alice secret2")
+        yield client.expect("wrong password for alice")
+        server.transport.signalProcess("HUP")
+        yield wait_for(lambda: b"registered nicknames read from" in server.output)
+        client.send("/nick alice secret2")
+        yield client.expect("is now known as alice")
+        client.transport.loseConnection()
+        yield client.closed
+        self.assertEqual((yield server.stop("TERM")), 0)

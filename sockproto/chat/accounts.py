@@ -95,18 +95,32 @@ class Accounts:
         if not isinstance(checker, FilePasswordDB):
             return
         try:
-            if _stamp(checker.filename) != self._stamp:
-                count = self.reload()
-                self.log.info(
-                    "chat: {count} registered nicknames read from {path}",
-                    count=count,
-                    path=checker.filename,
-                )
+            stamp: Optional[Tuple[float, int]] = _stamp(checker.filename)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp  # an unreadable file is reported once
+            self.reloadLogged()
+
+    def reloadLogged(self) -> None:
+        """
+        L{reload}, saying in the log what came of it; on an error, the
+        names read before stay.
+        """
+        path = getattr(self.checker, "filename", "memory:")
+        try:
+            count = self.reload()
         except OSError as e:
             self.log.error(
                 "chat: cannot read {path} ({error}): keeping the nicknames read before",
-                path=checker.filename,
+                path=path,
                 error=e.strerror or e,
+            )
+        else:
+            self.log.info(
+                "chat: {count} registered nicknames read from {path}",
+                count=count,
+                path=path,
             )
 
     def registeredName(self, nick: str) -> Optional[str]:

@@ -4,44 +4,64 @@ The interactive chat client: standard input to the server, the server to
 standard output (C{sockproto chat HOST PORT}).
 """
 
+import sys
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..lines import LineParser, LineTooLong
 from ..text import decode_line
 
 __all__ = ["ChatClientProtocol", "KeyboardProtocol"]
 
 
-class ChatClientProtocol(LineOnlyReceiver):
+class ChatClientProtocol(Protocol):
     """
     The network side: each line from the server goes to C{output}, cleaned
-    of control characters.
+    of control characters.  A line longer than L{maxLineLength} is shown
+    as a note of its length: whatever the server sends, the client stays.
 
     @ivar done: fires when the server closes the connection cleanly, or
         fails with the reason it was lost.
     """
 
-    delimiter = b"\n"
-    MAX_LENGTH = 1 << 16
+    maxLineLength = 1 << 16
     transport: Any
 
     def __init__(self, output: Any, nick: Optional[str] = None) -> None:
         self.output = output
         self.nick = nick
         self.done: Deferred[None] = Deferred()
+        self.parser = LineParser(self.maxLineLength, sys.maxsize)
 
     def connectionMade(self) -> None:
         if self.nick:
             self.sendText(f"/nick {self.nick}")
 
+    def dataReceived(self, data: bytes) -> None:
+        for event in self.parser.feed(data):
+            if isinstance(event, bytes):
+                self.lineReceived(event)
+            elif isinstance(event, LineTooLong):
+                self.show(f"[line too long: {event.length} bytes, not shown]")
+
     def lineReceived(self, line: bytes) -> None:
-        self.output.write((decode_line(line.rstrip(b"\r")) + "\n").encode("utf-8"))
+        """
+        Called with each line from the server.
+        """
+        self.show(decode_line(line))
+
+    def show(self, text: str) -> None:
+        """
+        Write one line of C{text} to the output.
+        """
+        self.output.write((text + "\n").encode("utf-8"))
 
     quitting = False
 

@@ -558,6 +558,13 @@ class ChatFactory(LineFactory):
         self.rateLimit = rateLimit
         self.maxOutput = maxOutput
 
+    def reload(self) -> None:
+        """
+        Read the registered nicknames again, if they come from a file.
+        """
+        if self.accounts is not None:
+            self.accounts.reloadLogged()
+
     def closeAll(self) -> Any:
         self.server.flush()
         return super().closeAll()
