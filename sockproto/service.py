@@ -181,11 +181,16 @@ class CoucouOptions(ServiceOptions):
     )
     optParameters = ServiceOptions.optParameters + [
         ["max-size", None, 140, "Longest message accepted, in bytes.", count],
+        ["rate-limit", None, 5.0, "Messages a second per client.", rate],
         ["timeout", None, 60.0, "Drop clients silent this long.", seconds],
     ]
 
     def buildFactory(self) -> ServiceFactory:
-        return CoucouServerFactory(maxSize=self["max-size"] or 140, **self._limits())
+        return CoucouServerFactory(
+            maxSize=self["max-size"] or 140,
+            rateLimit=self["rate-limit"],
+            **self._limits(),
+        )
 
 
 class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):

@@ -74,6 +74,25 @@ class CoucouServerTests(SynchronousTestCase):
         protocol.dataReceived(b"\x1b[2Jhi\x07 \xff\n")
         self.assertEqual(sink.messages, ["hi \ufffd"])
 
+    def test_messages_over_the_rate_limit_wait(self) -> None:
+        protocol, transport, sink, clock = serve()  # 5 a second, bursts of 10
+        protocol.dataReceived(b"".join(b"m%d\n" % i for i in range(12)))
+        self.assertEqual(len(sink.messages), 10)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(0.4)
+        self.assertEqual(len(sink.messages), 12)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.value(), b"")
+
+    def test_a_flood_is_disconnected_with_one_error_line(self) -> None:
+        protocol, transport, sink, _ = serve()
+        protocol.dataReceived(b"coucou\n" * 10000)
+        self.assertEqual(
+            transport.value(), b"error: too many messages too fast: disconnecting\n"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertLessEqual(len(sink.messages), 10)
+
     def test_silent_client_is_dropped_after_timeout(self) -> None:
         protocol, transport, sink, clock = serve()
         clock.advance(61)
