@@ -361,13 +361,27 @@ class Options(usage.Options):
         return chosen
 
 
+class StartupError(Exception):
+    """
+    A service cannot start.  Raised instead of L{SystemExit} when twistd
+    runs as a daemon: twistd then tells the waiting parent process, which
+    prints the message and exits 1, and removes the pid file.
+    """
+
+
+StartupError.__module__ = "builtins"  # twistd prints "StartupError: ..."
+
+
 class EndpointService(Service):
     """
     Listen on one endpoint with a factory, and log the address once
     listening.  If the endpoint cannot listen, exit with a one-line error.
+
+    @ivar daemon: True when twistd runs as a daemon (see L{StartupError}).
     """
 
     port: Optional[IListeningPort] = None
+    daemon = False
 
     def __init__(
         self, description: str, endpoint: IStreamServerEndpoint, factory: ServiceFactory
@@ -409,6 +423,8 @@ class EndpointService(Service):
             f" {self.description}: {_describe(reason)}"
         )
         log.critical("{message}", message=message)
+        if self.daemon:
+            raise StartupError(message[len("sockproto: ") :])
         raise SystemExit(_say(message))
 
     def stopService(self) -> "Deferred[Any]":
@@ -442,12 +458,16 @@ class ProtocolService(MultiService):
     Stopping it closes the ports, then every open connection.
     """
 
-    def __init__(self, factory: ServiceFactory, endpoints: Dict[str, Any]) -> None:
+    def __init__(
+        self, factory: ServiceFactory, endpoints: Dict[str, Any], daemon: bool = False
+    ) -> None:
         super().__init__()
         self.factory = factory
         self.setName(factory.serviceName)
         for description, endpoint in endpoints.items():
-            EndpointService(description, endpoint, factory).setServiceParent(self)
+            service = EndpointService(description, endpoint, factory)
+            service.daemon = daemon
+            service.setServiceParent(self)
 
     def stopService(self) -> "Deferred[Any]":
         d = super().stopService()
@@ -513,12 +533,15 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
     if reactor is None:
         from twisted.internet import reactor
     top = SockprotoService(reactor)
+    # Under twistd, the options' parent holds twistd's own: -n or not.
+    twistdOptions = getattr(options, "parent", None) or {}
+    daemon = not twistdOptions.get("nodaemon", True)
     chosen = options.serviceOptions()
     for serviceOptions in chosen:
         serviceOptions.sharedBy = len(chosen)
         factory = serviceOptions.buildFactory()
         endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
-        ProtocolService(factory, endpoints).setServiceParent(top)
+        ProtocolService(factory, endpoints, daemon).setServiceParent(top)
     return top
 
 

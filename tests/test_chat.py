@@ -358,6 +358,14 @@ class LimitTests(SynchronousTestCase):
         )
         self.assertTrue(transport.disconnecting)
 
+    def test_closing_unregisters_the_producer_so_tls_can_shut_down(self) -> None:
+        chat = Chat()
+        alice, a = chat.join()
+        self.assertIs(a.producer, alice)
+        chat.send(alice, "/quit")
+        self.assertTrue(a.disconnecting)
+        self.assertIsNone(a.producer)
+
     def test_idle_client_is_dropped(self) -> None:
         chat = Chat(timeout=60)
         alice, a = chat.join()

@@ -155,3 +155,6 @@ class TLSTests(TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn(b"<tlsuser> hello", out)
         self.assertEqual((yield server.stop()), 0)
+        # Closed by the TLS shutdown, not by the abort timer 10 s later:
+        self.assertIn(b"closed: Connection was closed cleanly.", server.output)
+        self.assertNotIn(b"non-clean", server.output)

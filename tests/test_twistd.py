@@ -224,3 +224,53 @@ class AccountsEndToEndTests(TestCase):
         client.transport.loseConnection()
         yield client.closed
         self.assertEqual((yield server.stop("TERM")), 0)
+
+
+class DaemonTests(TestCase):
+    """
+    twistd without C{-n}: it forks, and the parent exits once the service
+    has started, or failed to.
+    """
+
+    timeout = 60
+
+    def twistd(self, *args: str) -> Any:
+        cwd = temporary_directory(self)
+        self.pidfile = os.path.join(cwd, "sockproto.pid")
+        self.logfile = os.path.join(cwd, "sockproto.log")
+        command = twistd_command() + [
+            f"--pidfile={self.pidfile}",
+            f"--logfile={self.logfile}",
+            "sockproto",
+            *args,
+        ]
+        d = utils.getProcessOutputAndValue(
+            command[0], command[1:], env=os.environ, path=cwd
+        )
+        return d.addTimeout(30, reactor)
+
+    @inlineCallbacks
+    def test_busy_port_exits_1_with_the_reason_and_no_pid_file(self) -> Any:
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out, err, status = yield self.twistd(
+            "chat", "--listen", f"tcp:{port}:interface=127.0.0.1"
+        )
+        self.assertEqual(status, 1)
+        self.assertIn(b"chat cannot listen on", err)
+        self.assertIn(b"Address already in use", err)
+        self.assertFalse(os.path.exists(self.pidfile))
+
+    @inlineCallbacks
+    def test_daemon_starts_and_stops_on_sigterm(self) -> Any:
+        out, err, status = yield self.twistd("echo", "--listen", LOCAL)
+        self.assertEqual((status, err), (0, b""))
+        with open(self.pidfile) as f:
+            pid = int(f.read())
+        os.kill(pid, 15)
+        yield wait_for(lambda: not os.path.exists(self.pidfile), 10)
+        with open(self.logfile) as f:
+            self.assertIn("echo listening on 127.0.0.1:", f.read())

@@ -67,6 +67,7 @@ class ChatProtocol(LineProtocol):
     """True from when the client has a nickname until it leaves."""
     wrongPasswords = 0
     _paused = False
+    _producing = False
     _backlog = 0
     _dropped = False
 
@@ -74,7 +75,16 @@ class ChatProtocol(LineProtocol):
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
+        self._producing = True
         super().connectionMade()
+
+    def closeConnection(self) -> None:
+        # A TLS transport does not start its close while a producer is
+        # registered: it would wait for the abort timer.
+        if self.connected and self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        super().closeConnection()
 
     def connectionReady(self) -> None:
         """
