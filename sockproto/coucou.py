@@ -15,6 +15,7 @@ from typing import IO, Any, List, Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
     ISSLTransport,
@@ -288,9 +289,14 @@ class CoucouClientProtocol(Protocol):
     """
 
     transport: Any
+    quietPeriod = 0.5
+    """Over TLS, seconds of silence from the server after which the
+    message is over and the client closes."""
+    _quietCall: Optional[IDelayedCall] = None
 
-    def __init__(self, message: bytes) -> None:
+    def __init__(self, message: bytes, clock: Optional[IReactorTime] = None) -> None:
         self.message = message
+        self.clock = clock if clock is not None else _reactor()
         self.received: List[bytes] = []
         self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
 
@@ -301,13 +307,18 @@ class CoucouClientProtocol(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(self.message)
         if ISSLTransport.providedBy(self.transport):
-            # TLS has no half-close: close_notify ends the message.
-            self.transport.loseConnection()
+            # TLS has no half-close, and its close (close_notify) makes the
+            # peer's reply unreadable: close once the server has been quiet.
+            self._quietCall = self.clock.callLater(
+                self.quietPeriod, self.transport.loseConnection
+            )
         else:
             self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
+        if self._quietCall is not None and self._quietCall.active():
+            self._quietCall.reset(self.quietPeriod)
 
     def readConnectionLost(self) -> None:
         self.transport.loseConnection()
@@ -316,6 +327,8 @@ class CoucouClientProtocol(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        if self._quietCall is not None and self._quietCall.active():
+            self._quietCall.cancel()
         if self.done.called:
             return
         if reason.check(ConnectionDone):
@@ -341,7 +354,7 @@ def send_message(
         fails with the connection error, or with
         L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
     """
-    protocol = CoucouClientProtocol(message)
+    protocol = CoucouClientProtocol(message, clock)
     connecting = endpoint.connect(Factory.forProtocol(lambda: protocol))
     result: Deferred[bytes] = connecting.addCallback(lambda _: protocol.done)
     if timeout is not None:

@@ -112,6 +112,15 @@ class TLSTests(TestCase):
         self.assertEqual(sink.messages, ["chut"])
 
     @inlineCallbacks
+    def test_send_tls_to_echo_prints_the_echo(self) -> Any:
+        server = yield self.serve(EchoFactory())
+        port = str(server.portNumber)
+        out, err, code = yield self.sockproto(
+            "send", "--tls", "--ca", self.cert, "localhost", port, "ping"
+        )
+        self.assertEqual((out, err, code), ("ping\n", "", 0))
+
+    @inlineCallbacks
     def test_send_tls_refuses_an_untrusted_certificate(self) -> Any:
         sink = MessageList()
         server = yield self.serve(CoucouServerFactory(sink))
