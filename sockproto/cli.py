@@ -6,6 +6,7 @@ The C{sockproto} command: the client side of the services.
 """
 
 import getopt
+import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -15,10 +16,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from . import __version__
-from .chat.client import ChatClientProtocol, KeyboardProtocol
+from .chat.client import ChatClientProtocol, KeyboardProtocol, ServerClosedError
 from .coucou import send_message
 
 __all__ = ["main", "run"]
+
+INTERRUPTED = 130
+"""The exit status after Ctrl-C, as shells report a process killed by SIGINT."""
 
 
 def _port(text: str) -> int:
@@ -29,6 +33,13 @@ def _port(text: str) -> int:
     if not 0 < port < 65536:
         raise usage.UsageError(f"port must be a number from 1 to 65535, not {text!r}")
     return port
+
+
+def _host(text: str) -> str:
+    # "[::1]" is how addresses with a port are written, in logs too.
+    if text.startswith("[") and text.endswith("]"):
+        return text[1:-1]
+    return text
 
 
 def _timeout(text: str) -> float:
@@ -88,9 +99,13 @@ class SendOptions(_AnyOrderOptions):
     def parseArgs(  # type: ignore[override]
         self, host: str, port: str, message: str = "coucou"
     ) -> None:
-        self["host"] = host
+        self["host"] = _host(host)
         self["port"] = _port(port)
         self["message"] = message
+
+    def postOptions(self) -> None:
+        if self["ca"] and not self["tls"]:
+            raise usage.UsageError("--ca goes with --tls")
 
 
 class ChatOptions(_AnyOrderOptions):
@@ -111,8 +126,12 @@ class ChatOptions(_AnyOrderOptions):
     ]
 
     def parseArgs(self, host: str, port: str) -> None:  # type: ignore[override]
-        self["host"] = host
+        self["host"] = _host(host)
         self["port"] = _port(port)
+
+    def postOptions(self) -> None:
+        if self["ca"] and not self["tls"]:
+            raise usage.UsageError("--ca goes with --tls")
 
 
 class Options(usage.Options):
@@ -162,6 +181,8 @@ def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> No
         raise CommandError(f"timed out after {timeout:g} seconds talking to {where}")
     if failure.check("OpenSSL.SSL.Error"):
         raise CommandError(f"TLS with {where} failed: {_ssl_reason(failure)}")
+    if failure.check(ServerClosedError):
+        raise CommandError(f"{where} closed the connection")
     if failure.check(error.ConnectError, error.ConnectionLost, OSError):
         raise CommandError(f"cannot talk to {where}: {failure.getErrorMessage()}")
     failure.raiseException()
@@ -182,8 +203,6 @@ def client_endpoint(reactor: Any, options: usage.Options) -> Any:
     host, port = options["host"], options["port"]
     endpoint = HostnameEndpoint(reactor, host, port, timeout=options["timeout"])
     if not options["tls"]:
-        if options["ca"]:
-            raise CommandError("--ca goes with --tls")
         return endpoint
     try:
         from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
@@ -284,6 +303,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     status: List[int] = [0]
 
     def go(reactor: Any) -> Any:
+        def interrupted(signum: int, frame: object) -> None:
+            status[0] = INTERRUPTED  # Ctrl-C: stop, quietly
+            reactor.callFromThread(reactor.stop)
+
+        signal.signal(signal.SIGINT, interrupted)
         d = defer.maybeDeferred(command, reactor, options.subOptions)
         d.addErrback(_report, status)
         return d
@@ -297,12 +321,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _report(failure: Failure, status: List[int]) -> None:
+    if status[0] == INTERRUPTED:
+        return
     if failure.check(CommandError):
         sys.stderr.write(f"sockproto: {failure.getErrorMessage()}\n")
         status[0] = failure.value.status  # type: ignore[union-attr]
     else:
-        sys.stderr.write(f"sockproto: unexpected error: {failure.getErrorMessage()}\n")
-        status[0] = 3
+        sys.stderr.write(f"sockproto: {failure.getErrorMessage()}\n")
+        status[0] = 1
 
 
 def main() -> None:
@@ -312,5 +338,5 @@ def main() -> None:
     try:
         status = run()
     except KeyboardInterrupt:
-        status = 130
+        status = INTERRUPTED
     sys.exit(status)

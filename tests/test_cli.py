@@ -7,17 +7,18 @@ import sys
 from typing import Any, List
 
 from twisted.internet import reactor, utils
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from sockproto.chat import ChatFactory
 from sockproto.cli import CommandError, SendOptions, send
 from sockproto.coucou import CoucouServerFactory, MessageList
 from sockproto.echo import EchoFactory
-from sockproto.testing import listen_on_loopback
+from sockproto.testing import listen_on_loopback, wait_for
 
 
 def sockproto_command() -> List[str]:
@@ -143,6 +144,46 @@ class CommandLineTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_host_in_brackets_as_the_logs_print_it(self) -> Any:
+        server = yield listen_on_loopback(EchoFactory(), host="::1")
+        self.addCleanup(server.stop)
+        out, err, code = yield self.sockproto(
+            "send", "[::1]", str(server.portNumber), "hi"
+        )
+        self.assertEqual((out, err, code), ("hi\n", "", 0))
+
+    @inlineCallbacks
+    def test_chat_ctrl_c_exits_130_quietly(self) -> Any:
+        server = yield listen_on_loopback(ChatFactory())
+        self.addCleanup(server.stop)
+        client = yield self.startChat(server)
+        client.transport.signalProcess("INT")
+        self.assertEqual((yield client.ended), 130)
+        self.assertEqual(client.errors, b"")
+
+    @inlineCallbacks
+    def test_chat_says_so_when_the_server_closes(self) -> Any:
+        factory = ChatFactory()
+        server = yield listen_on_loopback(factory)
+        self.addCleanup(server.stop)
+        client = yield self.startChat(server)
+        yield factory.closeAll()
+        self.assertEqual((yield client.ended), 1)
+        where = f"127.0.0.1:{server.portNumber}"
+        self.assertEqual(
+            client.errors.decode(), f"sockproto: {where} closed the connection\n"
+        )
+        self.assertIn(b"-!- server shutting down", client.output)
+
+    @inlineCallbacks
+    def startChat(self, server: Any) -> Any:
+        client = ChatProcess()
+        command = sockproto_command() + ["chat", "127.0.0.1", str(server.portNumber)]
+        reactor.spawnProcess(client, command[0], command, env=os.environ)
+        yield wait_for(lambda: b"joined #lobby" in client.output)
+        return client
+
+    @inlineCallbacks
     def test_usage_errors_are_one_line(self) -> Any:
         for args in [(), ("send",), ("send", "h", "p"), ("frob",)]:
             out, err, code = yield self.sockproto(*args)
@@ -165,3 +206,25 @@ class _Mute(Protocol):
 
 def _Silent() -> Factory:
     return Factory.forProtocol(_Mute)
+
+
+class ChatProcess(ProcessProtocol):
+    """
+    C{sockproto chat} in a child process, its standard input left open.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.errors = b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
+
+    def processEnded(self, reason: Any) -> None:
+        value = reason.value
+        code = value.exitCode if value.exitCode is not None else -value.signal
+        self.ended.callback(code)

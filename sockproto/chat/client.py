@@ -18,7 +18,7 @@ from zope.interface import implementer
 from ..lines import LineParser, LineTooLong
 from ..text import decode_line
 
-__all__ = ["ChatClientProtocol", "KeyboardProtocol"]
+__all__ = ["ChatClientProtocol", "KeyboardProtocol", "ServerClosedError"]
 
 
 class ChatClientProtocol(Protocol):
@@ -83,11 +83,19 @@ class ChatClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         if self.done.called:
             return
-        if reason.check(ConnectionDone) or self.quitting:
+        if self.quitting:
             # After /quit, how the server closed does not matter.
             self.done.callback(None)
+        elif reason.check(ConnectionDone):
+            self.done.errback(ServerClosedError("the server closed the connection"))
         else:
             self.done.errback(reason)
+
+
+class ServerClosedError(Exception):
+    """
+    The server closed the chat connection without being asked to.
+    """
 
 
 @implementer(IHalfCloseableProtocol)
