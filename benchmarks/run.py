@@ -438,6 +438,9 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
+PARTS = {"echo", "chat", "scale"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
@@ -447,6 +450,12 @@ def main() -> None:
         "--only", default="echo,chat,scale", help="which parts: echo,chat,scale"
     )
     options = parser.parse_args()
+    unknown = set(options.only.split(",")) - PARTS
+    if unknown:
+        parser.error(
+            f"--only: unknown part {', '.join(sorted(unknown))}"
+            f" (the parts: {', '.join(sorted(PARTS))})"
+        )
     results = Path(options.results)
     results.mkdir(parents=True, exist_ok=True)
     programs = build(results)

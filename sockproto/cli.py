@@ -6,6 +6,7 @@ The C{sockproto} command: the client side of the services.
 """
 
 import getopt
+import os
 import signal
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -57,6 +58,15 @@ class _AnyOrderOptions(usage.Options):
     Options that may come after the positional arguments too, as in
     C{sockproto chat HOST PORT --nick NAME}.
     """
+
+    def opt_version(self) -> None:
+        """
+        Print sockproto's version and exit.
+        """
+        print(f"sockproto {__version__}")
+        sys.exit(0)
+
+    opt_h = usage.Options.opt_help
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         arguments = list(sys.argv[1:] if options is None else options)
@@ -147,10 +157,12 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """
-        Print the version and exit.
+        Print sockproto's version and exit.
         """
         print(f"sockproto {__version__}")
         sys.exit(0)
+
+    opt_h = usage.Options.opt_help
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -339,4 +351,8 @@ def main() -> None:
         status = run()
     except KeyboardInterrupt:
         status = INTERRUPTED
+    except BrokenPipeError:  # sockproto --help | head
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error at exit
+        status = 1
     sys.exit(status)

@@ -28,6 +28,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+import twisted
+
+from . import __version__
 from .base import DEFAULT_MAX_PER_PEER, ServiceFactory, default_max_connections
 from .chat import ChatFactory
 from .chat.accounts import Accounts, UnsupportedCheckerError
@@ -56,31 +59,108 @@ def check_endpoint(description: str) -> str:
     string that Twisted can parse; return it unchanged otherwise.
     """
     try:
-        serverFromString(MemoryReactor(), description)
-    except (ValueError, TypeError, KeyError, ImportError, OSError) as e:
-        raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+        endpoint = serverFromString(MemoryReactor(), description)
+    except ImportError as e:
+        extra = " (pip install 'sockproto[tls]')" if "OpenSSL" in str(e) else ""
+        raise usage.UsageError(f"bad endpoint {description!r}: {e}{extra}") from None
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        reason = _endpoint_problem(description, e)
+        raise usage.UsageError(f"bad endpoint {description!r}: {reason}") from None
+    except Exception as e:  # OpenSSL's errors, for a bad key or certificate
+        reason = _tls_problem(e)
+        raise usage.UsageError(f"bad endpoint {description!r}: {reason}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(
+            f"bad endpoint {description!r}: the port must be from 0 to 65535"
+        )
     return description
 
 
-def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+def _endpoint_problem(description: str, error: Exception) -> str:
+    """
+    What is wrong with endpoint C{description}, in words rather than in
+    Python's.
+    """
+    text = str(error)
+    if "invalid literal for int()" in text:
+        return "the port must be a number"
+    if "multiple values" in text or "unexpected keyword" in text:
+        return (
+            "too many ':'-separated parts; escape the colons of an address"
+            " with '\\', as in tcp6:12347:interface=\\:\\:1"
+        )
+    if isinstance(error, KeyError) or "Unknown endpoint type" in text:
+        return "unknown endpoint type (tcp:, tcp6:, unix:, ssl:, ...)"
+    if isinstance(error, OSError) and error.strerror:
+        return (
+            f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+        )
+    return text
+
+
+def _tls_problem(error: Exception) -> str:
+    """
+    What OpenSSL found wrong with a key or certificate, in one line.
+    """
+    details = error.args[0] if error.args else []
+    if isinstance(details, list):
+        reasons = [d[-1] for d in details if isinstance(d, tuple) and d and d[-1]]
+        if reasons:
+            return "bad key or certificate (" + ", ".join(reasons) + ")"
+    return f"bad key or certificate ({error or type(error).__name__})"
+
+
+def _number(
+    option: str, kind: Callable[[str], Any], what: str, minimum: float = 0
+) -> Callable[[str], Any]:
+    """
+    A coerce function for option C{--option}: a finite C{kind} of at
+    least C{minimum}, with errors that name the option.
+    """
+
     def coerce(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise ValueError(f"{what} must be a number, not {text!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{what} must be a finite number, not {text!r}")
-        if value < 0:
-            raise ValueError(f"{what} must not be negative, not {text!r}")
-        return value + 0  # no negative zero
+            raise ValueError(f"--{option} takes {what}, not {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            least = "0 or more" if minimum == 0 else f"at least {minimum:g}"
+            raise ValueError(f"--{option} takes {what}, {least}, not {text!r}")
+        return value + 0  # never negative zero
 
-    coerce.coerceDoc = f"{what}, 0 for none."  # type: ignore[attr-defined]
     return coerce
 
 
-count = _positive(int, "a count")
-seconds = _positive(float, "a number of seconds")
-rate = _positive(float, "lines a second")
+def count(option: str, minimum: int = 0) -> Callable[[str], Any]:
+    """
+    A whole number for C{--option}.
+    """
+    return _number(option, int, "a whole number", minimum)
+
+
+def seconds(option: str) -> Callable[[str], Any]:
+    """
+    A number of seconds for C{--option}.
+    """
+    return _number(option, float, "a number of seconds")
+
+
+def rate(option: str) -> Callable[[str], Any]:
+    """
+    A number a second for C{--option}.
+    """
+    return _number(option, float, "a number a second")
+
+
+MAX_PER_PEER = [
+    "max-per-peer",
+    None,
+    DEFAULT_MAX_PER_PEER,
+    "Connections one address (one IPv6 /64) may have open, and open anew"
+    " every 10 s; 0: no limit",
+    count("max-per-peer"),
+]
 
 
 class ServiceOptions(usage.Options):
@@ -96,17 +176,11 @@ class ServiceOptions(usage.Options):
             "max-connections",
             None,
             None,
-            "Serve at most N connections at once"
-            " [default: the open-file limit less 64, shared by the services]",
-            count,
+            "Connections served at once; 0: no limit [default: the open-file"
+            " limit less 64, shared by the services of the process]",
+            count("max-connections"),
         ],
-        [
-            "max-per-peer",
-            None,
-            DEFAULT_MAX_PER_PEER,
-            "At most N connections per peer address (per /64 for IPv6).",
-            count,
-        ],
+        MAX_PER_PEER,
     ]
     sharedBy = 1
     """How many services share the process's open-file limit."""
@@ -115,11 +189,18 @@ class ServiceOptions(usage.Options):
         super().__init__()
         self["listen"] = []
 
+    def getSynopsis(self) -> str:
+        return f"Usage: twistd [options] sockproto {self.serviceName} [options]"
+
+    def opt_version(self) -> None:
+        """
+        Display sockproto's version and exit.
+        """
+        print(f"sockproto {__version__} (Twisted {twisted.__version__})")
+        sys.exit(0)
+
     def opt_listen(self, description: str) -> None:
-        """
-        Endpoint to listen on, as a Twisted endpoint string (tcp:PORT,
-        tcp6:PORT, unix:PATH, ssl:...); may be repeated.
-        """
+        """Where to listen: tcp:PORT, tcp6:PORT, unix:PATH, ssl:...; repeatable"""
         self["listen"].append(check_endpoint(description))
 
     def postOptions(self) -> None:
@@ -155,11 +236,16 @@ class EchoOptions(ServiceOptions):
 
     serviceName = "echo"
     defaultEndpoint = "tcp:12346"
-    synopsis = "[--listen ENDPOINT]... [--max-connections N] [--timeout SECONDS]"
     description = "Run only echo: send back every byte received (RFC 862)."
     longdesc = "Send back every byte received (RFC 862). Default: tcp:12346."
     optParameters = ServiceOptions.optParameters + [
-        ["timeout", None, 300.0, "Close connections idle this long.", seconds],
+        [
+            "timeout",
+            None,
+            300.0,
+            "Close connections idle this long, in seconds; 0: never",
+            seconds("timeout"),
+        ],
     ]
 
     def buildFactory(self) -> ServiceFactory:
@@ -173,23 +259,39 @@ class CoucouOptions(ServiceOptions):
 
     serviceName = "coucou"
     defaultEndpoint = "tcp:12345"
-    synopsis = "[--listen ENDPOINT]... [--max-size BYTES] [--timeout SECONDS]"
     description = "Run only coucou: print every message received."
     longdesc = (
-        "Print each message received on standard output: a message ends at"
-        " a line end or at end of stream. Default: tcp:12345."
+        "Print each message received on standard output, after the sender's"
+        " address: a message ends at a line end or at end of stream."
+        " Default: tcp:12345."
     )
     optParameters = ServiceOptions.optParameters + [
-        ["max-size", None, 140, "Longest message accepted, in bytes.", count],
-        ["rate-limit", None, 5.0, "Messages a second per client.", rate],
-        ["timeout", None, 60.0, "Drop clients silent this long.", seconds],
+        [
+            "max-size",
+            None,
+            140,
+            "Longest message accepted, in bytes (1 or more)",
+            count("max-size", 1),
+        ],
+        [
+            "rate-limit",
+            None,
+            5.0,
+            "Messages a second per client; 0: no limit",
+            rate("rate-limit"),
+        ],
+        [
+            "timeout",
+            None,
+            60.0,
+            "Drop clients silent this long, in seconds; 0: never",
+            seconds("timeout"),
+        ],
     ]
 
     def buildFactory(self) -> ServiceFactory:
         return CoucouServerFactory(
-            maxSize=self["max-size"] or 140,
-            rateLimit=self["rate-limit"],
-            **self._limits(),
+            maxSize=self["max-size"], rateLimit=self["rate-limit"], **self._limits()
         )
 
 
@@ -201,10 +303,6 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     serviceName = "chat"
     defaultEndpoint = "tcp:12347"
     description = "Run only chat: a multi-user line chat for telnet and nc."
-    synopsis = (
-        "[--listen ENDPOINT]... [--history N] [--max-clients N]"
-        " [--rate-limit N] [--max-line BYTES] [--timeout SECONDS]"
-    )
     longdesc = (
         "A multi-user line chat for telnet, nc and 'sockproto chat'."
         " Default: tcp:12347. Registered nicknames: --auth file:PATH, a file"
@@ -213,19 +311,56 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         " read a command line (ps, /proc/PID/cmdline): use a file."
     )
     optParameters = [
-        ["max-clients", None, None, "The same as --max-connections.", count],
-        ["history", None, 20, "Lines of history shown to newcomers.", count],
-        ["max-rooms", None, 1000, "Rooms that may exist at once.", count],
-        ["rate-limit", None, 5.0, "Lines a second per client.", rate],
-        ["max-line", None, 512, "Longest line accepted, in bytes.", count],
+        [
+            "max-clients",
+            None,
+            None,
+            "Another name of --max-connections",
+            count("max-clients"),
+        ],
+        [
+            "history",
+            None,
+            20,
+            "Lines of a room's history shown to newcomers; 0: none",
+            count("history"),
+        ],
+        [
+            "max-rooms",
+            None,
+            1000,
+            "Rooms that may exist at once; 0: no limit",
+            count("max-rooms"),
+        ],
+        [
+            "rate-limit",
+            None,
+            5.0,
+            "Lines a second per client; 0: no limit",
+            rate("rate-limit"),
+        ],
+        [
+            "max-line",
+            None,
+            512,
+            "Longest line accepted, in bytes (1 or more)",
+            count("max-line", 1),
+        ],
         [
             "max-output",
             None,
             256 * 1024,
-            "Unread bytes before a client is dropped.",
-            count,
+            "Bytes a client may leave unread (past Twisted's 64 KiB buffer)"
+            " before it is dropped; 0: drop it once that buffer is full",
+            count("max-output"),
         ],
-        ["timeout", None, 3600.0, "Drop clients silent this long.", seconds],
+        [
+            "timeout",
+            None,
+            3600.0,
+            "Drop clients silent this long, in seconds; 0: never",
+            seconds("timeout"),
+        ],
     ]
 
     supportedInterfaces = [IUsernamePassword]
@@ -247,7 +382,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         checkers = self.get("credCheckers", [])
         return ChatFactory(
             checker=checkers[0] if checkers else None,
-            maxLineLength=self["max-line"] or 512,
+            maxLineLength=self["max-line"],
             rateLimit=self["rate-limit"],
             maxOutput=self["max-output"],
             historySize=self["history"],
@@ -281,31 +416,33 @@ class Options(usage.Options):
     C{twistd sockproto}: every service in one process, or one of them.
     """
 
-    synopsis = (
-        "[--echo ENDPOINT]... [--coucou ENDPOINT]... [--chat ENDPOINT]..."
-        " [--no-SERVICE] [SERVICE]"
-    )
+    synopsis = "[options] [SERVICE [options]]"
     longdesc = (
         "With no SERVICE, runs every service in one process, each on its"
-        " default endpoint (coucou tcp:12345, echo tcp:12346, chat tcp:12347)."
-        " With a SERVICE,"
+        " default endpoint (coucou tcp:12345, echo tcp:12346, chat tcp:12347)"
+        " or on those given with --echo, --coucou and --chat. With a SERVICE,"
         " runs only that one; see 'twistd sockproto SERVICE --help'."
     )
     subCommands = [
         [name, None, options, options.description] for name, options in SERVICES.items()
     ]
-    optFlags = [[f"no-{name}", None, f"Do not run {name}."] for name in SERVICES]
+    optFlags = [[f"no-{name}", None, f"Do not run {name}"] for name in SERVICES]
     optParameters = [
         [
             "max-per-peer",
             None,
             None,
-            "For every service: at most N connections per peer address, and"
-            f" N new ones every 10 s [default: {DEFAULT_MAX_PER_PEER}; 0: no"
-            " limit].",
-            count,
+            f"--max-per-peer for every service [default: {DEFAULT_MAX_PER_PEER}]",
+            count("max-per-peer"),
         ],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Display sockproto's version and exit.
+        """
+        print(f"sockproto {__version__} (Twisted {twisted.__version__})")
+        sys.exit(0)
 
     def __init__(self) -> None:
         super().__init__()
@@ -313,21 +450,15 @@ class Options(usage.Options):
             self[name] = []
 
     def opt_echo(self, description: str) -> None:
-        """
-        Endpoint for echo in the all-in-one form (repeatable).
-        """
+        """Where echo listens when all services run; repeatable"""
         self["echo"].append(check_endpoint(description))
 
     def opt_chat(self, description: str) -> None:
-        """
-        Endpoint for chat in the all-in-one form (repeatable).
-        """
+        """Where chat listens when all services run; repeatable"""
         self["chat"].append(check_endpoint(description))
 
     def opt_coucou(self, description: str) -> None:
-        """
-        Endpoint for coucou in the all-in-one form (repeatable).
-        """
+        """Where coucou listens when all services run; repeatable"""
         self["coucou"].append(check_endpoint(description))
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
@@ -337,8 +468,28 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            message = f"twistd sockproto: {e} (see: twistd sockproto --help)"
-            raise SystemExit(_say(message)) from None
+            where = "twistd sockproto"
+            if self.subCommand is not None:
+                where += " " + self.subCommand
+            reason = str(e).replace("Parameter type enforcement failed: ", "")
+            raise SystemExit(_say(f"{where}: {reason} (see: {where} --help)")) from None
+
+    def postOptions(self) -> None:
+        for name in SERVICES:
+            if self[name] and self[f"no-{name}"]:
+                raise usage.UsageError(f"--{name} and --no-{name} contradict")
+            if self[name] and self.subCommand is not None:
+                raise usage.UsageError(
+                    f"--{name} is for running every service; to run"
+                    f" {self.subCommand} alone, give its --listen after it"
+                )
+        if self.subCommand is not None and self["max-per-peer"] is not None:
+            raise usage.UsageError(
+                f"--max-per-peer is for running every service; to run"
+                f" {self.subCommand} alone, give it after {self.subCommand}"
+            )
+        if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
+            raise usage.UsageError("every service was left out")
 
     def serviceOptions(self) -> List[ServiceOptions]:
         """
@@ -356,8 +507,6 @@ class Options(usage.Options):
                 args.append(f"--max-per-peer={self['max-per-peer']}")
             options.parseOptions(args)
             chosen.append(options)
-        if not chosen:
-            raise SystemExit(_say("twistd sockproto: every service was left out"))
         return chosen
 
 

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from sockproto import __version__
 from sockproto.chat import ChatFactory
 from sockproto.cli import CommandError, SendOptions, send
 from sockproto.coucou import CoucouServerFactory, MessageList
@@ -182,6 +183,27 @@ class CommandLineTests(TestCase):
         reactor.spawnProcess(client, command[0], command, env=os.environ)
         yield wait_for(lambda: b"joined #lobby" in client.output)
         return client
+
+    @inlineCallbacks
+    def test_help_version_and_python_m(self) -> Any:
+        out, err, code = yield self.sockproto("-h")
+        self.assertEqual(code, 0)
+        self.assertIn("send", out)
+        out, err, code = yield self.sockproto("send", "--version")
+        self.assertEqual((out, code), (f"sockproto {__version__}\n", 0))
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, ["-m", "sockproto", "--version"], env=os.environ
+        )
+        self.assertEqual((out, code), (f"sockproto {__version__}\n".encode(), 0))
+
+    @inlineCallbacks
+    def test_benchmarks_refuse_unknown_parts(self) -> Any:
+        script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, [script, "--only", "bogus"], env=os.environ
+        )
+        self.assertEqual(code, 2)
+        self.assertIn(b"unknown part bogus", err)
 
     @inlineCallbacks
     def test_usage_errors_are_one_line(self) -> Any:

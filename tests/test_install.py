@@ -113,6 +113,6 @@ class InstallTests(SynchronousTestCase):
         # An edit to the source shows without reinstalling.
         service = source / "sockproto" / "service.py"
         service.write_text(
-            service.read_text().replace("Do not run {name}.", "Leave {name} out.")
+            service.read_text().replace("Do not run {name}", "Leave {name} out")
         )
-        self.assertIn("Leave echo out.", self.env.twistd("sockproto", "--help").stdout)
+        self.assertIn("Leave echo out", self.env.twistd("sockproto", "--help").stdout)

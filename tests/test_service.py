@@ -138,3 +138,94 @@ class MakeServiceTests(SynchronousTestCase):
     def test_endpoint_service_is_named_after_service_and_endpoint(self) -> None:
         service = EndpointService("tcp:0", None, EchoFactory())  # type: ignore[arg-type]
         self.assertEqual(service.name, "echo on tcp:0")
+
+
+class OptionMessagesTests(SynchronousTestCase):
+    """
+    Every bad option gets one line that names it and says what is wanted,
+    in words rather than Python's, pointing to the right --help.
+    """
+
+    def setUp(self) -> None:
+        self.stderr = io.StringIO()
+        self.patch(sys, "__stderr__", self.stderr)
+
+    def error(self, *args: str) -> str:
+        with self.assertRaises(SystemExit) as caught:
+            parse(*args)
+        self.assertEqual(caught.exception.code, 1)
+        message = self.stderr.getvalue()
+        self.stderr.seek(0)
+        self.stderr.truncate()
+        self.assertEqual(message.count("\n"), 1, message)
+        return message.strip()
+
+    def test_numbers_are_finite_and_named(self) -> None:
+        for value in ["nan", "inf", "-inf", "-1"]:
+            message = self.error("chat", "--rate-limit", value)
+            self.assertIn("--rate-limit takes a number a second, 0 or more", message)
+        self.assertEqual(
+            self.error("echo", "--max-connections", "1.5"),
+            "twistd sockproto echo: --max-connections takes a whole number,"
+            " not '1.5' (see: twistd sockproto echo --help)",
+        )
+        self.assertIn(
+            "--timeout takes a number of seconds",
+            self.error("echo", "--timeout", "nan"),
+        )
+
+    def test_negative_zero_is_zero(self) -> None:
+        [chat] = parse("chat", "--timeout", "-0").serviceOptions()
+        self.assertEqual(str(chat["timeout"]), "0.0")
+
+    def test_sizes_of_zero_are_refused(self) -> None:
+        self.assertIn(
+            "--max-line takes a whole number, at least 1",
+            self.error("chat", "--max-line", "0"),
+        )
+        self.assertIn(
+            "--max-size takes a whole number, at least 1",
+            self.error("coucou", "--max-size", "0"),
+        )
+
+    def test_endpoint_errors_in_words(self) -> None:
+        self.assertIn("the port must be a number", self.error("--echo", "tcp:notaport"))
+        self.assertIn(
+            "the port must be from 0 to 65535", self.error("--echo", "tcp:99999")
+        )
+        self.assertIn(
+            "escape the colons", self.error("chat", "--listen", "tcp6:1:interface=::1")
+        )
+        self.assertNotIn("int()", self.stderr.getvalue())
+
+    def test_contradictions_are_usage_errors(self) -> None:
+        self.assertIn("contradict", self.error("--no-echo", "--echo", "tcp:0"))
+        self.assertIn(
+            "--echo is for running every service",
+            self.error("--echo", "tcp:0", "chat", "--listen", "tcp:0"),
+        )
+        self.assertIn("left out", self.error("--no-echo", "--no-chat", "--no-coucou"))
+        self.assertIn(
+            "disagree",
+            self.error("chat", "--max-clients", "1", "--max-connections", "2"),
+        )
+
+    def test_chat_max_connections_is_not_ignored(self) -> None:
+        [chat] = parse("chat", "--max-connections", "1").serviceOptions()
+        self.assertEqual(chat.buildFactory().maxConnections, 1)
+        [chat] = parse("chat", "--max-clients", "2").serviceOptions()
+        self.assertEqual(chat.buildFactory().maxConnections, 2)
+
+    def test_all_in_one_max_per_peer_reaches_every_service(self) -> None:
+        chosen = parse("--max-per-peer", "0").serviceOptions()
+        self.assertEqual([o["max-per-peer"] for o in chosen], [0, 0, 0])
+
+    def test_service_help_has_its_own_usage_line(self) -> None:
+        echo = EchoOptions()
+        self.assertEqual(
+            echo.getSynopsis(), "Usage: twistd [options] sockproto echo [options]"
+        )
+        text = str(echo)
+        self.assertNotIn("0 for none", text)
+        self.assertNotIn("  tcp6", text)
+        self.assertIn("0: no limit", text)

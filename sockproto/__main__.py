@@ -1,0 +1,7 @@
+"""
+C{python -m sockproto}: the same as the C{sockproto} command.
+"""
+
+from .cli import main
+
+main()
