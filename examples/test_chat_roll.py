@@ -2,18 +2,27 @@
 Tests written for trial (they run under pytest too): trial examples
 """
 
+import os
 import random
 import re
 from pathlib import Path
 from typing import Any
 
 from chat_roll import DiceChatFactory
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatServer
-from sockproto.testing import connect, connect_line_client, listen_on_loopback
+from sockproto.testing import (
+    TwistdProcess,
+    connect,
+    connect_line_client,
+    listen_on_loopback,
+    twistd_command,
+)
 
 
 class RollTests(SynchronousTestCase):
@@ -67,3 +76,40 @@ class RollOverSocketTests(TestCase):
         self.assertRegex(line, r"= \d+$")
         client.transport.loseConnection()
         yield client.closed
+
+
+class DiceTacTests(TestCase):
+    timeout = 60
+
+    def test_readme_shows_the_tac_as_it_is(self) -> None:
+        root = Path(__file__).resolve().parent.parent
+        readme = (root / "README.md").read_text()
+        shown = re.search(
+            r"<!-- example: examples/dice.tac -->\n```python\n(.*?)```", readme, re.S
+        )
+        assert shown is not None
+        self.assertEqual(shown.group(1), (root / "examples" / "dice.tac").read_text())
+
+    @inlineCallbacks
+    def test_tac_stops_gracefully_on_sigterm(self) -> Any:
+        here = Path(__file__).resolve().parent
+        process = TwistdProcess(["chat"])
+        command = twistd_command() + ["-n", "--pidfile=", "-y", str(here / "dice.tac")]
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]),
+            DICE_LISTEN="tcp:0:interface=127.0.0.1",
+            PYTHONUNBUFFERED="1",
+        )
+        reactor.spawnProcess(process, command[0], command, env=env, path=str(here))
+        yield process.ready.addTimeout(30, reactor)
+        client = yield connect_line_client(
+            TCP4ClientEndpoint(reactor, *process.address("chat"))
+        )
+        client.send("/roll 2d6")
+        yield client.expect("rolls 2d6")
+        process.stop("TERM")
+        yield client.expect("-!- server shutting down")
+        yield client.closed
+        yield process.ended
+        self.assertNotIn(b"Traceback", process.output + process.errors)

@@ -24,7 +24,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .text import format_address
+from .text import format_address, plural
 
 __all__ = [
     "DEFAULT_MAX_PER_PEER",
@@ -407,9 +407,9 @@ class ServiceFactory(ServerFactory):
         """
         self.logRefusal(
             "per peer",
-            "{service}: {peer} already has {count} connections open (the"
-            " most one address may have): refusing",
-            count=self.maxPerPeer,
+            "{service}: {peer} already has {count} open (the most one"
+            " address may have): refusing",
+            count=plural(self.maxPerPeer, "connection"),
             peer=format_address(addr),
         )
         if self.perPeerMessage is None:

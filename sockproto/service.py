@@ -618,6 +618,22 @@ class ProtocolService(MultiService):
             service.daemon = daemon
             service.setServiceParent(self)
 
+    @classmethod
+    def listening(
+        cls, factory: ServiceFactory, *descriptions: str, reactor: Any = None
+    ) -> "ProtocolService":
+        """
+        C{factory} listening on each endpoint string of C{descriptions}:
+        the service to use in a C{.tac} file, so that stopping closes the
+        ports and then says goodbye to every client.
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        endpoints = {
+            d: serverFromString(reactor, check_endpoint(d)) for d in descriptions
+        }
+        return cls(factory, endpoints)
+
     def stopService(self) -> "Deferred[Any]":
         d = super().stopService()
         d.addCallback(lambda _: self.factory.closeAll())

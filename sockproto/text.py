@@ -115,3 +115,11 @@ def _peer_credentials(transport: Optional[Any]) -> Optional[Any]:
     except (OSError, struct.error):
         return None
     return pid, uid
+
+
+def plural(count: int, noun: str) -> str:
+    """
+    C{count} and C{noun}, with an "s" unless C{count} is 1: "1 line",
+    "2 lines".
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

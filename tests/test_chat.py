@@ -220,9 +220,9 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(
             lines(self.a),
             [
-                "-!- error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
+                "-!- error: usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)",
                 "-!- error: you are already in #lobby",
-                "-!- error: usage: /join ROOM (1 to 32 letters, digits, _ or -)",
+                "-!- error: usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)",
                 "-!- error: you are in #lobby already; /quit leaves the chat",
             ],
         )
@@ -580,3 +580,33 @@ class RoomLifeTests(SynchronousTestCase):
         self.assertEqual(lines(s), ["<guest3> still here"])
         self.assertEqual(chat.factory.server.room("lobby").nicks(), ["guest3"])
         self.assertEqual(len(chat.factory.connections), 1)
+
+
+class WordingTests(SynchronousTestCase):
+    def test_one_line_of_history_is_singular(self) -> None:
+        chat = Chat()
+        alice, _ = chat.join()
+        chat.send(alice, "only one")
+        bob, b = chat.join()
+        self.assertIn("-!- last 1 line of #lobby:", lines(b))
+
+    def test_help_lists_double_slash(self) -> None:
+        chat = Chat()
+        alice, a = chat.join()
+        lines(a)
+        chat.send(alice, "/help")
+        self.assertIn("-!- //TEXT: say a line that starts with /, as /TEXT", lines(a))
+
+    def test_on_shutdown_everyone_is_told_and_nobody_sees_the_others_leave(
+        self,
+    ) -> None:
+        chat = Chat()
+        clients = [chat.join() for _ in range(3)]
+        for _, transport in clients:
+            transport.clear()
+        chat.factory.closeAll()
+        for protocol, _ in clients:
+            protocol.connectionLost()
+        chat.clock.advance(0)
+        for _, transport in clients:
+            self.assertEqual(lines(transport), ["-!- server shutting down"])

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from sockproto.text import decode_line, format_address, sanitize
 
@@ -74,3 +74,26 @@ class FormatAddressTests(SynchronousTestCase):
 
     def test_unix(self) -> None:
         self.assertEqual(format_address(UNIXAddress(b"/tmp/s")), "unix:/tmp/s")
+
+
+class UnixPeerTests(SynchronousTestCase):
+    def test_unnamed_unix_peer_shows_its_pid_and_uid(self) -> None:
+        import os
+        import socket
+
+        if not hasattr(socket, "SO_PEERCRED"):
+            raise SkipTest("SO_PEERCRED is Linux's: this system has no such option")
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+
+        class Transport:
+            socket = ours
+
+        self.assertEqual(
+            format_address(UNIXAddress(None), Transport()),
+            f"unix:(pid {os.getpid()} uid {os.getuid()})",
+        )
+
+    def test_unnamed_unix_peer_without_a_socket(self) -> None:
+        self.assertEqual(format_address(UNIXAddress(None)), "unix:(unnamed)")

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..lines import LineFactory, LineProtocol
-from ..text import decode_line
+from ..text import decode_line, plural
 from .accounts import Accounts, UnsupportedCheckerError
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
@@ -212,6 +212,7 @@ class ChatProtocol(LineProtocol):
             if name.startswith("command_"):
                 doc = (getattr(self, name).__doc__ or "").strip().splitlines()
                 self.notice(doc[0] if doc else "/" + name[len("command_") :])
+        self.notice("//TEXT: say a line that starts with /, as /TEXT")
 
     def command_nick(self, argument: str) -> None:
         """/nick NAME [PASSWORD]: change nickname (a registered one needs it)."""
@@ -350,10 +351,12 @@ class ChatProtocol(LineProtocol):
             self.receive(event)
 
     def command_join(self, argument: str) -> None:
-        """/join ROOM: leave your room for ROOM."""
+        """/join ROOM: leave your room for #ROOM, created if needed."""
         name = valid_room(argument)
         if name is None:
-            return self.error("usage: /join ROOM (1 to 32 letters, digits, _ or -)")
+            return self.error(
+                "usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)"
+            )
         if self.room is not None and name == self.room.name:
             return self.error(f"you are already in #{name}")
         room = self.factory.server.room(name)  # may raise ChatError
@@ -401,7 +404,8 @@ class ChatProtocol(LineProtocol):
         self.room = room
         history = room.join(self)
         if history:
-            header = f"{NOTICE}last {len(history)} lines of #{name}:\r\n".encode()
+            last = plural(len(history), "line")
+            header = f"{NOTICE}last {last} of #{name}:\r\n".encode()
             self.writeOut(header + self.renderEvents(history))
 
     def leaveRoom(self, reason: str) -> None:
@@ -415,6 +419,8 @@ class ChatProtocol(LineProtocol):
     # --- output -------------------------------------------------------------
 
     def deliver(self, batch: EventBatch) -> None:
+        if self.transport.disconnecting:
+            return  # closing: its last line is said, nothing more
         self.writeOut(batch.rendered(type(self), self.renderEvents))
 
     def receive(self, event: ChatEvent) -> None:

@@ -24,7 +24,7 @@ __all__ = [
     "valid_room",
 ]
 
-NICK_RULE = "1 to 16 letters, digits, _ or -, starting with a letter"
+NICK_RULE = "1 to 16 ASCII letters, digits, _ or -, starting with a letter"
 _NICK = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,15}\Z")
 _ROOM = re.compile(r"#?([A-Za-z0-9_-]{1,32})\Z")
 _LOOK_ALIKE = str.maketrans({"1": "l", "i": "l", "|": "l", "0": "o"})
