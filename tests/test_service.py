@@ -1,11 +1,12 @@
 import io
+import os
 import sys
 from typing import Any, List
 
 from twisted.application.service import IService
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from sockproto.coucou import CoucouServerFactory
 from sockproto.echo import EchoFactory
@@ -229,3 +230,32 @@ class OptionMessagesTests(SynchronousTestCase):
         self.assertNotIn("0 for none", text)
         self.assertNotIn("  tcp6", text)
         self.assertIn("0: no limit", text)
+
+    def test_ssl_without_the_tls_extra_names_the_extra(self) -> None:
+        from sockproto import service
+
+        def missing(reactor: Any, description: str) -> Any:
+            raise ImportError("No module named 'OpenSSL'")
+
+        self.patch(service, "serverFromString", missing)
+        message = self.error("echo", "--listen", "ssl:0:privateKey=k.pem")
+        self.assertIn("pip install 'sockproto[tls]'", message)
+
+    def test_bad_tls_key_is_one_line_naming_the_problem(self) -> None:
+        from sockproto.testing import make_certificate, temporary_directory
+
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise SkipTest(
+                "pyOpenSSL is missing: pip install 'sockproto[tls]'"
+            ) from None
+        directory = temporary_directory(self)
+        cert, key = make_certificate(directory)
+        garbage = os.path.join(directory, "garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("not a key\n")
+        message = self.error(
+            "echo", "--listen", f"ssl:0:privateKey={garbage}:certKey={cert}"
+        )
+        self.assertIn("bad key or certificate", message)
