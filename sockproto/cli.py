@@ -12,12 +12,17 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from . import __version__
-from .chat.client import ChatClientProtocol, KeyboardProtocol, ServerClosedError
+from .chat.client import (
+    ChatClientProtocol,
+    KeyboardProtocol,
+    NickRefusedError,
+    ServerClosedError,
+)
 from .coucou import send_message
 
 __all__ = ["main", "run"]
@@ -34,6 +39,24 @@ def _port(text: str) -> int:
     if not 0 < port < 65536:
         raise usage.UsageError(f"port must be a number from 1 to 65535, not {text!r}")
     return port
+
+
+ENDPOINT_TYPES = ("tcp:", "tcp6:", "unix:", "tls:", "ssl:")
+
+
+def _where(options: usage.Options, args: Sequence[str]) -> List[str]:
+    """
+    Take HOST PORT, or an endpoint string, from C{args}; return the rest.
+    """
+    if args and args[0].startswith(ENDPOINT_TYPES):
+        options["endpoint"] = args[0]
+        options["host"], options["port"] = args[0], 0
+        return list(args[1:])
+    if len(args) < 2:
+        raise usage.UsageError("HOST and PORT, or an ENDPOINT, are needed")
+    options["endpoint"] = None
+    options["host"], options["port"] = _host(args[0]), _port(args[1])
+    return list(args[2:])
 
 
 def _host(text: str) -> str:
@@ -93,9 +116,11 @@ class SendOptions(_AnyOrderOptions):
     C{sockproto send HOST PORT [MESSAGE]}.
     """
 
-    synopsis = "HOST PORT [MESSAGE]"
+    synopsis = "HOST PORT [MESSAGE] | ENDPOINT [MESSAGE]"
     longdesc = (
-        "Connect to HOST:PORT (a name or an IPv4/IPv6 address), send MESSAGE"
+        "Connect to HOST:PORT (a name or an IPv4/IPv6 address), or to a"
+        " Twisted client endpoint (tcp:HOST:PORT, unix:PATH, tls:HOST:PORT),"
+        " send MESSAGE"
         " (default: coucou), shut down the sending side and wait until the"
         " server closes. What the server sends back is printed; a line"
         " starting with 'error:' from the server makes the exit status 1."
@@ -106,12 +131,11 @@ class SendOptions(_AnyOrderOptions):
         ["ca", None, None, "With --tls: trust this PEM CA file, not the system's."],
     ]
 
-    def parseArgs(  # type: ignore[override]
-        self, host: str, port: str, message: str = "coucou"
-    ) -> None:
-        self["host"] = _host(host)
-        self["port"] = _port(port)
-        self["message"] = message
+    def parseArgs(self, *args: str) -> None:  # type: ignore[override]
+        rest = _where(self, args)
+        if len(rest) > 1:
+            raise usage.UsageError("too many arguments")
+        self["message"] = rest[0] if rest else "coucou"
 
     def postOptions(self) -> None:
         if self["ca"] and not self["tls"]:
@@ -123,25 +147,41 @@ class ChatOptions(_AnyOrderOptions):
     C{sockproto chat HOST PORT [--nick NAME]}.
     """
 
-    synopsis = "HOST PORT [--nick NAME]"
+    synopsis = "HOST PORT | ENDPOINT [--nick NAME [--password-file FILE]]"
     longdesc = (
         "Chat interactively: lines you type go to the server, lines from the"
         " server are printed as they come. /quit or end of input leaves."
+        " ENDPOINT is a Twisted client endpoint: tcp:HOST:PORT, unix:PATH,"
+        " tls:HOST:PORT. A nickname the server refuses ends the chat with"
+        " its reason."
     )
-    optFlags = [["tls", None, "Use TLS, and verify the server's certificate."]]
+    optFlags = [
+        ["tls", None, "Use TLS, and verify the server's certificate."],
+        ["ask-password", None, "With --nick: ask for the password, unseen."],
+    ]
     optParameters = [
         ["nick", "n", None, "Nickname to take once connected."],
+        [
+            "password-file",
+            None,
+            None,
+            "With --nick: the registered nickname's password is the first"
+            " line of this file.",
+        ],
         ["timeout", "t", 10.0, "Give up connecting after this many seconds.", _timeout],
         ["ca", None, None, "With --tls: trust this PEM CA file, not the system's."],
     ]
 
-    def parseArgs(self, host: str, port: str) -> None:  # type: ignore[override]
-        self["host"] = _host(host)
-        self["port"] = _port(port)
+    def parseArgs(self, *args: str) -> None:  # type: ignore[override]
+        if _where(self, args):
+            raise usage.UsageError("too many arguments")
 
     def postOptions(self) -> None:
         if self["ca"] and not self["tls"]:
             raise usage.UsageError("--ca goes with --tls")
+        asked = self["password-file"] or self["ask-password"]
+        if asked and not self["nick"]:
+            raise usage.UsageError("a password goes with --nick")
 
 
 class Options(usage.Options):
@@ -184,7 +224,12 @@ class CommandError(Exception):
 
 
 def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> None:
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if not port:  # an endpoint string
+        where = host
+    else:
+        where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if failure.check(NickRefusedError):
+        raise CommandError(f"{where} refused the nickname: {failure.getErrorMessage()}")
     if failure.check(error.DNSLookupError):
         raise CommandError(f"cannot resolve host {host!r}")
     if failure.check(error.ConnectionRefusedError):
@@ -212,6 +257,13 @@ def client_endpoint(reactor: Any, options: usage.Options) -> Any:
     """
     The endpoint C{options} ask for: host, port, and TLS with C{--tls}.
     """
+    if options["endpoint"] is not None:
+        if options["tls"]:
+            raise CommandError("--tls goes with HOST PORT; use a tls: endpoint")
+        try:
+            return clientFromString(reactor, options["endpoint"])
+        except Exception as e:
+            raise CommandError(f"bad endpoint {options['endpoint']!r}: {e}") from None
     host, port = options["host"], options["port"]
     endpoint = HostnameEndpoint(reactor, host, port, timeout=options["timeout"])
     if not options["tls"]:
@@ -261,7 +313,8 @@ def chat(reactor: Any, options: ChatOptions) -> Any:
     host, port, timeout = options["host"], options["port"], options["timeout"]
     endpoint = client_endpoint(reactor, options)
     keyboard: List[Any] = []
-    protocol = ChatClientProtocol(_Output(keyboard), options["nick"])
+    password = _password(options)
+    protocol = ChatClientProtocol(_Output(keyboard), options["nick"], password)
     typing = KeyboardProtocol(protocol)
     try:
         yield endpoint.connect(protocol_factory(protocol)).addTimeout(timeout, reactor)
@@ -273,6 +326,28 @@ def chat(reactor: Any, options: ChatOptions) -> Any:
         if keyboard:
             keyboard[0].loseConnection()  # once what is printed is written
             yield typing.closed
+
+
+def _password(options: usage.Options) -> Optional[str]:
+    """
+    The password C{options} point to, if any: read from a file, or asked
+    for without echo.
+    """
+    if options["password-file"]:
+        try:
+            with open(options["password-file"], encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            path = options["password-file"]
+            raise CommandError(f"cannot read {path}: {e.strerror or e}") from None
+    if options["ask-password"]:
+        import getpass
+
+        try:
+            return getpass.getpass(f"password for {options['nick']}: ")
+        except EOFError:
+            raise CommandError("no password given") from None
+    return None
 
 
 class _Output:

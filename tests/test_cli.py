@@ -6,8 +6,10 @@ import os
 import sys
 from typing import Any, List
 
+from twisted.cred import strcred
 from twisted.internet import reactor, utils
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -19,7 +21,7 @@ from sockproto.chat import ChatFactory
 from sockproto.cli import CommandError, SendOptions, send
 from sockproto.coucou import CoucouServerFactory, MessageList
 from sockproto.echo import EchoFactory
-from sockproto.testing import listen_on_loopback, wait_for
+from sockproto.testing import listen_on_loopback, temporary_directory, wait_for
 
 
 def sockproto_command() -> List[str]:
@@ -177,12 +179,65 @@ class CommandLineTests(TestCase):
         self.assertIn(b"-!- server shutting down", client.output)
 
     @inlineCallbacks
-    def startChat(self, server: Any) -> Any:
+    def startChat(self, server: Any, *args: str) -> Any:
         client = ChatProcess()
-        command = sockproto_command() + ["chat", "127.0.0.1", str(server.portNumber)]
+        where = list(args) or ["127.0.0.1", str(server.portNumber)]
+        command = sockproto_command() + ["chat", *where]
         reactor.spawnProcess(client, command[0], command, env=os.environ)
-        yield wait_for(lambda: b"joined #lobby" in client.output)
+        yield wait_for(lambda: b"joined #lobby" in client.output or client.ended.called)
         return client
+
+    @inlineCallbacks
+    def test_chat_with_a_refused_nick_exits_1_with_the_reason(self) -> Any:
+        server = yield listen_on_loopback(ChatFactory())
+        self.addCleanup(server.stop)
+        port = str(server.portNumber)
+        holder = yield self.startChat(server, "127.0.0.1", port, "--nick", "holder")
+        yield wait_for(lambda: b"is now known as holder" in holder.output)
+        for nick, reason in [
+            ("9lives", "invalid nickname '9lives'"),
+            ("holder", "nickname holder is taken"),
+        ]:
+            out, err, code = yield self.sockproto(
+                "chat", "127.0.0.1", port, "--nick", nick
+            )
+            self.assertEqual(code, 1, err)
+            refused = f"sockproto: 127.0.0.1:{port} refused the nickname: {reason}"
+            self.assertTrue(err.startswith(refused), err)
+        holder.transport.closeStdin()
+        yield holder.ended
+
+    @inlineCallbacks
+    def test_chat_password_file_takes_a_registered_nick(self) -> Any:
+        factory = ChatFactory(checker=strcred.makeChecker("memory:alice:s3cret"))
+        server = yield listen_on_loopback(factory)
+        self.addCleanup(server.stop)
+        path = os.path.join(temporary_directory(self), "password")
+        with open(path, "w") as f:
+            f.write("s3cret\n")
+        client = yield self.startChat(
+            server,
+            "127.0.0.1",
+            str(server.portNumber),
+            "--nick",
+            "alice",
+            "--password-file",
+            path,
+        )
+        yield wait_for(lambda: b"is now known as alice" in client.output)
+        self.assertNotIn(b"s3cret", client.output)
+        client.transport.closeStdin()
+        self.assertEqual((yield client.ended), 0)
+
+    @inlineCallbacks
+    def test_chat_and_send_take_endpoint_strings(self) -> Any:
+        path = os.path.join(temporary_directory(self), "chat.sock")
+        port = yield serverFromString(reactor, f"unix:{path}").listen(ChatFactory())
+        self.addCleanup(port.stopListening)
+        client = yield self.startChat(None, f"unix:{path}")
+        self.assertIn(b"Welcome", client.output)
+        client.transport.closeStdin()
+        self.assertEqual((yield client.ended), 0)
 
     @inlineCallbacks
     def test_help_version_and_python_m(self) -> Any:

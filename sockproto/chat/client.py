@@ -18,7 +18,12 @@ from zope.interface import implementer
 from ..lines import LineParser, LineTooLong
 from ..text import decode_line
 
-__all__ = ["ChatClientProtocol", "KeyboardProtocol", "ServerClosedError"]
+__all__ = [
+    "ChatClientProtocol",
+    "KeyboardProtocol",
+    "NickRefusedError",
+    "ServerClosedError",
+]
 
 
 class ChatClientProtocol(Protocol):
@@ -33,16 +38,23 @@ class ChatClientProtocol(Protocol):
 
     maxLineLength = 1 << 16
     transport: Any
+    awaitingNick = False
+    """True from asking for the nickname until the server answers."""
 
-    def __init__(self, output: Any, nick: Optional[str] = None) -> None:
+    def __init__(
+        self, output: Any, nick: Optional[str] = None, password: Optional[str] = None
+    ) -> None:
         self.output = output
         self.nick = nick
+        self.password = password
         self.done: Deferred[None] = Deferred()
         self.parser = LineParser(self.maxLineLength, sys.maxsize)
 
     def connectionMade(self) -> None:
         if self.nick:
-            self.sendText(f"/nick {self.nick}")
+            self.awaitingNick = True
+            password = f" {self.password}" if self.password else ""
+            self.transport.write(f"/nick {self.nick}{password}\n".encode())
 
     def dataReceived(self, data: bytes) -> None:
         for event in self.parser.feed(data):
@@ -55,7 +67,24 @@ class ChatClientProtocol(Protocol):
         """
         Called with each line from the server.
         """
-        self.show(decode_line(line))
+        text = decode_line(line)
+        if self.awaitingNick:
+            self.checkNickAnswer(text)
+        self.show(text)
+
+    def checkNickAnswer(self, text: str) -> None:
+        """
+        Called with each line while the nickname asked for is not answered:
+        an error means the server refused it, and the client leaves.
+        """
+        if text.startswith("-!- error: "):
+            self.awaitingNick = False
+            if not self.done.called:
+                reason = text[len("-!- error: ") :]
+                self.done.errback(NickRefusedError(reason))
+            self.transport.loseConnection()
+        elif text.endswith(f" is now known as {self.nick}"):
+            self.awaitingNick = False
 
     def show(self, text: str) -> None:
         """
@@ -90,6 +119,12 @@ class ChatClientProtocol(Protocol):
             self.done.errback(ServerClosedError("the server closed the connection"))
         else:
             self.done.errback(reason)
+
+
+class NickRefusedError(Exception):
+    """
+    The server refused the nickname asked for; the message is its reason.
+    """
 
 
 class ServerClosedError(Exception):
