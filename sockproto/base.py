@@ -164,8 +164,44 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         self.factory.connectionOpened(self)
         if ISSLTransport.providedBy(self.transport):
             self.setTimeout(self.handshakeTimeout)
+            self._watchFirstBytes()
         else:
             self._ready()
+
+    def _watchFirstBytes(self) -> None:
+        # A TLS client starts with a handshake record (byte 0x16).  Anything
+        # else is a plain client on a TLS port: TLS would drop it without a
+        # word, so answer in plain text (as nginx does for HTTP on HTTPS).
+        tls = self.transport
+        raw = getattr(tls, "transport", None)
+        receive = getattr(tls, "dataReceived", None)
+        if raw is None or receive is None:
+            return
+
+        def firstBytes(data: bytes) -> None:
+            del tls.dataReceived  # back to the class's method
+            if data[:1] == b"\x16":
+                receive(data)
+            else:
+                self.notTLS(raw)
+
+        tls.dataReceived = firstBytes
+
+    def notTLS(self, raw: Any) -> None:
+        """
+        Called when a client that does not speak TLS connects to a TLS
+        port, with the plain transport below TLS: log it, answer with the
+        factory's C{notTLSMessage}, and close.
+        """
+        self.log.info(
+            "{service}: {peer} does not speak TLS on a TLS port: closing",
+            service=self.factory.serviceName,
+            peer=self.peer,
+        )
+        message = self.factory.notTLSMessage
+        if message:
+            raw.write(message)
+        raw.loseConnection()
 
     def handshakeCompleted(self) -> None:
         """
@@ -311,6 +347,9 @@ class ServiceFactory(ServerFactory):
     """A line sent to a connection refused by L{maxConnections}, or None."""
     perPeerMessage: Optional[bytes] = None
     """A line sent to a connection refused by L{maxPerPeer}, or None."""
+    notTLSMessage: Optional[bytes] = None
+    """A line sent in plain text to a client that does not speak TLS on a
+    TLS port, or None."""
     refusalLogInterval = 10.0
     """Seconds between two log lines about refused connections of one kind."""
     peerRefill = 10.0

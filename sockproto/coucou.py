@@ -247,6 +247,9 @@ class CoucouServerFactory(LineFactory):
     serviceName = "coucou"
     fullMessage = b"error: server full, try again later\n"
     perPeerMessage = b"error: too many connections from your address\n"
+    notTLSMessage = (
+        b"error: this port speaks TLS: use a TLS client (sockproto send --tls)\n"
+    )
 
     def __init__(
         self,

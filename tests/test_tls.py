@@ -121,6 +121,32 @@ class TLSTests(TestCase):
         self.assertEqual((out, err, code), ("ping\n", "", 0))
 
     @inlineCallbacks
+    def test_plain_send_to_a_tls_port_says_so(self) -> Any:
+        sink = MessageList()
+        server = yield self.serve(CoucouServerFactory(sink))
+        port = str(server.portNumber)
+        out, err, code = yield self.sockproto("send", "localhost", port, "lost")
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(
+            err,
+            "sockproto: the server said: error: this port speaks TLS: use a TLS"
+            " client (sockproto send --tls)\n",
+        )
+        self.assertEqual(sink.messages, [])
+
+    @inlineCallbacks
+    def test_plain_chat_client_on_a_tls_port_is_told(self) -> Any:
+        server = yield self.serve(ChatFactory())
+        client = yield connect_line_client(server.endpoint())
+        client.send("hello?")
+        line = yield client.expect("error:")
+        self.assertEqual(
+            line,
+            "-!- error: this port speaks TLS: use a TLS client (sockproto chat --tls)",
+        )
+        yield client.closed
+
+    @inlineCallbacks
     def test_send_tls_refuses_an_untrusted_certificate(self) -> Any:
         sink = MessageList()
         server = yield self.serve(CoucouServerFactory(sink))

@@ -535,6 +535,9 @@ class ChatFactory(LineFactory):
     serviceName = "chat"
     fullMessage = b"-!- error: server full, try again later\r\n"
     perPeerMessage = b"-!- error: too many connections from your address\r\n"
+    notTLSMessage = (
+        b"-!- error: this port speaks TLS: use a TLS client (sockproto chat --tls)\r\n"
+    )
 
     def __init__(
         self,
