@@ -22,6 +22,7 @@ from .chat.client import (
     KeyboardProtocol,
     NickRefusedError,
     ServerClosedError,
+    terminal_keyboard,
 )
 from .coucou import send_message
 
@@ -313,19 +314,21 @@ def chat(reactor: Any, options: ChatOptions) -> Any:
     host, port, timeout = options["host"], options["port"], options["timeout"]
     endpoint = client_endpoint(reactor, options)
     keyboard: List[Any] = []
+    terminal = None
     password = _password(options)
     protocol = ChatClientProtocol(_Output(keyboard), options["nick"], password)
     typing = KeyboardProtocol(protocol)
     try:
         yield endpoint.connect(protocol_factory(protocol)).addTimeout(timeout, reactor)
-        keyboard.append(StandardIO(typing, reactor=reactor))
+        terminal = terminal_keyboard(protocol, reactor)
+        keyboard.append(terminal or StandardIO(typing, reactor=reactor))
         yield protocol.done
     except Exception:
         _connect_error(Failure(), host, port, timeout)
     finally:
         if keyboard:
             keyboard[0].loseConnection()  # once what is printed is written
-            yield typing.closed
+            yield keyboard[0].closed if terminal else typing.closed
 
 
 def _password(options: usage.Options) -> Optional[str]:

@@ -3,6 +3,7 @@ The C{sockproto} command, in process and as a user runs it.
 """
 
 import os
+import re
 import sys
 from typing import Any, List
 
@@ -21,7 +22,12 @@ from sockproto.chat import ChatFactory
 from sockproto.cli import CommandError, SendOptions, send
 from sockproto.coucou import CoucouServerFactory, MessageList
 from sockproto.echo import EchoFactory
-from sockproto.testing import listen_on_loopback, temporary_directory, wait_for
+from sockproto.testing import (
+    connect_line_client,
+    listen_on_loopback,
+    temporary_directory,
+    wait_for,
+)
 
 
 def sockproto_command() -> List[str]:
@@ -188,6 +194,29 @@ class CommandLineTests(TestCase):
         return client
 
     @inlineCallbacks
+    def test_chat_on_a_terminal_keeps_the_line_being_typed(self) -> Any:
+        server = yield listen_on_loopback(ChatFactory())
+        self.addCleanup(server.stop)
+        bob = yield connect_line_client(server.endpoint())
+        yield bob.expect("joined #lobby")
+        client = ChatProcess()
+        command = sockproto_command() + ["chat", "127.0.0.1", str(server.portNumber)]
+        reactor.spawnProcess(client, command[0], command, env=os.environ, usePTY=True)
+        yield wait_for(lambda: b"joined #lobby" in client.output)
+        client.transport.write(b"hel")
+        yield wait_for(lambda: shown(client.output).endswith(b"hel"))  # echoed
+        bob.send("hi there")
+        yield wait_for(lambda: b"hi there" in client.output)
+        # The line from the server went above; what was typed is still there.
+        yield wait_for(lambda: b"hel" in shown(client.output).split(b"hi there")[1])
+        client.transport.write(b"lo\r")
+        yield bob.expect("> hello")
+        client.transport.write(b"\x04")  # Ctrl-D on an empty line
+        self.assertEqual((yield client.ended), 0)
+        bob.transport.loseConnection()
+        yield bob.closed
+
+    @inlineCallbacks
     def test_chat_with_a_refused_nick_exits_1_with_the_reason(self) -> Any:
         server = yield listen_on_loopback(ChatFactory())
         self.addCleanup(server.stop)
@@ -283,6 +312,13 @@ class _Mute(Protocol):
 
 def _Silent() -> Factory:
     return Factory.forProtocol(_Mute)
+
+
+def shown(output: bytes) -> bytes:
+    """
+    C{output} without terminal escape sequences: what the text shows.
+    """
+    return re.sub(rb"\x1b(\[[0-9;?]*[A-Za-z@]|[=>])", b"", output)
 
 
 class ChatProcess(ProcessProtocol):

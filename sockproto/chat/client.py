@@ -5,6 +5,7 @@ standard output (C{sockproto chat HOST PORT}).
 """
 
 import sys
+import threading
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
@@ -23,6 +24,8 @@ __all__ = [
     "KeyboardProtocol",
     "NickRefusedError",
     "ServerClosedError",
+    "TerminalKeyboard",
+    "terminal_keyboard",
 ]
 
 
@@ -166,3 +169,85 @@ class KeyboardProtocol(LineOnlyReceiver):
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         self.chat.quit()
         self.closed.callback(None)
+
+
+class TerminalKeyboard:
+    """
+    The standard input side on a terminal: lines are edited with readline
+    (history with the arrow keys, Ctrl-A/Ctrl-E, ...) in a thread of their
+    own, and a line from the server is printed above the line being typed,
+    which stays as it was.  The terminal's settings are put back on
+    L{close}.
+
+    @ivar closed: fires once the keyboard is closed.
+    """
+
+    def __init__(self, chat: ChatClientProtocol, reactor: Any) -> None:
+        import readline  # noqa: F401 (input() edits lines with it)
+        import termios
+
+        self.chat = chat
+        self.reactor = reactor
+        self.fd = sys.stdin.fileno()
+        self.settings = termios.tcgetattr(self.fd)
+        self.closed: Deferred[None] = Deferred()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                line = input()
+            except (EOFError, OSError, ValueError):
+                break
+            self.reactor.callFromThread(self._typed, line)
+        self.reactor.callFromThread(self.chat.quit)
+
+    def _typed(self, line: str) -> None:
+        if not self.chat.done.called:
+            self.chat.sendText(line)
+
+    def write(self, data: bytes) -> None:
+        """
+        Print C{data} (whole lines) above the line being typed.
+        """
+        import readline
+
+        text = data.decode("utf-8", "replace")
+        # Over the line being typed, which then comes back below as it was
+        # (readline.redisplay() would not draw it again: it thinks it is
+        # still on the screen).
+        typed: Any = readline.get_line_buffer()  # bytes on PyPy
+        if isinstance(typed, bytes):
+            typed = typed.decode("utf-8", "replace")
+        sys.stdout.write("\r\x1b[K" + text + typed)
+        sys.stdout.flush()
+
+    def loseConnection(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """
+        Put the terminal back as it was.
+        """
+        import termios
+
+        if self.closed.called:
+            return
+        sys.stdout.write("\r\x1b[K")
+        sys.stdout.flush()
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.settings)
+        self.closed.callback(None)
+
+
+def terminal_keyboard(chat: ChatClientProtocol, reactor: Any) -> Optional[Any]:
+    """
+    A L{TerminalKeyboard} when standard input and output are a terminal
+    and readline is there, else None (then lines are read as they come).
+    """
+    try:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return None
+        return TerminalKeyboard(chat, reactor)
+    except Exception:  # no readline, no termios, not a real terminal
+        return None
