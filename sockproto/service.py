@@ -527,10 +527,14 @@ class EndpointService(Service):
     listening.  If the endpoint cannot listen, exit with a one-line error.
 
     @ivar daemon: True when twistd runs as a daemon (see L{StartupError}).
+    @ivar logOnTerminal: True when the log goes to standard output (twistd
+        -n without --logfile): start-up errors then go to standard error
+        only, rather than twice to the same terminal.
     """
 
     port: Optional[IListeningPort] = None
     daemon = False
+    logOnTerminal = False
 
     def __init__(
         self, description: str, endpoint: IStreamServerEndpoint, factory: ServiceFactory
@@ -571,7 +575,8 @@ class EndpointService(Service):
             f"sockproto: {self.factory.serviceName} cannot listen on"
             f" {self.description}: {_describe(reason)}"
         )
-        log.critical("{message}", message=message)
+        if not self.logOnTerminal:
+            log.critical("{message}", message=message)
         if self.daemon:
             raise StartupError(message[len("sockproto: ") :])
         raise SystemExit(_say(message))
@@ -608,7 +613,11 @@ class ProtocolService(MultiService):
     """
 
     def __init__(
-        self, factory: ServiceFactory, endpoints: Dict[str, Any], daemon: bool = False
+        self,
+        factory: ServiceFactory,
+        endpoints: Dict[str, Any],
+        daemon: bool = False,
+        logOnTerminal: bool = False,
     ) -> None:
         super().__init__()
         self.factory = factory
@@ -616,6 +625,7 @@ class ProtocolService(MultiService):
         for description, endpoint in endpoints.items():
             service = EndpointService(description, endpoint, factory)
             service.daemon = daemon
+            service.logOnTerminal = logOnTerminal
             service.setServiceParent(self)
 
     @classmethod
@@ -701,12 +711,19 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
     # Under twistd, the options' parent holds twistd's own: -n or not.
     twistdOptions = getattr(options, "parent", None) or {}
     daemon = not twistdOptions.get("nodaemon", True)
+    onTerminal = (
+        bool(twistdOptions)
+        and not daemon
+        and twistdOptions.get("logfile") in (None, "-")
+        and not twistdOptions.get("syslog")
+    )
     chosen = options.serviceOptions()
     for serviceOptions in chosen:
         serviceOptions.sharedBy = len(chosen)
         factory = serviceOptions.buildFactory()
         endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
-        ProtocolService(factory, endpoints, daemon).setServiceParent(top)
+        service = ProtocolService(factory, endpoints, daemon, onTerminal)
+        service.setServiceParent(top)
     return top
 
 

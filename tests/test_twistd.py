@@ -121,6 +121,7 @@ class TwistdTests(TestCase):
             " Address already in use\n",
         )
         self.assertNotIn(b"Traceback", out + err)
+        self.assertNotIn(b"cannot listen", out)  # said once, not twice
 
     @inlineCallbacks
     def test_bad_endpoint_and_unknown_option_are_one_line(self) -> Any:
