@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_base -*-
+# -*- test-case-name: tests.test_faults -*-
 """
 What every sockproto server shares: a factory that knows its open
 connections, limits them and closes them all on shutdown, and a protocol

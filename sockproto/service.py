@@ -8,9 +8,10 @@ import math
 import signal
 import socket
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Type
 
-from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred
@@ -21,12 +22,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
-from twisted.plugin import IPlugin
 from twisted.python import usage
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 import twisted
 
@@ -46,7 +43,6 @@ __all__ = [
     "Options",
     "ProtocolService",
     "SockprotoService",
-    "SockprotoServiceMaker",
     "makeService",
 ]
 
@@ -56,10 +52,13 @@ log = Logger()
 def check_endpoint(description: str) -> str:
     """
     Raise L{usage.UsageError} if C{description} is not a server endpoint
-    string that Twisted can parse; return it unchanged otherwise.
+    string that Twisted can parse; return it unchanged otherwise.  (Parsing
+    builds the endpoint; it does not listen.)
     """
+    from twisted.internet import reactor
+
     try:
-        endpoint = serverFromString(MemoryReactor(), description)
+        endpoint = serverFromString(reactor, description)
     except ImportError as e:
         extra = " (pip install 'sockproto[tls]')" if "OpenSSL" in str(e) else ""
         raise usage.UsageError(f"bad endpoint {description!r}: {e}{extra}") from None
@@ -521,10 +520,11 @@ class StartupError(Exception):
 StartupError.__module__ = "builtins"  # twistd prints "StartupError: ..."
 
 
-class EndpointService(Service):
+class EndpointService(StreamServerEndpointService):
     """
-    Listen on one endpoint with a factory, and log the address once
-    listening.  If the endpoint cannot listen, exit with a one-line error.
+    Twisted's L{StreamServerEndpointService}, which also logs the address
+    once listening, and turns an endpoint that cannot listen into one line
+    (see L{startupFailed}).
 
     @ivar daemon: True when twistd runs as a daemon (see L{StartupError}).
     @ivar logOnTerminal: True when the log goes to standard output (twistd
@@ -535,30 +535,32 @@ class EndpointService(Service):
     port: Optional[IListeningPort] = None
     daemon = False
     logOnTerminal = False
+    _raiseSynchronously = True  # a port in use fails the start, at once
 
     def __init__(
         self, description: str, endpoint: IStreamServerEndpoint, factory: ServiceFactory
     ) -> None:
+        super().__init__(endpoint, factory)
         self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
         self.setName(f"{factory.serviceName} on {description}")
-        self._listening: Optional[Deferred[Any]] = None
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        failures: List[Failure] = []
-        self._listening = self.endpoint.listen(self.factory)
-        self._listening.addCallbacks(self._listened, failures.append)
-        if failures:
-            self._cannotListen(failures[0])
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            reason: Any = e
+            if isinstance(e, CannotListenError) and e.socketError is not None:
+                reason = e.socketError
+            what = f"{self.factory.serviceName} cannot listen on {self.description}"
+            startupFailed(
+                f"{what}: {_describe(reason)}", self.daemon, self.logOnTerminal
+            )
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._listened)
 
-    def startService(self) -> None:
-        if self._listening is None:
-            self.privilegedStartService()
-        super().startService()
-
-    def _listened(self, port: IListeningPort) -> IListeningPort:
+    def _listened(self, port: Optional[IListeningPort]) -> Optional[IListeningPort]:
+        if port is None:  # the listen was cancelled by stopService
+            return None
         self.port = port
         log.info(
             "{service} listening on {address}",
@@ -567,26 +569,19 @@ class EndpointService(Service):
         )
         return port
 
-    def _cannotListen(self, failure: Failure) -> None:
-        reason: Any = failure.value
-        if isinstance(reason, CannotListenError) and reason.socketError is not None:
-            reason = reason.socketError
-        message = (
-            f"sockproto: {self.factory.serviceName} cannot listen on"
-            f" {self.description}: {_describe(reason)}"
-        )
-        if not self.logOnTerminal:
-            log.critical("{message}", message=message)
-        if self.daemon:
-            raise StartupError(message[len("sockproto: ") :])
-        raise SystemExit(_say(message))
 
-    def stopService(self) -> "Deferred[Any]":
-        super().stopService()
-        assert self._listening is not None
-        self._listening.addCallback(lambda port: port.stopListening())
-        self._listening.addErrback(lambda failure: None)
-        return self._listening
+def startupFailed(message: str, daemon: bool, logOnTerminal: bool) -> NoReturn:
+    """
+    A service cannot start: log C{message} (unless the log is on the same
+    terminal), and stop twistd with it.  In the foreground, that is one
+    line on standard error and exit status 1; as a daemon, a
+    L{StartupError} that twistd hands to the waiting parent.
+    """
+    if not logOnTerminal:
+        log.critical("sockproto: {message}", message=message)
+    if daemon:
+        raise StartupError(message)
+    raise SystemExit(_say("sockproto: " + message))
 
 
 def _say(message: str) -> int:
@@ -725,17 +720,3 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
         service = ProtocolService(factory, endpoints, daemon, onTerminal)
         service.setServiceParent(top)
     return top
-
-
-@implementer(IServiceMaker, IPlugin)
-class SockprotoServiceMaker:
-    """
-    The twistd plugin: C{twistd sockproto}.
-    """
-
-    tapname = "sockproto"
-    description = "Echo, coucou and chat: the sockets course as Twisted services."
-    options = Options
-
-    def makeService(self, options: Options) -> MultiService:
-        return makeService(options)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_testing -*-
+# -*- test-case-name: tests.test_chat_loopback,tests.test_twistd -*-
 """
 Helpers to test sockproto protocols, and subclasses of them, under trial or
 pytest.

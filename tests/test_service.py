@@ -140,6 +140,23 @@ class MakeServiceTests(SynchronousTestCase):
         service = EndpointService("tcp:0", None, EchoFactory())  # type: ignore[arg-type]
         self.assertEqual(service.name, "echo on tcp:0")
 
+    def test_stopping_before_listening_cancels_the_listen(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        cancelled: List[Deferred[Any]] = []
+
+        class Slow:
+            def listen(self, factory: Any) -> "Deferred[Any]":
+                return Deferred(cancelled.append)
+
+        service = EndpointService("slow:", Slow(), EchoFactory())  # type: ignore
+        service.startService()
+        d = service.stopService()
+        self.assertEqual(len(cancelled), 1)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(service.running)
+        self.assertIsNone(service.port)
+
 
 class OptionMessagesTests(SynchronousTestCase):
     """

@@ -4,6 +4,7 @@ End-to-end: C{twistd -n sockproto ...} in a child process, as a user runs it.
 
 import os
 import socket
+import sys
 from typing import Any
 
 from twisted.internet import reactor, utils
@@ -275,3 +276,22 @@ class DaemonTests(TestCase):
         yield wait_for(lambda: not os.path.exists(self.pidfile), 10)
         with open(self.logfile) as f:
             self.assertIn("echo listening on 127.0.0.1:", f.read())
+
+
+class LazyPluginTests(TestCase):
+    @inlineCallbacks
+    def test_listing_twistd_plugins_imports_nothing_of_sockproto(self) -> Any:
+        code = (
+            "import sys\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "names = [p.tapname for p in getPlugins(IServiceMaker)]\n"
+            "assert 'sockproto' in names, names\n"
+            "loaded = [m for m in sys.modules if m.startswith('sockproto')\n"
+            "          or m == 'twisted.internet.testing']\n"
+            "print(loaded)\n"
+        )
+        out, err, code = yield utils.getProcessOutputAndValue(
+            sys.executable, ["-c", code], env=os.environ
+        )
+        self.assertEqual((out, code), (b"[]\n", 0), err)
