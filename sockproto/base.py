@@ -33,6 +33,8 @@ __all__ = [
     "ServiceProtocol",
     "TokenBucket",
     "default_max_connections",
+    "default_reactor",
+    "tcp_idle",
     "peer_key",
 ]
 
@@ -112,10 +114,32 @@ class TokenBucket:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-def _default_clock() -> IReactorTime:
+def tcp_idle(transport: Any) -> bool:
+    """
+    Whether the plain TCP C{transport} (a L{tcp.Connection}) is open and
+    has nothing waiting to be sent, so that a write may go straight to the
+    socket without overtaking anything.
+
+    This reads two private attributes of Twisted's L{FileDescriptor}
+    (C{dataBuffer}, C{_tempDataLen}); C{tests.test_faults.TcpIdleTests}
+    fails if Twisted's buffering changes under it.
+    """
+    return not (
+        transport.dataBuffer
+        or transport._tempDataLen
+        or transport.disconnecting
+        or transport.disconnected
+    )
+
+
+def default_reactor() -> Any:
+    """
+    The global reactor, imported only when first needed, so that importing
+    sockproto installs no reactor (twistd and trial install their own).
+    """
     from twisted.internet import reactor
 
-    return reactor  # type: ignore[return-value]
+    return reactor
 
 
 @implementer(IHandshakeListener)
@@ -249,12 +273,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         if not self.connected:
             return
         transport = self.transport
-        if self._eager and not (
-            transport.dataBuffer
-            or transport._tempDataLen
-            or transport.disconnecting
-            or transport.disconnected
-        ):
+        if self._eager and tcp_idle(transport):
             sent = transport.writeSomeData(data)
             if isinstance(sent, int):
                 if sent == len(data):
@@ -370,7 +389,7 @@ class ServiceFactory(ServerFactory):
         self.maxPerPeer = maxPerPeer
         self.perPeer: Dict[Optional[str], int] = {}
         self.timeout = timeout
-        self.clock = clock if clock is not None else _default_clock()
+        self.clock = clock if clock is not None else default_reactor()
         self.connections: Set[ServiceProtocol] = set()
         self._closing: List[Deferred[None]] = []
         self._refusals: Dict[str, Tuple[float, int]] = {}

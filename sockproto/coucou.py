@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from .base import default_reactor
 from .lines import LineFactory, LineProtocol
 from .text import decode_line
 
@@ -183,9 +184,6 @@ class CoucouServerProtocol(LineProtocol):
             self.handleEvents(self.parser.finish())
         super().connectionLost(reason)
 
-    def rawLineReceived(self, line: bytes) -> None:
-        self.lineReceived(line)
-
     def lineReceived(self, line: bytes) -> None:
         """
         Called with the raw bytes of each message; blank ones are ignored.
@@ -275,12 +273,6 @@ class CoucouServerFactory(LineFactory):
             close()
 
 
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 @implementer(IHalfCloseableProtocol)
 class CoucouClientProtocol(Protocol):
     """
@@ -299,7 +291,7 @@ class CoucouClientProtocol(Protocol):
 
     def __init__(self, message: bytes, clock: Optional[IReactorTime] = None) -> None:
         self.message = message
-        self.clock = clock if clock is not None else _reactor()
+        self.clock = clock if clock is not None else default_reactor()
         self.received: List[bytes] = []
         self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
 
@@ -361,5 +353,5 @@ def send_message(
     connecting = endpoint.connect(Factory.forProtocol(lambda: protocol))
     result: Deferred[bytes] = connecting.addCallback(lambda _: protocol.done)
     if timeout is not None:
-        result.addTimeout(timeout, clock if clock is not None else _reactor())
+        result.addTimeout(timeout, clock if clock is not None else default_reactor())
     return result

@@ -258,7 +258,7 @@ class LineProtocol(ServiceProtocol):
     def _handle(self, event: Event) -> None:
         if isinstance(event, bytes):
             self.resetTimeout()
-            self.rawLineReceived(event)
+            self.lineReceived(event)
         elif isinstance(event, LineTooLong):
             self.lineTooLong(event.length)
         else:
@@ -337,7 +337,7 @@ class LineProtocol(ServiceProtocol):
 
     # --- hooks ----------------------------------------------------------
 
-    def rawLineReceived(self, line: bytes) -> None:
+    def lineReceived(self, line: bytes) -> None:
         """
         Called with each line's bytes (without the line end), in order, at
         the allowed rate.

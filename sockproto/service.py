@@ -28,7 +28,12 @@ from twisted.python import usage
 import twisted
 
 from . import __version__
-from .base import DEFAULT_MAX_PER_PEER, ServiceFactory, default_max_connections
+from .base import (
+    DEFAULT_MAX_PER_PEER,
+    ServiceFactory,
+    default_max_connections,
+    default_reactor,
+)
 from .chat import ChatFactory
 from .chat.accounts import Accounts, UnsupportedCheckerError
 from .coucou import CoucouServerFactory
@@ -55,10 +60,8 @@ def check_endpoint(description: str) -> str:
     string that Twisted can parse; return it unchanged otherwise.  (Parsing
     builds the endpoint; it does not listen.)
     """
-    from twisted.internet import reactor
-
     try:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(default_reactor(), description)
     except ImportError as e:
         extra = " (pip install 'sockproto[tls]')" if "OpenSSL" in str(e) else ""
         raise usage.UsageError(f"bad endpoint {description!r}: {e}{extra}") from None
@@ -448,18 +451,6 @@ class Options(usage.Options):
         for name in SERVICES:
             self[name] = []
 
-    def opt_echo(self, description: str) -> None:
-        """Where echo listens when all services run; repeatable"""
-        self["echo"].append(check_endpoint(description))
-
-    def opt_chat(self, description: str) -> None:
-        """Where chat listens when all services run; repeatable"""
-        self["chat"].append(check_endpoint(description))
-
-    def opt_coucou(self, description: str) -> None:
-        """Where coucou listens when all services run; repeatable"""
-        self["coucou"].append(check_endpoint(description))
-
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """
         Parse, turning any usage error into one line and exit status 1.
@@ -507,6 +498,22 @@ class Options(usage.Options):
             options.parseOptions(args)
             chosen.append(options)
         return chosen
+
+
+def _endpoint_option(name: str) -> Callable[[Options, str], None]:
+    """
+    The C{--NAME ENDPOINT} option of the all-in-one form, for service NAME.
+    """
+
+    def option(self: Options, description: str) -> None:
+        self[name].append(check_endpoint(description))
+
+    option.__doc__ = f"Where {name} listens when all services run; repeatable"
+    return option
+
+
+for _name in SERVICES:
+    setattr(Options, f"opt_{_name}", _endpoint_option(_name))
 
 
 class StartupError(Exception):
@@ -633,7 +640,7 @@ class ProtocolService(MultiService):
         ports and then says goodbye to every client.
         """
         if reactor is None:
-            from twisted.internet import reactor
+            reactor = default_reactor()
         endpoints = {
             d: serverFromString(reactor, check_endpoint(d)) for d in descriptions
         }
@@ -701,7 +708,7 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
     Build the service for C{twistd sockproto} from parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = default_reactor()
     top = SockprotoService(reactor)
     # Under twistd, the options' parent holds twistd's own: -n or not.
     twistdOptions = getattr(options, "parent", None) or {}

@@ -36,6 +36,8 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
+from .base import default_reactor
+
 __all__ = [
     "LineClient",
     "RunningServer",
@@ -58,12 +60,6 @@ __all__ = [
 P = TypeVar("P", bound=Protocol)
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 def connect(
@@ -216,7 +212,7 @@ def listen_on_loopback(
         (in C{addCleanup}, or a fixture's teardown) when done.
     """
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     if ":" in host:
         endpoint: Any = TCP6ServerEndpoint(reactor, 0, interface=host)
     else:
@@ -277,7 +273,7 @@ class LineClient(LineOnlyReceiver):
         self._waiting.append((predicate, d))
         self._match()
         if not d.called:
-            clock = self.clock if self.clock is not None else _reactor()
+            clock = self.clock if self.clock is not None else default_reactor()
             d.addTimeout(self.timeout if timeout is None else timeout, clock)
         return d
 
@@ -397,7 +393,7 @@ def start_twistd(
         C{stop()} when done.
     """
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     command = twistd_command() + ["-n", "--pidfile=", "sockproto", *args]
     process = TwistdProcess(services)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -433,7 +429,7 @@ def wait_for(
         L{twisted.internet.defer.TimeoutError} after C{timeout} seconds.
     """
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     deadline = reactor.seconds() + timeout
     while True:
         value = condition()
@@ -519,7 +515,7 @@ def listen_tls_on_loopback(
     from twisted.internet.endpoints import serverFromString
 
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     endpoint = serverFromString(reactor, tls_endpoint_description(certPath, keyPath))
     d = endpoint.listen(factory)
     return d.addCallback(RunningServer, factory, reactor)

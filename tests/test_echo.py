@@ -6,6 +6,7 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sockproto.echo import EchoFactory, EchoProtocol
@@ -58,6 +59,16 @@ class EchoUnitTests(SynchronousTestCase):
         factory = EchoFactory(clock=self.clock)
         factory.protocol = Upper
         protocol, transport = connect(factory)
+        protocol.dataReceived(b"abc")
+        self.assertEqual(transport.value(), b"ABC")
+
+    def test_transform_set_on_an_instance_is_used(self) -> None:
+        factory = EchoFactory(clock=self.clock)
+        protocol = factory.buildProtocol(None)
+        assert isinstance(protocol, EchoProtocol)
+        protocol.transform = bytes.upper  # type: ignore[method-assign]
+        transport = StringTransport()
+        protocol.makeConnection(transport)
         protocol.dataReceived(b"abc")
         self.assertEqual(transport.value(), b"ABC")
 

@@ -21,6 +21,7 @@ from sockproto.base import (
     ServiceFactory,
     default_max_connections,
     peer_key,
+    tcp_idle,
 )
 from sockproto.chat import ChatFactory, ChatServer
 from sockproto.coucou import CoucouServerFactory, MessageList
@@ -211,3 +212,26 @@ class FaultTests(TestCase):
         # The client sends half a line and is never heard of again: no FIN,
         # no RST.  Only the idle timeout can tell.
         return self.each_service(lambda client: client.send(b"half"), timeout=0.5)
+
+
+class TcpIdleTests(TestCase):
+    """
+    L{tcp_idle} reads Twisted's private write buffer: if Twisted changes
+    how it buffers, this fails, and the eager write path must change too.
+    """
+
+    @inlineCallbacks
+    def test_idle_until_something_waits_to_be_sent(self) -> Any:
+        factory = EchoFactory()
+        server = yield listen_on_loopback(factory)
+        self.addCleanup(server.stop)
+        client = raw_client("127.0.0.1", server.portNumber)
+        self.addCleanup(client.close)
+        yield wait_for(lambda: len(factory.connections) == 1)
+        [protocol] = factory.connections
+        transport = protocol.transport
+        self.assertTrue(tcp_idle(transport))
+        transport.write(b"x" * (8 << 20))  # far more than the socket takes
+        self.assertFalse(tcp_idle(transport))
+        transport.loseConnection()
+        self.assertFalse(tcp_idle(transport))

@@ -124,15 +124,15 @@ class ChatProtocol(LineProtocol):
 
     # --- input ------------------------------------------------------------
 
-    def rawLineReceived(self, line: bytes) -> None:
+    def lineReceived(self, line: bytes) -> None:
         """
         Called with each line's bytes, at the allowed rate: decode, dispatch.
         """
         text = decode_line(line).strip()
         if text:
-            self.lineReceived(text)
+            self.textReceived(text)
 
-    def lineReceived(self, text: str) -> None:
+    def textReceived(self, text: str) -> None:
         """
         Called with each non-blank line, decoded and cleaned.
         """
@@ -434,25 +434,50 @@ class ChatProtocol(LineProtocol):
         text = "\r\n".join([self.formatEvent(event) for event in events])
         return (text + "\r\n").encode("utf-8")
 
+    formats = {
+        MESSAGE: "formatMessage",
+        ACTION: "formatAction",
+        JOIN: "formatJoin",
+        LEAVE: "formatLeave",
+        NICK: "formatNick",
+        PRIVATE: "formatPrivate",
+    }
+    """The method that formats each kind of event."""
+
     def formatEvent(self, event: ChatEvent) -> str:
         """
-        Called to turn an event into a line (without line end).
+        Called to turn an event into a line (without line end): calls the
+        method L{formats} names for its kind, or L{formatOther}.
         """
-        kind = event.kind
-        text = unforgeable(event.text)
-        if kind == MESSAGE:
-            return f"<{event.nick}> {text}"
-        if kind == ACTION:
-            return f"* {event.nick} {text}"
-        if kind == JOIN:
-            return f"{NOTICE}{event.nick} joined #{event.room}"
-        if kind == LEAVE:
-            return f"{NOTICE}{event.nick} left #{event.room} ({text})"
-        if kind == NICK:
-            return f"{NOTICE}{event.nick} is now known as {text}"
-        if kind == PRIVATE:
-            return f"*{event.nick}* -> *{event.target}* {text}"
-        return NOTICE + text
+        return getattr(self, self.formats.get(event.kind, "formatOther"))(event)
+
+    def formatMessage(self, event: ChatEvent) -> str:
+        """A line said in the room: C{<alice> hello}."""
+        return f"<{event.nick}> {unforgeable(event.text)}"
+
+    def formatAction(self, event: ChatEvent) -> str:
+        """An action (C{/me}): C{* alice waves}."""
+        return f"* {event.nick} {unforgeable(event.text)}"
+
+    def formatJoin(self, event: ChatEvent) -> str:
+        """Someone came in: C{-!- alice joined #lobby}."""
+        return f"{NOTICE}{event.nick} joined #{event.room}"
+
+    def formatLeave(self, event: ChatEvent) -> str:
+        """Someone left, and why: C{-!- alice left #lobby (quit)}."""
+        return f"{NOTICE}{event.nick} left #{event.room} ({unforgeable(event.text)})"
+
+    def formatNick(self, event: ChatEvent) -> str:
+        """A new nickname: C{-!- guest1 is now known as alice}."""
+        return f"{NOTICE}{event.nick} is now known as {event.text}"
+
+    def formatPrivate(self, event: ChatEvent) -> str:
+        """A private message: C{*alice* -> *bob* psst}."""
+        return f"*{event.nick}* -> *{event.target}* {unforgeable(event.text)}"
+
+    def formatOther(self, event: ChatEvent) -> str:
+        """An event of a kind this class does not know: its text, as a notice."""
+        return NOTICE + unforgeable(event.text)
 
     def notice(self, text: str) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..base import default_reactor
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
 
@@ -181,9 +182,7 @@ class ChatServer:
         maxRooms: int = 1000,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor  # type: ignore[assignment]
+            clock = default_reactor()
         self.name = name
         self.clock: Any = clock
         self.historySize = historySize
