@@ -4,6 +4,7 @@ The interactive chat client: standard input to the server, the server to
 standard output (C{sockproto chat HOST PORT}).
 """
 
+import platform
 import sys
 import threading
 from typing import Any, Optional
@@ -217,10 +218,7 @@ class TerminalKeyboard:
         # Over the line being typed, which then comes back below as it was
         # (readline.redisplay() would not draw it again: it thinks it is
         # still on the screen).
-        typed: Any = readline.get_line_buffer()  # bytes on PyPy
-        if isinstance(typed, bytes):
-            typed = typed.decode("utf-8", "replace")
-        sys.stdout.write("\r\x1b[K" + text + typed)
+        sys.stdout.write("\r\x1b[K" + text + readline.get_line_buffer())
         sys.stdout.flush()
 
     def loseConnection(self) -> None:
@@ -243,8 +241,13 @@ class TerminalKeyboard:
 def terminal_keyboard(chat: ChatClientProtocol, reactor: Any) -> Optional[Any]:
     """
     A L{TerminalKeyboard} when standard input and output are a terminal
-    and readline is there, else None (then lines are read as they come).
+    and GNU readline is there (CPython), else None (then lines are read as
+    they come).
     """
+    if platform.python_implementation() == "PyPy":
+        # PyPy's readline (pyrepl) draws the line itself, and its buffer
+        # read from another thread lags behind the screen: read plainly.
+        return None
     try:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             return None
