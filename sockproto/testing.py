@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chat_loopback,tests.test_twistd -*-
+# -*- test-case-name: tests.test_testing -*-
 """
 Helpers to test sockproto protocols, and subclasses of them, under trial or
 pytest.
@@ -22,7 +22,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     TCP6ServerEndpoint,
 )
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessExitedAlready
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -34,12 +34,13 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
-from twisted.test import iosim
 
 from .base import default_reactor
 
 __all__ = [
     "LineClient",
+    "MemoryPump",
+    "MemoryTransport",
     "RunningServer",
     "TwistdProcess",
     "connect",
@@ -90,39 +91,92 @@ def written(transport: StringTransport) -> bytes:
     return data
 
 
-class _FakeTransport(iosim.FakeTransport):
+class MemoryTransport(StringTransport):
     """
-    L{iosim.FakeTransport} that also carries a half-close (the course's
-    C{shutdown}) to the peer.
+    One end of a connection in memory: what its protocol writes waits in
+    C{value()} until the L{MemoryPump} hands it to the other end.  Carries
+    half-closes (the course's C{shutdown}) and honours a paused reading
+    side (C{pauseProducing}), as a TCP transport does.
     """
 
     writeClosed = False
     halfCloseDelivered = False
+    lost = False
+    protocol: Any = None
+    """The protocol of this end."""
 
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
 
 
-class MemoryPump(iosim.IOPump):
+class MemoryPump:
     """
-    L{iosim.IOPump} that delivers half-closes after the data before them.
+    Moves bytes between the two L{MemoryTransport}s of a connection, and
+    delivers half-closes and closes after the bytes before them.
     """
 
-    def pump(self, debug: bool = False, advanceClock: bool = True) -> bool:
-        if super().pump(debug, advanceClock):
-            return True
-        return self._halfClose(self.clientIO, self.serverIO) or self._halfClose(
-            self.serverIO, self.clientIO
-        )
+    def __init__(
+        self,
+        client: Any,
+        server: Any,
+        clientIO: MemoryTransport,
+        serverIO: MemoryTransport,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self.client, self.server = client, server
+        self.clientIO, self.serverIO = clientIO, serverIO
+        self.clock = clock
 
-    def _halfClose(self, writer: Any, reader: Any) -> bool:
-        if not writer.writeClosed or writer.halfCloseDelivered or reader.disconnected:
+    def pump(self) -> bool:
+        """
+        Move what is pending one step; return whether anything moved.
+        """
+        if self.clock is not None:
+            self.clock.advance(0)
+        pairs = [(self.clientIO, self.serverIO), (self.serverIO, self.clientIO)]
+        moved = False
+        for writer, reader in pairs:
+            moved = self._move(writer, reader) or moved
+        for writer, reader in pairs:
+            moved = moved or self._halfClose(writer, reader)
+        return moved or self._close()
+
+    def flush(self, turns: int = 1000) -> None:
+        """
+        Pump until nothing moves (at most C{turns} steps).
+        """
+        for _ in range(turns):
+            if not self.pump():
+                return
+
+    def _move(self, writer: MemoryTransport, reader: MemoryTransport) -> bool:
+        data = writer.value()
+        if not data or reader.lost or reader.producerState == "paused":
+            return False
+        writer.clear()
+        reader.protocol.dataReceived(data)
+        return True
+
+    def _halfClose(self, writer: MemoryTransport, reader: MemoryTransport) -> bool:
+        if not writer.writeClosed or writer.halfCloseDelivered or writer.value():
             return False
         writer.halfCloseDelivered = True
         if IHalfCloseableProtocol.providedBy(reader.protocol):
             reader.protocol.readConnectionLost()
         else:
             writer.loseConnection()
+        return True
+
+    def _close(self) -> bool:
+        ios = [self.clientIO, self.serverIO]
+        closing = [io for io in ios if io.disconnecting and not io.value()]
+        if not closing or any(io.lost for io in ios):
+            return False
+        aborted = any(io.disconnected for io in closing)
+        reason = Failure(ConnectionLost() if aborted else ConnectionDone())
+        for io in ios:
+            io.lost = True
+            io.protocol.connectionLost(reason)
         return True
 
 
@@ -133,8 +187,7 @@ def connect_in_memory(
 ) -> Tuple[Any, Any, MemoryPump]:
     """
     Connect a client built by C{clientFactory} to a server built by
-    C{serverFactory}, in memory, as L{twisted.test.iosim} does (with
-    half-close added).
+    C{serverFactory}, in memory, through two L{MemoryTransport}s.
 
     @return: C{(client, server, pump)}; C{pump.flush()} moves all pending
         bytes both ways, advancing C{clock} a little each step.
@@ -143,11 +196,12 @@ def connect_in_memory(
     clientAddress = IPv4Address("TCP", "127.0.0.1", 40000)
     client: Any = clientFactory.buildProtocol(serverAddress)
     server: Any = serverFactory.buildProtocol(clientAddress)
-    serverIO = _FakeTransport(server, True, serverAddress, clientAddress)
-    clientIO = _FakeTransport(client, False, clientAddress, serverAddress)
+    serverIO = MemoryTransport(hostAddress=serverAddress, peerAddress=clientAddress)
+    clientIO = MemoryTransport(hostAddress=clientAddress, peerAddress=serverAddress)
+    serverIO.protocol, clientIO.protocol = server, client
     server.makeConnection(serverIO)
     client.makeConnection(clientIO)
-    pump = MemoryPump(client, server, clientIO, serverIO, False, clock=clock)
+    pump = MemoryPump(client, server, clientIO, serverIO, clock)
     pump.flush()
     return client, server, pump
 
