@@ -38,6 +38,9 @@ __all__ = [
     "peer_key",
 ]
 
+DEFAULT: Any = object()
+"""An argument left out: the class's default applies (see L{ServiceFactory})."""
+
 DEFAULT_MAX_PER_PEER = 32
 """Connections one address (one IPv6 /64) may have open at once, by default."""
 
@@ -375,20 +378,30 @@ class ServiceFactory(ServerFactory):
     """A peer may open L{maxPerPeer} new connections in a burst, and then
     that many again every this many seconds."""
 
+    timeout: Optional[float] = None
+    maxPerPeer = DEFAULT_MAX_PER_PEER
+
     def __init__(
         self,
         *,
         maxConnections: Optional[int] = None,
-        maxPerPeer: int = DEFAULT_MAX_PER_PEER,
-        timeout: Optional[float] = None,
+        maxPerPeer: Optional[int] = None,
+        timeout: Any = DEFAULT,
         clock: Optional[IReactorTime] = None,
     ) -> None:
+        """
+        Every argument left out takes the class's default: the class
+        attributes are the one place where a service's defaults live (its
+        options read them too).  C{timeout=None} means never.
+        """
         if maxConnections is None:
             maxConnections = default_max_connections()
         self.maxConnections = maxConnections
-        self.maxPerPeer = maxPerPeer
+        if maxPerPeer is not None:
+            self.maxPerPeer = maxPerPeer
         self.perPeer: Dict[Optional[str], int] = {}
-        self.timeout = timeout
+        if timeout is not DEFAULT:
+            self.timeout = timeout
         self.clock = clock if clock is not None else default_reactor()
         self.connections: Set[ServiceProtocol] = set()
         self._closing: List[Deferred[None]] = []

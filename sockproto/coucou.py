@@ -26,12 +26,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from .base import default_reactor
+from .base import ServiceFactory, default_reactor
 from .lines import LineFactory, LineProtocol
+from .options import ServiceOptions, count, rate, timeout_option
 from .text import decode_line
 
 __all__ = [
     "CoucouClientProtocol",
+    "CoucouOptions",
     "CoucouServerFactory",
     "CoucouServerProtocol",
     "ICoucouSink",
@@ -249,23 +251,31 @@ class CoucouServerFactory(LineFactory):
         b"error: this port speaks TLS: use a TLS client (sockproto send --tls)\n"
     )
 
+    maxSize = 140
+    rateLimit = 5.0
+    timeout: Optional[float] = 60.0
+
     def __init__(
         self,
         sink: Optional[ICoucouSink] = None,
-        maxSize: int = 140,
+        maxSize: Optional[int] = None,
         *,
-        rateLimit: float = 5.0,
-        timeout: Optional[float] = 60.0,
+        rateLimit: Optional[float] = None,
         **limits: Any,
     ) -> None:
         """
-        @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
-            L{sockproto.base.ServiceFactory}.
+        Arguments left out take the class's defaults.
+
+        @param limits: C{maxConnections}, C{maxPerPeer}, C{timeout},
+            C{clock}: see L{sockproto.base.ServiceFactory}.
         """
-        super().__init__(timeout=timeout, **limits)
+        super().__init__(**limits)
         self.sink: ICoucouSink = sink if sink is not None else StreamSink()
-        self.maxSize = self.maxLineLength = maxSize
-        self.rateLimit = rateLimit
+        if maxSize is not None:
+            self.maxSize = maxSize
+        self.maxLineLength = self.maxSize
+        if rateLimit is not None:
+            self.rateLimit = rateLimit
 
     def stopFactory(self) -> None:
         close = getattr(self.sink, "close", None)
@@ -355,3 +365,40 @@ def send_message(
     if timeout is not None:
         result.addTimeout(timeout, clock if clock is not None else default_reactor())
     return result
+
+
+class CoucouOptions(ServiceOptions):
+    """
+    Options of the coucou message service.
+    """
+
+    serviceName = "coucou"
+    defaultEndpoint = "tcp:12345"
+    description = "Run only coucou: print every message received."
+    longdesc = (
+        "Print each message received on standard output, after the sender's"
+        " address: a message ends at a line end or at end of stream."
+        " Default: tcp:12345."
+    )
+    optParameters = [
+        [
+            "max-size",
+            None,
+            CoucouServerFactory.maxSize,
+            "Longest message accepted, in bytes (1 or more)",
+            count("max-size", 1),
+        ],
+        [
+            "rate-limit",
+            None,
+            CoucouServerFactory.rateLimit,
+            "Messages a second per client; 0: no limit",
+            rate("rate-limit"),
+        ],
+        timeout_option(CoucouServerFactory, "Drop clients silent"),
+    ]
+
+    def buildFactory(self) -> ServiceFactory:
+        return CoucouServerFactory(
+            maxSize=self["max-size"], rateLimit=self["rate-limit"], **self.limits()
+        )

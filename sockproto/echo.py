@@ -10,8 +10,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
 from .base import ServiceFactory, ServiceProtocol
+from .options import ServiceOptions, timeout_option
 
-__all__ = ["EchoFactory", "EchoProtocol"]
+__all__ = ["EchoFactory", "EchoOptions", "EchoProtocol"]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -77,3 +78,19 @@ class EchoFactory(ServiceFactory):
 
     protocol = EchoProtocol  # type: ignore[assignment]
     serviceName = "echo"
+    timeout: Optional[float] = 300.0
+
+
+class EchoOptions(ServiceOptions):
+    """
+    Options of the echo service (RFC 862).
+    """
+
+    serviceName = "echo"
+    defaultEndpoint = "tcp:12346"
+    description = "Run only echo: send back every byte received (RFC 862)."
+    longdesc = "Send back every byte received (RFC 862). Default: tcp:12346."
+    optParameters = [timeout_option(EchoFactory, "Close connections idle")]
+
+    def buildFactory(self) -> ServiceFactory:
+        return EchoFactory(**self.limits())

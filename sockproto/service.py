@@ -4,7 +4,6 @@ The services behind C{twistd sockproto}: option parsing, and the
 L{MultiService} that listens on every endpoint in one reactor.
 """
 
-import math
 import signal
 import socket
 import sys
@@ -12,8 +11,6 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Type
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.cred import strcred
-from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -21,7 +18,6 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IStreamServerEndpoint,
 )
-from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -31,13 +27,12 @@ from . import __version__
 from .base import (
     DEFAULT_MAX_PER_PEER,
     ServiceFactory,
-    default_max_connections,
     default_reactor,
 )
-from .chat import ChatFactory
-from .chat.accounts import Accounts, UnsupportedCheckerError
-from .coucou import CoucouServerFactory
-from .echo import EchoFactory
+from .chat.options import ChatOptions
+from .coucou import CoucouOptions
+from .echo import EchoOptions
+from .options import ServiceOptions, check_endpoint, count, describe_error
 from .text import format_address
 
 __all__ = [
@@ -52,358 +47,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-
-def check_endpoint(description: str) -> str:
-    """
-    Raise L{usage.UsageError} if C{description} is not a server endpoint
-    string that Twisted can parse; return it unchanged otherwise.  (Parsing
-    builds the endpoint; it does not listen.)
-    """
-    try:
-        endpoint = serverFromString(default_reactor(), description)
-    except ImportError as e:
-        extra = " (pip install 'sockproto[tls]')" if "OpenSSL" in str(e) else ""
-        raise usage.UsageError(f"bad endpoint {description!r}: {e}{extra}") from None
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        reason = _endpoint_problem(description, e)
-        raise usage.UsageError(f"bad endpoint {description!r}: {reason}") from None
-    except Exception as e:  # OpenSSL's errors, for a bad key or certificate
-        reason = _tls_problem(e)
-        raise usage.UsageError(f"bad endpoint {description!r}: {reason}") from None
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(
-            f"bad endpoint {description!r}: the port must be from 0 to 65535"
-        )
-    return description
-
-
-def _endpoint_problem(description: str, error: Exception) -> str:
-    """
-    What is wrong with endpoint C{description}, in words rather than in
-    Python's.
-    """
-    text = str(error)
-    if "invalid literal for int()" in text:
-        return "the port must be a number"
-    if "multiple values" in text or "unexpected keyword" in text:
-        return (
-            "too many ':'-separated parts; escape the colons of an address"
-            " with '\\', as in tcp6:12347:interface=\\:\\:1"
-        )
-    if isinstance(error, KeyError) or "Unknown endpoint type" in text:
-        return "unknown endpoint type (tcp:, tcp6:, unix:, ssl:, ...)"
-    if isinstance(error, OSError) and error.strerror:
-        return (
-            f"{error.strerror}: {error.filename}" if error.filename else error.strerror
-        )
-    return text
-
-
-def _tls_problem(error: Exception) -> str:
-    """
-    What OpenSSL found wrong with a key or certificate, in one line.
-    """
-    details = error.args[0] if error.args else []
-    if isinstance(details, list):
-        reasons = [d[-1] for d in details if isinstance(d, tuple) and d and d[-1]]
-        if reasons:
-            return "bad key or certificate (" + ", ".join(reasons) + ")"
-    return f"bad key or certificate ({error or type(error).__name__})"
-
-
-def _number(
-    option: str, kind: Callable[[str], Any], what: str, minimum: float = 0
-) -> Callable[[str], Any]:
-    """
-    A coerce function for option C{--option}: a finite C{kind} of at
-    least C{minimum}, with errors that name the option.
-    """
-
-    def coerce(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"--{option} takes {what}, not {text!r}") from None
-        if not math.isfinite(value) or value < minimum:
-            least = "0 or more" if minimum == 0 else f"at least {minimum:g}"
-            raise ValueError(f"--{option} takes {what}, {least}, not {text!r}")
-        return value + 0  # never negative zero
-
-    return coerce
-
-
-def count(option: str, minimum: int = 0) -> Callable[[str], Any]:
-    """
-    A whole number for C{--option}.
-    """
-    return _number(option, int, "a whole number", minimum)
-
-
-def seconds(option: str) -> Callable[[str], Any]:
-    """
-    A number of seconds for C{--option}.
-    """
-    return _number(option, float, "a number of seconds")
-
-
-def rate(option: str) -> Callable[[str], Any]:
-    """
-    A number a second for C{--option}.
-    """
-    return _number(option, float, "a number a second")
-
-
-MAX_PER_PEER = [
-    "max-per-peer",
-    None,
-    DEFAULT_MAX_PER_PEER,
-    "Connections one address (one IPv6 /64) may have open, and open anew"
-    " every 10 s; 0: no limit",
-    count("max-per-peer"),
-]
-
-
-class ServiceOptions(usage.Options):
-    """
-    Options of one service: where it listens, and its limits.
-    """
-
-    serviceName = ""
-    defaultEndpoint = ""
-    description = ""
-    optParameters: List[List[Any]] = [
-        [
-            "max-connections",
-            None,
-            None,
-            "Connections served at once; 0: no limit [default: the open-file"
-            " limit less 64, shared by the services of the process]",
-            count("max-connections"),
-        ],
-        MAX_PER_PEER,
-    ]
-    sharedBy = 1
-    """How many services share the process's open-file limit."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self["listen"] = []
-
-    def getSynopsis(self) -> str:
-        return f"Usage: twistd [options] sockproto {self.serviceName} [options]"
-
-    def opt_version(self) -> None:
-        """
-        Display sockproto's version and exit.
-        """
-        print(f"sockproto {__version__} (Twisted {twisted.__version__})")
-        sys.exit(0)
-
-    def opt_listen(self, description: str) -> None:
-        """Where to listen: tcp:PORT, tcp6:PORT, unix:PATH, ssl:...; repeatable"""
-        self["listen"].append(check_endpoint(description))
-
-    def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [self.defaultEndpoint]
-
-    def buildFactory(self) -> ServiceFactory:
-        """
-        Build the factory these options describe.
-        """
-        raise NotImplementedError(type(self).__name__ + ".buildFactory")
-
-    def maxConnections(self) -> int:
-        """
-        The limit of open connections: the option, or a share of the
-        open-file limit.
-        """
-        limit = self["max-connections"]
-        return default_max_connections(self.sharedBy) if limit is None else limit
-
-    def _limits(self) -> Dict[str, Any]:
-        return {
-            "maxConnections": self.maxConnections(),
-            "maxPerPeer": self["max-per-peer"],
-            "timeout": self["timeout"] or None,
-        }
-
-
-class EchoOptions(ServiceOptions):
-    """
-    Options of the echo service (RFC 862).
-    """
-
-    serviceName = "echo"
-    defaultEndpoint = "tcp:12346"
-    description = "Run only echo: send back every byte received (RFC 862)."
-    longdesc = "Send back every byte received (RFC 862). Default: tcp:12346."
-    optParameters = ServiceOptions.optParameters + [
-        [
-            "timeout",
-            None,
-            300.0,
-            "Close connections idle this long, in seconds; 0: never",
-            seconds("timeout"),
-        ],
-    ]
-
-    def buildFactory(self) -> ServiceFactory:
-        return EchoFactory(**self._limits())
-
-
-class CoucouOptions(ServiceOptions):
-    """
-    Options of the coucou message service.
-    """
-
-    serviceName = "coucou"
-    defaultEndpoint = "tcp:12345"
-    description = "Run only coucou: print every message received."
-    longdesc = (
-        "Print each message received on standard output, after the sender's"
-        " address: a message ends at a line end or at end of stream."
-        " Default: tcp:12345."
-    )
-    optParameters = ServiceOptions.optParameters + [
-        [
-            "max-size",
-            None,
-            140,
-            "Longest message accepted, in bytes (1 or more)",
-            count("max-size", 1),
-        ],
-        [
-            "rate-limit",
-            None,
-            5.0,
-            "Messages a second per client; 0: no limit",
-            rate("rate-limit"),
-        ],
-        [
-            "timeout",
-            None,
-            60.0,
-            "Drop clients silent this long, in seconds; 0: never",
-            seconds("timeout"),
-        ],
-    ]
-
-    def buildFactory(self) -> ServiceFactory:
-        return CoucouServerFactory(
-            maxSize=self["max-size"], rateLimit=self["rate-limit"], **self._limits()
-        )
-
-
-class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
-    """
-    Options of the chat service.
-    """
-
-    serviceName = "chat"
-    defaultEndpoint = "tcp:12347"
-    description = "Run only chat: a multi-user line chat for telnet and nc."
-    longdesc = (
-        "A multi-user line chat for telnet, nc and 'sockproto chat'."
-        " Default: tcp:12347. Registered nicknames: --auth file:PATH, a file"
-        " of NAME:PASSWORD lines, read again when it changes (or on SIGHUP);"
-        " --auth memory:NAME:PASSWORD also works, but every local user can"
-        " read a command line (ps, /proc/PID/cmdline): use a file."
-    )
-    optParameters = [
-        [
-            "max-clients",
-            None,
-            None,
-            "Another name of --max-connections",
-            count("max-clients"),
-        ],
-        [
-            "history",
-            None,
-            20,
-            "Lines of a room's history shown to newcomers; 0: none",
-            count("history"),
-        ],
-        [
-            "max-rooms",
-            None,
-            1000,
-            "Rooms that may exist at once; 0: no limit",
-            count("max-rooms"),
-        ],
-        [
-            "rate-limit",
-            None,
-            5.0,
-            "Lines a second per client; 0: no limit",
-            rate("rate-limit"),
-        ],
-        [
-            "max-line",
-            None,
-            512,
-            "Longest line accepted, in bytes (1 or more)",
-            count("max-line", 1),
-        ],
-        [
-            "max-output",
-            None,
-            256 * 1024,
-            "Bytes a client may leave unread (past Twisted's 64 KiB buffer)"
-            " before it is dropped; 0: drop it once that buffer is full",
-            count("max-output"),
-        ],
-        [
-            "timeout",
-            None,
-            3600.0,
-            "Drop clients silent this long, in seconds; 0: never",
-            seconds("timeout"),
-        ],
-    ]
-
-    supportedInterfaces = [IUsernamePassword]
-
-    def postOptions(self) -> None:
-        super().postOptions()
-        checkers = self.get("credCheckers", [])
-        if len(checkers) > 1:
-            raise usage.UsageError("give --auth once")
-        if checkers:
-            _check_accounts(checkers[0])
-        clients, connections = self["max-clients"], self["max-connections"]
-        if None not in (clients, connections) and clients != connections:
-            raise usage.UsageError("--max-clients and --max-connections disagree")
-        if clients is not None:
-            self["max-connections"] = clients
-
-    def buildFactory(self) -> ServiceFactory:
-        checkers = self.get("credCheckers", [])
-        return ChatFactory(
-            checker=checkers[0] if checkers else None,
-            maxLineLength=self["max-line"],
-            rateLimit=self["rate-limit"],
-            maxOutput=self["max-output"],
-            historySize=self["history"],
-            maxRooms=self["max-rooms"],
-            **self._limits(),
-        )
-
-
-def _check_accounts(checker: Any) -> None:
-    """
-    Raise L{usage.UsageError} unless C{checker} can protect nicknames.
-    """
-    try:
-        Accounts(checker, Clock())
-    except UnsupportedCheckerError as e:
-        raise usage.UsageError(str(e)) from None
-    except OSError as e:
-        path = getattr(checker, "filename", "")
-        raise usage.UsageError(f"cannot read {path}: {_describe(e)}") from None
 
 
 SERVICES: Dict[str, Type[ServiceOptions]] = {
@@ -450,6 +93,19 @@ class Options(usage.Options):
         super().__init__()
         for name in SERVICES:
             self[name] = []
+        self["set"] = {name: [] for name in SERVICES}
+        self.chosen: List[ServiceOptions] = []
+
+    def opt_set(self, setting: str) -> None:
+        name, dot, rest = setting.partition(".")
+        option, equals, value = rest.partition("=")
+        if name not in SERVICES or not option:
+            services = ", ".join(SERVICES)
+            raise usage.UsageError(
+                f"--set takes SERVICE.OPTION=VALUE, SERVICE one of {services};"
+                f" not {setting!r}"
+            )
+        self["set"][name].append(f"--{option}={value}" if equals else f"--{option}")
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """
@@ -478,8 +134,28 @@ class Options(usage.Options):
                 f"--max-per-peer is for running every service; to run"
                 f" {self.subCommand} alone, give it after {self.subCommand}"
             )
+        if self.subCommand is not None and any(self["set"].values()):
+            raise usage.UsageError(
+                f"--set is for running every service; to run {self.subCommand}"
+                f" alone, give its options after it"
+            )
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
+        if self.subCommand is None:
+            self.chosen = [
+                self._parseService(n) for n in SERVICES if not self[f"no-{n}"]
+            ]
+
+    def _parseService(self, name: str) -> ServiceOptions:
+        options = SERVICES[name]()
+        args = [f"--listen={d}" for d in self[name]]
+        if self["max-per-peer"] is not None:
+            args.append(f"--max-per-peer={self['max-per-peer']}")
+        try:
+            options.parseOptions(args + self["set"][name])
+        except usage.UsageError as e:
+            raise usage.UsageError(f"{name}: {e}") from None
+        return options
 
     def serviceOptions(self) -> List[ServiceOptions]:
         """
@@ -487,17 +163,7 @@ class Options(usage.Options):
         """
         if self.subCommand is not None:
             return [self.subOptions]
-        chosen = []
-        for name, optionsClass in SERVICES.items():
-            if self[f"no-{name}"]:
-                continue
-            options = optionsClass()
-            args = [f"--listen={d}" for d in self[name]]
-            if self["max-per-peer"] is not None:
-                args.append(f"--max-per-peer={self['max-per-peer']}")
-            options.parseOptions(args)
-            chosen.append(options)
-        return chosen
+        return self.chosen
 
 
 def _endpoint_option(name: str) -> Callable[[Options, str], None]:
@@ -514,6 +180,10 @@ def _endpoint_option(name: str) -> Callable[[Options, str], None]:
 
 for _name in SERVICES:
     setattr(Options, f"opt_{_name}", _endpoint_option(_name))
+Options.opt_set.__doc__ = (
+    "Any option of one service when all run: SERVICE.OPTION=VALUE (as"
+    " chat.rate-limit=10) or SERVICE.FLAG; repeatable"
+)
 
 
 class StartupError(Exception):
@@ -560,7 +230,7 @@ class EndpointService(StreamServerEndpointService):
                 reason = e.socketError
             what = f"{self.factory.serviceName} cannot listen on {self.description}"
             startupFailed(
-                f"{what}: {_describe(reason)}", self.daemon, self.logOnTerminal
+                f"{what}: {describe_error(reason)}", self.daemon, self.logOnTerminal
             )
         assert self._waitingForPort is not None
         self._waitingForPort.addCallback(self._listened)
@@ -601,11 +271,6 @@ def _say(message: str) -> int:
         stream.write(message + "\n")
         stream.flush()
     return 1
-
-
-def _describe(error: BaseException) -> str:
-    strerror = getattr(error, "strerror", None)
-    return str(strerror) if strerror else str(error) or type(error).__name__
 
 
 class ProtocolService(MultiService):

@@ -234,6 +234,38 @@ class OptionMessagesTests(SynchronousTestCase):
         [chat] = parse("chat", "--max-clients", "2").serviceOptions()
         self.assertEqual(chat.buildFactory().maxConnections, 2)
 
+    def test_set_reaches_one_service_in_the_all_in_one_form(self) -> None:
+        chosen = parse(
+            "--set", "chat.rate-limit=10", "--set", "coucou.max-size=200"
+        ).serviceOptions()
+        byName = {o.serviceName: o for o in chosen}
+        self.assertEqual(byName["chat"]["rate-limit"], 10.0)
+        self.assertEqual(byName["coucou"]["max-size"], 200)
+        self.assertEqual(byName["echo"]["timeout"], 300.0)
+
+    def test_set_errors_name_the_service(self) -> None:
+        self.assertIn(
+            "chat: option --bogus not recognized", self.error("--set", "chat.bogus=1")
+        )
+        self.assertIn("SERVICE one of", self.error("--set", "nope.x=1"))
+        self.assertIn(
+            "--set is for running every service",
+            self.error("--set", "chat.history=1", "chat"),
+        )
+
+    def test_defaults_come_from_the_factories(self) -> None:
+        from sockproto.chat import ChatFactory
+        from sockproto.coucou import CoucouServerFactory
+
+        [chat] = parse("chat").serviceOptions()
+        factory = chat.buildFactory()
+        self.assertEqual(chat["history"], ChatFactory.historySize)
+        self.assertEqual(factory.timeout, ChatFactory.timeout)
+        self.assertEqual(CoucouServerFactory().maxSize, 140)
+        self.assertEqual(
+            EchoFactory().timeout, parse("echo").serviceOptions()[0]["timeout"]
+        )
+
     def test_all_in_one_max_per_peer_reaches_every_service(self) -> None:
         chosen = parse("--max-per-peer", "0").serviceOptions()
         self.assertEqual([o["max-per-peer"] for o in chosen], [0, 0, 0])
@@ -249,12 +281,12 @@ class OptionMessagesTests(SynchronousTestCase):
         self.assertIn("0: no limit", text)
 
     def test_ssl_without_the_tls_extra_names_the_extra(self) -> None:
-        from sockproto import service
+        from sockproto import options
 
         def missing(reactor: Any, description: str) -> Any:
             raise ImportError("No module named 'OpenSSL'")
 
-        self.patch(service, "serverFromString", missing)
+        self.patch(options, "serverFromString", missing)
         message = self.error("echo", "--listen", "ssl:0:privateKey=k.pem")
         self.assertIn("pip install 'sockproto[tls]'", message)
 

@@ -564,43 +564,58 @@ class ChatFactory(LineFactory):
         b"-!- error: this port speaks TLS: use a TLS client (sockproto chat --tls)\r\n"
     )
 
+    maxLineLength = 512
+    rateLimit = 5.0
+    maxOutput = 256 * 1024
+    historySize = 20
+    maxRooms = 1000
+    timeout: Optional[float] = 3600.0
+
     def __init__(
         self,
         server: Optional[IChatServer] = None,
         *,
-        maxLineLength: int = 512,
-        rateLimit: float = 5.0,
-        maxOutput: int = 256 * 1024,
-        historySize: int = 20,
-        maxRooms: int = 1000,
+        maxLineLength: Optional[int] = None,
+        rateLimit: Optional[float] = None,
+        maxOutput: Optional[int] = None,
+        historySize: Optional[int] = None,
+        maxRooms: Optional[int] = None,
         checker: Optional[ICredentialsChecker] = None,
-        timeout: Optional[float] = 3600.0,
         **limits: Any,
     ) -> None:
         """
         @param historySize: lines of history a room keeps, and
         @param maxRooms: how many rooms may exist at once (0: no limit),
             for the L{ChatServer} made when no C{server} is given.
-        @param limits: C{maxConnections}, C{maxPerPeer}, C{clock}: see
-            L{ServiceFactory}.
+        @param limits: C{maxConnections}, C{maxPerPeer}, C{timeout},
+            C{clock}: see L{ServiceFactory}.  Arguments left out take the
+            class's defaults.
         @raise UnsupportedCheckerError: if C{checker} cannot tell which
             nicknames are registered.
         @raise OSError: if C{checker}'s password file cannot be read.
         """
-        super().__init__(timeout=timeout, **limits)
+        super().__init__(**limits)
+        for name, value in [
+            ("maxLineLength", maxLineLength),
+            ("rateLimit", rateLimit),
+            ("maxOutput", maxOutput),
+            ("historySize", historySize),
+            ("maxRooms", maxRooms),
+        ]:
+            if value is not None:
+                setattr(self, name, value)
         if server is None:
-            name = f"sockproto chat on {socket.gethostname()}"
             server = ChatServer(
-                name, self.clock, historySize=historySize, maxRooms=maxRooms
+                f"sockproto chat on {socket.gethostname()}",
+                self.clock,
+                historySize=self.historySize,
+                maxRooms=self.maxRooms,
             )
         self.server: IChatServer = server
         self.accounts = Accounts(checker, self.clock) if checker is not None else None
         if self.accounts is not None:
             registered = self.accounts.registeredName
             server.reserved = lambda nick: registered(nick) is not None
-        self.maxLineLength = maxLineLength
-        self.rateLimit = rateLimit
-        self.maxOutput = maxOutput
 
     def reload(self) -> None:
         """

@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_chat_accounts,tests.test_service -*-
+"""
+The options of C{twistd sockproto chat}, with their defaults from
+L{ChatFactory}.
+"""
+
+from typing import Any
+
+from twisted.cred import strcred
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet.task import Clock
+from twisted.python import usage
+
+from ..base import ServiceFactory
+from ..options import ServiceOptions, count, describe_error, rate, timeout_option
+from .accounts import Accounts, UnsupportedCheckerError
+from .protocol import ChatFactory
+
+__all__ = ["ChatOptions"]
+
+
+class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
+    """
+    Options of the chat service.
+    """
+
+    serviceName = "chat"
+    defaultEndpoint = "tcp:12347"
+    description = "Run only chat: a multi-user line chat for telnet and nc."
+    longdesc = (
+        "A multi-user line chat for telnet, nc and 'sockproto chat'."
+        " Default: tcp:12347. Registered nicknames: --auth file:PATH, a file"
+        " of NAME:PASSWORD lines, read again when it changes (or on SIGHUP);"
+        " --auth memory:NAME:PASSWORD also works, but every local user can"
+        " read a command line (ps, /proc/PID/cmdline): use a file."
+    )
+    optParameters = [
+        [
+            "max-clients",
+            None,
+            None,
+            "Another name of --max-connections",
+            count("max-clients"),
+        ],
+        [
+            "history",
+            None,
+            ChatFactory.historySize,
+            "Lines of a room's history shown to newcomers; 0: none",
+            count("history"),
+        ],
+        [
+            "max-rooms",
+            None,
+            ChatFactory.maxRooms,
+            "Rooms that may exist at once; 0: no limit",
+            count("max-rooms"),
+        ],
+        [
+            "rate-limit",
+            None,
+            ChatFactory.rateLimit,
+            "Lines a second per client; 0: no limit",
+            rate("rate-limit"),
+        ],
+        [
+            "max-line",
+            None,
+            ChatFactory.maxLineLength,
+            "Longest line accepted, in bytes (1 or more)",
+            count("max-line", 1),
+        ],
+        [
+            "max-output",
+            None,
+            ChatFactory.maxOutput,
+            "Bytes a client may leave unread (past Twisted's 64 KiB buffer)"
+            " before it is dropped; 0: drop it once that buffer is full",
+            count("max-output"),
+        ],
+        timeout_option(ChatFactory, "Drop clients silent"),
+    ]
+
+    supportedInterfaces = [IUsernamePassword]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        checkers = self.get("credCheckers", [])
+        if len(checkers) > 1:
+            raise usage.UsageError("give --auth once")
+        if checkers:
+            _check_accounts(checkers[0])
+        clients, connections = self["max-clients"], self["max-connections"]
+        if None not in (clients, connections) and clients != connections:
+            raise usage.UsageError("--max-clients and --max-connections disagree")
+        if clients is not None:
+            self["max-connections"] = clients
+
+    def buildFactory(self) -> ServiceFactory:
+        checkers = self.get("credCheckers", [])
+        return ChatFactory(
+            checker=checkers[0] if checkers else None,
+            maxLineLength=self["max-line"],
+            rateLimit=self["rate-limit"],
+            maxOutput=self["max-output"],
+            historySize=self["history"],
+            maxRooms=self["max-rooms"],
+            **self.limits(),
+        )
+
+
+def _check_accounts(checker: Any) -> None:
+    """
+    Raise L{usage.UsageError} unless C{checker} can protect nicknames.
+    """
+    try:
+        Accounts(checker, Clock())
+    except UnsupportedCheckerError as e:
+        raise usage.UsageError(str(e)) from None
+    except OSError as e:
+        path = getattr(checker, "filename", "")
+        raise usage.UsageError(f"cannot read {path}: {describe_error(e)}") from None
