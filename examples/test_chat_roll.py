@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from chat_roll import DiceChatFactory
+from chat_roll import DiceChatFactory, DiceChatSession
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -29,7 +29,7 @@ class RollTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.factory = DiceChatFactory(ChatServer("dice", self.clock), clock=self.clock)
-        self.factory.random = random.Random(1)
+        self.patch(DiceChatSession, "random", random.Random(1))
         self.alice, self.a = connect(self.factory)
         self.clock.advance(0)
         self.a.clear()

@@ -534,7 +534,9 @@ class RoomLifeTests(SynchronousTestCase):
         chat = Chat()
         alice, a = chat.join()
         chat.send(alice, "/join secret", "remember me", "/part")
-        self.assertEqual(chat.factory.server.rooms(), [("lobby", 1)])
+        self.assertEqual(
+            self.successResultOf(chat.factory.server.rooms()), [("lobby", 1)]
+        )
         lines(a)
         chat.send(alice, "/join secret")
         self.assertNotIn("remember me", " ".join(lines(a)))
@@ -578,7 +580,7 @@ class RoomLifeTests(SynchronousTestCase):
         lines(s)
         chat.send(survivor, "still here")
         self.assertEqual(lines(s), ["<guest3> still here"])
-        self.assertEqual(chat.factory.server.room("lobby").nicks(), ["guest3"])
+        self.assertEqual(chat.factory.server.getRoom("lobby").memberNicks(), ["guest3"])
         self.assertEqual(len(chat.factory.connections), 1)
 
 

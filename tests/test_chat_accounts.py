@@ -137,7 +137,7 @@ class GuessingTests(ChatWithAccounts):
         right = self.nick("alice secret")
         self.assertEqual(wrong, "-!- error: nickname alice is taken")
         self.assertEqual(right, wrong)
-        self.assertEqual(self.protocol.wrongPasswords, 2)
+        self.assertEqual(self.protocol.session.wrongPasswords, 2)
         warnings = [e["log_format"] for e in events if e["log_level"].name == "warn"]
         self.assertTrue(any("right password" in w for w in warnings), warnings)
 

@@ -45,7 +45,7 @@ class ConcurrentCloseTests(TestCase):
             yield defer.gatherResults([c.closed for c in pair])
             yield self.waitUntilEmpty()
         self.assertEqual(self.factory.perPeer, {})
-        self.assertEqual(list(self.factory.server.room("lobby").members), [])
+        self.assertEqual(list(self.factory.server.getRoom("lobby").members), [])
         clients = yield self.connectClients(6)
         for n, client in enumerate(clients):
             client.send(f"line {n}")

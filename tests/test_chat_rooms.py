@@ -59,7 +59,7 @@ class RoomTests(SynchronousTestCase):
         self.room.join(a)
         for text in "1234":
             self.room.say(a, text)
-        history = self.room.join(Member("b"))
+        history = self.successResultOf(self.room.join(Member("b")))
         self.assertEqual([e.text for e in history], ["2", "3", "4"])
 
     def test_large_room_stops_announcing_joins(self) -> None:
@@ -90,19 +90,56 @@ class ServerTests(SynchronousTestCase):
     def test_guest_nicks_skip_taken_ones(self) -> None:
         server = ChatServer("x", Clock())
         a = Member("")
-        a.nick = server.register(a)
+        a.nick = self.successResultOf(server.register(a))
         b = Member("")
-        self.assertIsNone(server.rename(b, "guest2"))
+        self.successResultOf(server.rename(b, "guest2"))
         b.nick = "guest2"
         c = Member("")
-        self.assertEqual(server.register(c), "guest3")
+        self.assertEqual(self.successResultOf(server.register(c)), "guest3")
 
     def test_empty_rooms_are_forgotten_but_not_the_default(self) -> None:
         server = ChatServer("x", Clock())
         server.room("lobby")
-        room = server.room("games")
+        room = self.successResultOf(server.room("games"))
         member = Member("a")
         room.join(member)
-        self.assertEqual(server.rooms(), [("games", 1), ("lobby", 0)])
+        rooms = self.successResultOf(server.rooms())
+        self.assertEqual(rooms, [("games", 1), ("lobby", 0)])
         room.leave(member, "bye")
-        self.assertEqual(server.rooms(), [("lobby", 0)])
+        self.assertEqual(self.successResultOf(server.rooms()), [("lobby", 0)])
+
+    def test_rename_is_announced_once_in_each_room_of_the_member(self) -> None:
+        clock = Clock()
+        server = ChatServer("x", clock)
+        a, b = Member(""), Member("b")
+        a.nick = self.successResultOf(server.register(a))
+        room = self.successResultOf(server.room("lobby"))
+        room.join(a)
+        room.join(b)
+        clock.advance(0)
+        b.batches.clear()
+        self.successResultOf(server.rename(a, "alice"))
+        clock.advance(0)
+        self.assertEqual(b.events(), [("nick", a.nick, "alice")])
+
+    def test_taken_and_invalid_nicks_fail_with_a_chat_error(self) -> None:
+        from sockproto.chat import ChatError
+
+        server = ChatServer("x", Clock())
+        a, b = Member(""), Member("")
+        a.nick = self.successResultOf(server.register(a))
+        b.nick = self.successResultOf(server.register(b))
+        self.failureResultOf(server.rename(b, a.nick.upper()), ChatError)
+        self.failureResultOf(server.rename(b, "9lives"), ChatError)
+        self.failureResultOf(server.tell(b, "nobody", "hi"), ChatError)
+
+    def test_private_message_goes_to_the_nick(self) -> None:
+        server = ChatServer("x", Clock())
+        a, b = Member(""), Member("")
+        a.nick = self.successResultOf(server.register(a))
+        b.nick = self.successResultOf(server.register(b))
+        event = self.successResultOf(server.tell(a, b.nick.upper(), "psst"))
+        self.assertEqual(b.private, [event])
+        self.assertEqual(
+            (event.nick, event.target, event.text), (a.nick, b.nick, "psst")
+        )

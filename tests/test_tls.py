@@ -89,12 +89,12 @@ class TLSTests(TestCase):
         yield wait_for(lambda: len(factory.connections) == 1, 10)
         [protocol] = factory.connections
         self.assertFalse(protocol.ready)
-        self.assertEqual(factory.server.room("lobby").nicks(), [])
+        self.assertEqual(factory.server.getRoom("lobby").memberNicks(), [])
         self.assertIsNone(factory.server.find("guest1"))
         clock.advance(ChatProtocol.handshakeTimeout)
         clock.advance(ChatProtocol.abortDelay)
         yield wait_for(lambda: not factory.connections, 10)
-        self.assertEqual(factory.server.room("lobby").nicks(), [])
+        self.assertEqual(factory.server.getRoom("lobby").memberNicks(), [])
         silent.transport.abortConnection()
 
     def sockproto(self, *args: str) -> Any:

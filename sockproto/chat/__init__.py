@@ -8,11 +8,15 @@ come later without touching either.
 """
 
 from .events import ChatEvent, EventBatch
-from .interfaces import IChatMember, IChatRoom, IChatServer
+from .interfaces import ChatError, IChatClient, IChatMember, IChatRoom, IChatServer
 from .protocol import ChatFactory, ChatProtocol
 from .rooms import ChatRoom, ChatServer
+from .session import ChatSession
 
 __all__ = [
+    "ChatError",
+    "ChatSession",
+    "IChatClient",
     "ChatEvent",
     "ChatFactory",
     "ChatProtocol",

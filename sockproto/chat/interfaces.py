@@ -1,19 +1,27 @@
 """
-The seams of the chat: a member (a connection, whatever its protocol), a
-room, and the server that holds nicknames and rooms.
+The seams of the chat.
 
-The in-process implementations are L{sockproto.chat.rooms.ChatServer} and
-L{sockproto.chat.rooms.ChatRoom}; one shared by several processes through
-a message broker would provide the same interfaces.
+A front end (the line protocol for telnet and nc; later a WebSocket page or
+IRC) turns its wire into calls on a L{sockproto.chat.session.ChatSession},
+which knows no transport, and shows what the session tells its
+L{IChatClient}.  The session talks to the back end (L{IChatServer} and its
+L{IChatRoom}s: in this process today, shared through a broker later) only
+through methods that return Deferreds, and names other members by their
+nicknames: nothing but the session's own member crosses the seam.
+
+The in-process back end, L{sockproto.chat.rooms.ChatServer}, answers with
+Deferreds that have already fired, so that tests stay synchronous on a
+Clock.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from .events import ChatEvent, EventBatch
 
-__all__ = ["ChatError", "IChatMember", "IChatRoom", "IChatServer"]
+__all__ = ["ChatError", "IChatClient", "IChatMember", "IChatRoom", "IChatServer"]
 
 
 class ChatError(Exception):
@@ -25,7 +33,8 @@ class ChatError(Exception):
 
 class IChatMember(Interface):
     """
-    Someone in the chat: one connection of any front end.
+    Someone in the chat, as a back end sees a member of this process: where
+    to deliver what happens in its room, and what it wants to be called.
     """
 
     nick = Attribute("The member's current nickname (str).")
@@ -43,6 +52,33 @@ class IChatMember(Interface):
         """
 
 
+class IChatClient(IChatMember):
+    """
+    What a L{sockproto.chat.session.ChatSession} shows its user through: a
+    front end renders each call on its own wire.
+    """
+
+    def notice(text: str) -> None:
+        """
+        A line from the server to this user alone.
+        """
+
+    def error(text: str) -> None:
+        """
+        An error about what this user asked for.
+        """
+
+    def history(room: str, events: Sequence[ChatEvent]) -> None:
+        """
+        The recent lines of C{room}, shown on entering it.
+        """
+
+    def close() -> None:
+        """
+        End the connection, once what was sent is out.
+        """
+
+
 class IChatRoom(Interface):
     """
     A room: its members, its recent history, and the fan-out to them.
@@ -50,41 +86,43 @@ class IChatRoom(Interface):
 
     name = Attribute("The room's name, without '#' (str).")
 
-    def join(member: IChatMember) -> Sequence[ChatEvent]:
+    def join(member: IChatMember) -> "Deferred[List[ChatEvent]]":
         """
-        Add C{member}, announce it, and return the recent history for it.
+        Add C{member} and announce it.
+
+        @return: the room's recent history.
+        @rtype: L{Deferred} firing with a list of L{ChatEvent}
         """
 
-    def leave(member: IChatMember, reason: str) -> None:
+    def leave(member: IChatMember, reason: str) -> "Deferred[None]":
         """
         Remove C{member} and announce why it left; nothing more is
         delivered to it.  A room left empty may be forgotten.
+
+        @rtype: L{Deferred} firing with None
         """
 
-    def say(member: IChatMember, text: str) -> None:
+    def say(member: IChatMember, text: str) -> "Deferred[None]":
         """
         Publish a line from C{member} to everyone in the room.
+
+        @rtype: L{Deferred} firing with None
+        @raise ChatError: (in the Deferred) if the line cannot be published.
         """
 
-    def act(member: IChatMember, text: str) -> None:
+    def act(member: IChatMember, text: str) -> "Deferred[None]":
         """
         Publish an action (C{/me}) from C{member}.
+
+        @rtype: L{Deferred} firing with None
+        @raise ChatError: (in the Deferred) if it cannot be published.
         """
 
-    def renamed(member: IChatMember, old: str) -> None:
-        """
-        Announce that C{member}, formerly C{old}, changed its nickname.
-        """
-
-    def nicks() -> List[str]:
+    def nicks() -> "Deferred[List[str]]":
         """
         The nicknames of the members, in the order they joined.
-        """
 
-    def flush() -> None:
-        """
-        Deliver what the room has queued for its members now.  A front end
-        calls it before writing directly to a member, to keep order.
+        @rtype: L{Deferred} firing with a list of str
         """
 
 
@@ -100,39 +138,59 @@ class IChatServer(Interface):
         " guest nicknames skip it."
     )
 
-    def register(member: IChatMember) -> str:
+    def register(member: IChatMember) -> "Deferred[str]":
         """
-        Give C{member} a free guest nickname and return it.
+        Give C{member} a free guest nickname.
+
+        @rtype: L{Deferred} firing with the nickname (str)
         """
 
-    def rename(member: IChatMember, nick: str) -> Optional[str]:
+    def rename(member: IChatMember, nick: str) -> "Deferred[None]":
         """
-        Change C{member}'s nickname: None if done, else why not.
+        Change C{member}'s nickname to C{nick} and announce it, once, in
+        each of its rooms.  C{member.nick} is the old nickname until the
+        Deferred fires; the caller then changes it.
+
+        @rtype: L{Deferred} firing with None
+        @raise ChatError: (in the Deferred) if C{nick} is invalid or taken.
         """
 
-    def unregister(member: IChatMember) -> None:
+    def unregister(member: IChatMember) -> "Deferred[None]":
         """
         Free C{member}'s nickname.
+
+        @rtype: L{Deferred} firing with None
         """
 
-    def find(nick: str) -> Optional[IChatMember]:
+    def inUse(nick: str) -> "Deferred[bool]":
         """
-        The member using C{nick} (ignoring case), if any.
+        Whether someone uses C{nick} (ignoring case).
+
+        @rtype: L{Deferred} firing with a bool
         """
 
-    def room(name: str) -> IChatRoom:
+    def tell(member: IChatMember, nick: str, text: str) -> "Deferred[ChatEvent]":
+        """
+        Send C{text} privately from C{member} to whoever uses C{nick}
+        (ignoring case).
+
+        @return: the private event, as its recipient got it.
+        @rtype: L{Deferred} firing with a L{ChatEvent}
+        @raise ChatError: (in the Deferred) if nobody uses C{nick}.
+        """
+
+    def room(name: str) -> "Deferred[IChatRoom]":
         """
         The room called C{name}, created if needed.
 
-        @raise ChatError: when it would be one room too many.
+        @rtype: L{Deferred} firing with an L{IChatRoom}
+        @raise ChatError: (in the Deferred) when it would be one room too
+            many.
         """
 
-    def rooms() -> List[Tuple[str, int]]:
+    def rooms() -> "Deferred[List[Tuple[str, int]]]":
         """
         Each room's name and member count.
-        """
 
-    def flush() -> None:
-        """
-        Deliver what every room has queued.
+        @rtype: L{Deferred} firing with a list of (str, int)
         """

@@ -15,11 +15,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..lines import LineFactory, LineProtocol
-from ..text import decode_line, plural
+from ..text import decode_line
 from .accounts import Accounts, UnsupportedCheckerError
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
-from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
-from .rooms import ChatServer, valid_room
+from .interfaces import IChatClient, IChatRoom, IChatServer
+from .rooms import ChatServer
+from .session import ChatSession
 
 __all__ = [
     "ChatFactory",
@@ -43,33 +44,40 @@ def unforgeable(text: str) -> str:
     return text
 
 
-@implementer(IChatMember)
+@implementer(IChatClient)
 class ChatProtocol(LineProtocol):
     """
-    One chat connection.
+    The chat's line front end: frames lines, hands each to its
+    L{ChatSession} (which holds the commands, nicknames and rooms), and
+    renders what the session and the room send back.
 
     Every line from the server starts with L{NOTICE} (C{-!- }), but for
     room lines (C{<nick> text}), actions (C{* nick text}) and private
     messages (C{*nick* -> *nick* text}), none of which a user can make
     start with it.
 
-    To add a command, add a method C{command_NAME(self, argument)} whose
-    docstring's first line is its help.  To change how lines look,
-    override L{formatEvent} (for room and private events) or L{notice}.
+    Commands belong to the session (C{factory.session}, a L{ChatSession}
+    subclass), so that every front end has them; a C{command_NAME} method
+    here works too, for this front end alone.  To change how lines look,
+    override a C{formatKIND} method (see L{formats}) or L{notice}.
     """
 
     factory: "ChatFactory"
-    nick = ""
-    quitReason = "connection lost"
-    """What the room is told when this client leaves."""
-    room: Optional[IChatRoom] = None
-    joined = False
-    """True from when the client has a nickname until it leaves."""
-    wrongPasswords = 0
+    session: Optional[ChatSession] = None
     _paused = False
     _producing = False
     _backlog = 0
     _dropped = False
+
+    @property
+    def nick(self) -> str:
+        """The user's nickname (the session's)."""
+        return self.session.nick if self.session is not None else ""
+
+    @property
+    def room(self) -> Optional[IChatRoom]:
+        """The user's room (the session's)."""
+        return self.session.room if self.session is not None else None
 
     # --- connection -------------------------------------------------------
 
@@ -86,6 +94,13 @@ class ChatProtocol(LineProtocol):
             self.transport.unregisterProducer()
         super().closeConnection()
 
+    def close(self) -> None:
+        """
+        The session ends the connection (C{/quit}, too many wrong
+        passwords).
+        """
+        self.closeConnection()
+
     def connectionReady(self) -> None:
         """
         The connection can carry data (on TLS, the handshake is done):
@@ -93,32 +108,21 @@ class ChatProtocol(LineProtocol):
         """
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # chat lines are small and urgent
-        server = self.factory.server
-        self.nick = server.register(self)
-        self.joined = True
-        self.welcome()
-        self.enter(server.room(server.defaultRoom))
+        self.session = self.factory.buildSession(self)
+        self.session.start()
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         # The slots and timers first (they cannot fail), then the chat.
         super().connectionLost(reason)
-        if self.joined:
-            self.joined = False
-            self.factory.server.unregister(self)
-            self.leaveRoom(self.quitReason)
-
-    def welcome(self) -> None:
-        """
-        Called when a client has joined: greet it.
-        """
-        server = self.factory.server
-        self.notice(f"Welcome to {server.name}, {self.nick}. Type /help for commands.")
+        if self.session is not None:
+            self.session.end()
 
     def shutdownConnection(self) -> None:
         """
         Called when the server stops: say so, then close.
         """
-        self.quitReason = "server shutting down"
+        if self.session is not None:
+            self.session.quitReason = "server shutting down"
         self.notice("server shutting down")
         self.closeConnection()
 
@@ -126,44 +130,12 @@ class ChatProtocol(LineProtocol):
 
     def lineReceived(self, line: bytes) -> None:
         """
-        Called with each line's bytes, at the allowed rate: decode, dispatch.
+        Called with each line's bytes, at the allowed rate: decode, and
+        hand it to the session.
         """
         text = decode_line(line).strip()
-        if text:
-            self.textReceived(text)
-
-    def textReceived(self, text: str) -> None:
-        """
-        Called with each non-blank line, decoded and cleaned.
-        """
-        if text.startswith("/") and not text.startswith("//"):
-            name, _, argument = text[1:].partition(" ")
-            self.commandReceived(name.lower(), argument.strip())
-        else:
-            self.say(text[1:] if text.startswith("//") else text)
-
-    def commandReceived(self, name: str, argument: str) -> None:
-        """
-        Called with each command: runs C{command_NAME(argument)}.
-        """
-        method = getattr(self, "command_" + name, None) if name.isidentifier() else None
-        if method is None:
-            self.log.info(
-                "chat: {peer} unknown command {name!r}", peer=self.peer, name=name
-            )
-            self.error(f"unknown command /{name} (try /help)")
-            return
-        try:
-            method(argument)
-        except ChatError as e:
-            self.error(str(e))
-
-    def say(self, text: str) -> None:
-        """
-        Called with each line for the room.
-        """
-        if self.room is not None:
-            self.room.say(self, text)
+        if text and self.session is not None:
+            self.session.textReceived(text)
 
     def lineTooLong(self, length: int) -> None:
         """
@@ -182,7 +154,7 @@ class ChatProtocol(LineProtocol):
         Called when far too much arrives without a line end: disconnect.
         """
         self.log.warn("chat: {peer} sent too much without a line end", peer=self.peer)
-        self.quitReason = "sent too much without a line end"
+        self.quit("sent too much without a line end")
         self.error("too much data without a line end: disconnecting")
         self.closeConnection()
 
@@ -200,221 +172,16 @@ class ChatProtocol(LineProtocol):
         Called when far more lines wait than the rate limit lets through:
         disconnect.
         """
-        self.quitReason = "excess flood"
+        self.quit("excess flood")
         self.error("excess flood: disconnecting")
         super().excessFlood()
 
-    # --- commands ---------------------------------------------------------
-
-    def command_help(self, argument: str) -> None:
-        """/help: list the commands."""
-        for name in sorted(dir(self)):
-            if name.startswith("command_"):
-                doc = (getattr(self, name).__doc__ or "").strip().splitlines()
-                self.notice(doc[0] if doc else "/" + name[len("command_") :])
-        self.notice("//TEXT: say a line that starts with /, as /TEXT")
-
-    def command_nick(self, argument: str) -> None:
-        """/nick NAME [PASSWORD]: change nickname (a registered one needs it)."""
-        nick, _, password = argument.partition(" ")
-        password = password.strip()
-        if not nick:
-            return self.error("usage: /nick NAME [PASSWORD]")
-        if nick == self.nick:
-            return self.error(f"you are {nick} already")
-        accounts = self.factory.accounts
-        account = accounts.registeredName(nick) if accounts is not None else None
-        if account is None:
-            if password:
-                return self.error(f"nickname {nick} is not registered: /nick {nick}")
-            return self.changeNick(nick)
-        assert accounts is not None
-        if not password:
-            if account.lower() == nick.lower():
-                return self.error(
-                    f"nickname {nick} is registered: /nick {nick} PASSWORD"
-                )
-            return self.error(
-                f"nickname {nick} looks like registered {account}: choose another"
-            )
-        if not accounts.mayGuess(self.peerKey):
-            self.log.warn(
-                "chat: {peer} tried a password for {nick} too soon after too"
-                " many wrong ones from its address",
-                peer=self.peer,
-                nick=account,
-            )
-            return self.error("too many wrong passwords from your address: try later")
-        d = accounts.check(account, password)
-        d.addCallback(self.passwordChecked, nick)
-        d.addErrback(self._checkFailed)
-
-    def passwordChecked(self, right: bool, nick: str) -> None:
+    def quit(self, reason: str) -> None:
         """
-        Called with the result of checking the password for registered
-        nickname C{nick}.  While someone else uses it, every password, the
-        right one too, gets "taken" and counts as a failed attempt, so that
-        the answer tells a guesser nothing.
+        Set what the room is told when this connection ends.
         """
-        if not self.connected:
-            return
-        holder = self.factory.server.find(nick)
-        taken = holder is not None and holder is not self
-        if right and not taken:
-            return self.changeNick(nick)
-        if right:
-            self.log.warn(
-                "chat: {peer} gave the right password for {nick}, which is in"
-                " use: refused",
-                peer=self.peer,
-                nick=nick,
-            )
-        else:
-            self.log.warn(
-                "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
-            )
-        self.failedAttempt(
-            f"nickname {nick} is taken" if taken else f"wrong password for {nick}"
-        )
-
-    def failedAttempt(self, answer: str) -> None:
-        """
-        Called after a password attempt that did not get the nickname:
-        count it against this connection and its address, and answer; past
-        L{Accounts.maxWrongPerConnection}, disconnect.
-        """
-        accounts = self.factory.accounts
-        assert accounts is not None
-        accounts.wrongGuess(self.peerKey)
-        self.wrongPasswords += 1
-        if self.wrongPasswords < accounts.maxWrongPerConnection:
-            return self.error(answer)
-        self.log.warn(
-            "chat: {peer} gave {count} wrong passwords: disconnecting",
-            peer=self.peer,
-            count=self.wrongPasswords,
-        )
-        self.quitReason = "too many wrong passwords"
-        self.error(answer + "; too many wrong passwords: disconnecting")
-        self.closeConnection()
-
-    def _checkFailed(self, failure: Failure) -> None:
-        self.log.failure(
-            "chat: cannot check a password for {peer}", failure, peer=self.peer
-        )
-        if self.connected:
-            self.error("cannot check passwords right now, try again later")
-
-    def changeNick(self, nick: str) -> None:
-        """
-        Take C{nick}, if it is valid and free, and announce it.
-        """
-        old = self.nick
-        problem = self.factory.server.rename(self, nick)
-        if problem is not None:
-            return self.error(problem)
-        self.nick = nick
-        if self.room is not None:
-            self.room.renamed(self, old)
-        self.log.info(
-            "chat: {peer} {old} is now {new}", peer=self.peer, old=old, new=nick
-        )
-
-    def command_me(self, argument: str) -> None:
-        """/me ACTION: show an action, as in '* alice waves'."""
-        if not argument:
-            return self.error("usage: /me ACTION")
-        if self.room is not None:
-            self.room.act(self, argument)
-
-    def command_who(self, argument: str) -> None:
-        """/who: list who is in your room."""
-        if self.room is None:
-            return
-        nicks = self.room.nicks()
-        shown = ", ".join(nicks[:100])
-        more = f" and {len(nicks) - 100} more" if len(nicks) > 100 else ""
-        self.notice(f"in #{self.room.name} ({len(nicks)}): {shown}{more}")
-
-    def command_msg(self, argument: str) -> None:
-        """/msg NICK TEXT: send a private message."""
-        nick, _, text = argument.partition(" ")
-        text = text.strip()
-        if not nick or not text:
-            return self.error("usage: /msg NICK TEXT")
-        target = self.factory.server.find(nick)
-        if target is None:
-            return self.error(f"no such nickname: {nick}")
-        event = ChatEvent(PRIVATE, "", self.nick, text, target.nick)
-        target.receive(event)
-        if target is not self:
-            self.receive(event)
-
-    def command_join(self, argument: str) -> None:
-        """/join ROOM: leave your room for #ROOM, created if needed."""
-        name = valid_room(argument)
-        if name is None:
-            return self.error(
-                "usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)"
-            )
-        if self.room is not None and name == self.room.name:
-            return self.error(f"you are already in #{name}")
-        room = self.factory.server.room(name)  # may raise ChatError
-        self.leaveRoom(f"joined #{name}")
-        self.enter(room)
-
-    def command_part(self, argument: str) -> None:
-        """/part: go back to the default room."""
-        default = self.factory.server.defaultRoom
-        if self.room is not None and self.room.name == default:
-            return self.error(f"you are in #{default} already; /quit leaves the chat")
-        self.leaveRoom(argument or f"back to #{default}")
-        self.enter(self.factory.server.room(default))
-
-    maxRoomsShown = 50
-    """How many rooms C{/rooms} lists, the most crowded first."""
-
-    def command_rooms(self, argument: str) -> None:
-        """/rooms: list the rooms, the most crowded first."""
-        rooms = sorted(self.factory.server.rooms(), key=lambda room: -room[1])
-        shown = ", ".join(
-            f"#{name} ({count})" for name, count in rooms[: self.maxRoomsShown]
-        )
-        more = len(rooms) - self.maxRoomsShown
-        self.notice(
-            f"rooms ({len(rooms)}): {shown}" + (f" and {more} more" if more > 0 else "")
-        )
-
-    def command_quit(self, argument: str) -> None:
-        """/quit [REASON]: leave the chat."""
-        self.quitReason = argument or "quit"
-        self.notice("bye")
-        self.closeConnection()
-
-    # --- rooms --------------------------------------------------------------
-
-    def enter(self, room: IChatRoom) -> None:
-        """
-        Join C{room} and show who is there and its recent history.
-        """
-        name = room.name
-        others = room.nicks()
-        shown = ", ".join(others[:20]) + (" ..." if len(others) > 20 else "")
-        self.notice(f"you are in #{name}" + (f" with {shown}" if others else ", alone"))
-        self.room = room
-        history = room.join(self)
-        if history:
-            last = plural(len(history), "line")
-            header = f"{NOTICE}last {last} of #{name}:\r\n".encode()
-            self.writeOut(header + self.renderEvents(history))
-
-    def leaveRoom(self, reason: str) -> None:
-        """
-        Leave the current room, if any, with C{reason}.
-        """
-        if self.room is not None:
-            room, self.room = self.room, None
-            room.leave(self, reason)
+        if self.session is not None:
+            self.session.quitReason = reason
 
     # --- output -------------------------------------------------------------
 
@@ -479,6 +246,10 @@ class ChatProtocol(LineProtocol):
         """An event of a kind this class does not know: its text, as a notice."""
         return NOTICE + unforgeable(event.text)
 
+    def history(self, room: str, events: Sequence[ChatEvent]) -> None:
+        header = (NOTICE + ChatSession.lastLines(len(events), room) + "\r\n").encode()
+        self.writeOut(header + self.renderEvents(events))
+
     def notice(self, text: str) -> None:
         """
         Send a line from the server to this client alone.
@@ -495,8 +266,9 @@ class ChatProtocol(LineProtocol):
         """
         Write to this client alone, after what its room has queued.
         """
-        if self.room is not None:
-            self.room.flush()
+        flush = getattr(self.room, "flush", None)
+        if flush is not None:
+            flush()  # the in-process room batches: what it holds goes first
         self.writeOut(data)
 
     def writeOut(self, data: bytes) -> None:
@@ -523,7 +295,7 @@ class ChatProtocol(LineProtocol):
             nick=self.nick,
             backlog=self._backlog,
         )
-        self.quitReason = "not reading"
+        self.quit("not reading")
         self.transport.abortConnection()
 
     # IPushProducer: the transport tells us when its buffer is full.
@@ -617,6 +389,21 @@ class ChatFactory(LineFactory):
             registered = self.accounts.registeredName
             server.reserved = lambda nick: registered(nick) is not None
 
+    session = ChatSession
+    """The class of each connection's session: subclass it to add commands."""
+
+    def buildSession(self, client: ChatProtocol) -> ChatSession:
+        """
+        Make the session of a connection.
+        """
+        return self.session(
+            client,
+            self.server,
+            self.accounts,
+            peer=client.peer,
+            peerKey=client.peerKey,
+        )
+
     def reload(self) -> None:
         """
         Read the registered nicknames again, if they come from a file.
@@ -625,5 +412,7 @@ class ChatFactory(LineFactory):
             self.accounts.reloadLogged()
 
     def closeAll(self) -> Any:
-        self.server.flush()
+        flush = getattr(self.server, "flush", None)
+        if flush is not None:
+            flush()
         return super().closeAll()

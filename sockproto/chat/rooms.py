@@ -6,14 +6,15 @@ The chat's rooms and nicknames, in one process.
 import itertools
 import re
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..base import default_reactor
-from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, ChatEvent, EventBatch
+from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
 
 __all__ = [
@@ -95,13 +96,20 @@ class ChatRoom:
         self._pending: List[ChatEvent] = []
         self._flushCall: Optional[IDelayedCall] = None
 
-    def join(self, member: IChatMember) -> Sequence[ChatEvent]:
+    def join(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
         self.flush()
         self.members[id(member)] = member
         self._announce(ChatEvent(JOIN, self.name, member.nick))
-        return list(self.history)
+        return succeed(list(self.history))
 
-    def leave(self, member: IChatMember, reason: str) -> None:
+    def leave(self, member: IChatMember, reason: str) -> "Deferred[None]":
+        self.remove(member, reason)
+        return succeed(None)
+
+    def remove(self, member: IChatMember, reason: str) -> None:
+        """
+        L{leave}, at once.
+        """
         self.flush()  # what was said before it left, in order
         if self.members.pop(id(member), None) is None:
             return
@@ -112,16 +120,28 @@ class ChatRoom:
         if self.emptied is not None:
             self.emptied(self)
 
-    def say(self, member: IChatMember, text: str) -> None:
+    def say(self, member: IChatMember, text: str) -> "Deferred[None]":
         self._remember(ChatEvent(MESSAGE, self.name, member.nick, text))
+        return succeed(None)
 
-    def act(self, member: IChatMember, text: str) -> None:
+    def act(self, member: IChatMember, text: str) -> "Deferred[None]":
         self._remember(ChatEvent(ACTION, self.name, member.nick, text))
+        return succeed(None)
 
-    def renamed(self, member: IChatMember, old: str) -> None:
-        self._announce(ChatEvent(NICK, self.name, old, member.nick))
+    def renamed(self, member: IChatMember, old: str, new: str) -> None:
+        """
+        Announce that C{member}, formerly C{old}, is now C{new}.
+        """
+        if id(member) in self.members:
+            self._announce(ChatEvent(NICK, self.name, old, new))
 
-    def nicks(self) -> List[str]:
+    def nicks(self) -> "Deferred[List[str]]":
+        return succeed(self.memberNicks())
+
+    def memberNicks(self) -> List[str]:
+        """
+        L{nicks}, at once.
+        """
         return [member.nick for member in self.members.values()]
 
     def _remember(self, event: ChatEvent) -> None:
@@ -154,7 +174,7 @@ class ChatRoom:
                 log.failure("chat: delivery to {nick} failed", nick=member.nick)
                 failed.append(member)
         for member in failed:
-            self.leave(member, "delivery failed")
+            self.remove(member, "delivery failed")
 
 
 @implementer(IChatServer)
@@ -193,38 +213,70 @@ class ChatServer:
         self._rooms: Dict[str, ChatRoom] = {}
         self._guests = itertools.count(1)
 
-    def register(self, member: IChatMember) -> str:
+    def register(self, member: IChatMember) -> "Deferred[str]":
         while True:
             nick = f"guest{next(self._guests)}"
             key = nick_key(nick)
             if key not in self._members and not self.reserved(nick):
                 self._members[key] = member
-                return nick
+                return succeed(nick)
 
-    def rename(self, member: IChatMember, nick: str) -> Optional[str]:
+    def rename(self, member: IChatMember, nick: str) -> "Deferred[None]":
         if not valid_nick(nick):
-            return f"invalid nickname {nick!r}: {NICK_RULE}"
+            return fail(ChatError(f"invalid nickname {nick!r}: {NICK_RULE}"))
         holder = self._members.get(nick_key(nick))
         if holder is not None and holder is not member:
-            return f"nickname {nick} is taken" + (
-                "" if holder.nick.lower() == nick.lower() else f" (by {holder.nick})"
-            )
-        self.unregister(member)
+            same = holder.nick.lower() == nick.lower()
+            by = "" if same else f" (by {holder.nick})"
+            return fail(ChatError(f"nickname {nick} is taken{by}"))
+        old = member.nick
+        self._forget(member)
         self._members[nick_key(nick)] = member
-        return None
+        for room in list(self._rooms.values()):
+            room.renamed(member, old, nick)
+        return succeed(None)
 
-    def unregister(self, member: IChatMember) -> None:
+    def unregister(self, member: IChatMember) -> "Deferred[None]":
+        self._forget(member)
+        return succeed(None)
+
+    def _forget(self, member: IChatMember) -> None:
         key = nick_key(member.nick)
         if self._members.get(key) is member:
             del self._members[key]
 
     def find(self, nick: str) -> Optional[IChatMember]:
+        """
+        The member of this process using C{nick} (ignoring case), if any.
+        """
         member = self._members.get(nick_key(nick))
         if member is None or member.nick.lower() != nick.lower():
             return None
         return member
 
-    def room(self, name: str) -> ChatRoom:
+    def inUse(self, nick: str) -> "Deferred[bool]":
+        return succeed(self.find(nick) is not None)
+
+    def tell(self, member: IChatMember, nick: str, text: str) -> "Deferred[ChatEvent]":
+        target = self.find(nick)
+        if target is None:
+            return fail(ChatError(f"no such nickname: {nick}"))
+        event = ChatEvent(PRIVATE, "", member.nick, text, target.nick)
+        target.receive(event)
+        return succeed(event)
+
+    def room(self, name: str) -> "Deferred[IChatRoom]":
+        try:
+            return succeed(self.getRoom(name))
+        except ChatError:
+            return fail()
+
+    def getRoom(self, name: str) -> ChatRoom:
+        """
+        L{room}, at once.
+
+        @raise ChatError: when it would be one room too many.
+        """
         room = self._rooms.get(name)
         if room is None:
             if self.maxRooms and len(self._rooms) >= self.maxRooms:
@@ -240,8 +292,10 @@ class ChatServer:
         if room.name != self.defaultRoom and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
 
-    def rooms(self) -> List[Tuple[str, int]]:
-        return sorted((name, len(room.members)) for name, room in self._rooms.items())
+    def rooms(self) -> "Deferred[List[Tuple[str, int]]]":
+        return succeed(
+            sorted((name, len(room.members)) for name, room in self._rooms.items())
+        )
 
     def flush(self) -> None:
         for room in list(self._rooms.values()):

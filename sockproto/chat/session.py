@@ -1,0 +1,426 @@
+# -*- test-case-name: tests.test_chat_behaviour -*-
+"""
+One user's chat, with no transport: the commands, nicknames and passwords,
+rooms and the words the server says.  Every front end (the line protocol
+today) decodes its wire into L{ChatSession.textReceived} and shows what the
+session tells its L{IChatClient}; a new front end reuses all of it.
+"""
+
+from typing import Any, Callable, List, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..text import plural
+from .accounts import Accounts
+from .interfaces import ChatError, IChatClient, IChatRoom, IChatServer
+
+__all__ = ["ChatSession"]
+
+
+class ChatSession:
+    """
+    One user in the chat.
+
+    To add a command, add a method C{command_NAME(self, argument)} whose
+    docstring's first line is its help; the front end's L{IChatClient}
+    shows what it says with L{notice} and L{error}.
+
+    Every call to the back end returns a Deferred; a L{ChatError} in it is
+    the answer to the user, anything else is logged and the user told the
+    chat is unavailable.
+
+    @ivar nick: the user's nickname, once L{start} has one.
+    @ivar room: the room the user is in, if any.
+    @ivar quitReason: what the room is told when the user leaves.
+    @ivar wrongPasswords: wrong passwords given on this connection.
+    """
+
+    log = Logger()
+    nick = ""
+    room: Optional[IChatRoom] = None
+    joined = False
+    quitReason = "connection lost"
+    wrongPasswords = 0
+
+    def __init__(
+        self,
+        client: IChatClient,
+        server: IChatServer,
+        accounts: Optional[Accounts] = None,
+        peer: str = "",
+        peerKey: Optional[str] = None,
+    ) -> None:
+        """
+        @param client: the front end's side of this user: where the session
+            shows what happens.  It is also the member the back end
+            delivers to; its C{nick} is L{nick}.
+        @param peer: the user's address, for the log.
+        @param peerKey: what the per-address password limit counts.
+        """
+        self.client = client
+        self.server = server
+        self.accounts = accounts
+        self.peer = peer
+        self.peerKey = peerKey
+
+    # --- life -------------------------------------------------------------
+
+    def start(self) -> "Deferred[None]":
+        """
+        Join the chat: a guest nickname, the welcome, the default room.
+        """
+        d = self.server.register(self.client)
+        d.addCallback(self._registered)
+        return self._answer(d)
+
+    def _registered(self, nick: str) -> "Deferred[None]":
+        self.nick = nick
+        self.joined = True
+        self.welcome()
+        return self.server.room(self.server.defaultRoom).addCallback(self.enter)
+
+    def welcome(self) -> None:
+        """
+        Called once the user has a nickname: greet them.
+        """
+        server = self.server
+        self.notice(f"Welcome to {server.name}, {self.nick}. Type /help for commands.")
+
+    def end(self) -> None:
+        """
+        The user is gone: free the nickname, leave the room (with
+        L{quitReason}).  Nothing more is shown.
+        """
+        if not self.joined:
+            return
+        self.joined = False
+        self._logFailure(self.server.unregister(self.client))
+        self.leaveRoom(self.quitReason)
+
+    # --- input ------------------------------------------------------------
+
+    def textReceived(self, text: str) -> None:
+        """
+        Called with each non-blank line the user typed, decoded and
+        cleaned: a command, or a line for the room.
+        """
+        if text.startswith("/") and not text.startswith("//"):
+            name, _, argument = text[1:].partition(" ")
+            self.commandReceived(name.lower(), argument.strip())
+        else:
+            self.say(text[1:] if text.startswith("//") else text)
+
+    def commandReceived(self, name: str, argument: str) -> None:
+        """
+        Called with each command: runs C{command_NAME(argument)}.
+        """
+        method = self.command(name)
+        if method is None:
+            self.log.info(
+                "chat: {peer} unknown command {name!r}", peer=self.peer, name=name
+            )
+            self.error(f"unknown command /{name} (try /help)")
+            return
+        try:
+            result = method(argument)
+        except ChatError as e:
+            return self.error(str(e))
+        if isinstance(result, Deferred):
+            self._answer(result)
+
+    def command(self, name: str) -> Optional[Callable[[str], Any]]:
+        """
+        The method for command C{/name}, or None.
+        """
+        if not name.isidentifier():
+            return None
+        method = getattr(self, "command_" + name, None)
+        if method is None:  # a command of this front end alone
+            method = getattr(self.client, "command_" + name, None)
+        return method  # type: ignore[no-any-return]
+
+    def say(self, text: str) -> None:
+        """
+        Called with each line for the room.
+        """
+        if self.room is not None:
+            self._answer(self.room.say(self.client, text))
+
+    def act(self, text: str) -> None:
+        """
+        Show an action of the user in the room, as C{/me} does.
+        """
+        if self.room is not None:
+            self._answer(self.room.act(self.client, text))
+
+    # --- output -----------------------------------------------------------
+
+    def notice(self, text: str) -> None:
+        """
+        Tell the user C{text}.
+        """
+        self.client.notice(text)
+
+    def error(self, text: str) -> None:
+        """
+        Tell the user what went wrong.
+        """
+        self.client.error(text)
+
+    def _answer(self, d: "Deferred[Any]") -> "Deferred[Any]":
+        """
+        Show a L{ChatError} from C{d} to the user; log anything else.
+        """
+        return d.addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(ChatError):
+            self.error(failure.getErrorMessage())
+            return
+        self.log.failure("chat: a request of {peer} failed", failure, peer=self.peer)
+        self.error("the chat is unavailable right now, try again later")
+
+    def _logFailure(self, d: "Deferred[Any]") -> None:
+        d.addErrback(
+            lambda f: self.log.failure("chat: leaving for {peer}", f, peer=self.peer)
+        )
+
+    # --- commands ---------------------------------------------------------
+
+    def command_help(self, argument: str) -> None:
+        """/help: list the commands."""
+        names = {n for n in dir(self) + dir(self.client) if n.startswith("command_")}
+        for name in sorted(names):
+            method = self.command(name[len("command_") :])
+            doc = (getattr(method, "__doc__", None) or "").strip().splitlines()
+            self.notice(doc[0] if doc else "/" + name[len("command_") :])
+        self.notice("//TEXT: say a line that starts with /, as /TEXT")
+
+    def command_nick(self, argument: str) -> Optional["Deferred[Any]"]:
+        """/nick NAME [PASSWORD]: change nickname (a registered one needs it)."""
+        nick, _, password = argument.partition(" ")
+        password = password.strip()
+        if not nick:
+            raise ChatError("usage: /nick NAME [PASSWORD]")
+        if nick == self.nick:
+            raise ChatError(f"you are {nick} already")
+        accounts = self.accounts
+        account = accounts.registeredName(nick) if accounts is not None else None
+        if account is None:
+            if password:
+                raise ChatError(f"nickname {nick} is not registered: /nick {nick}")
+            return self.changeNick(nick)
+        assert accounts is not None
+        if not password:
+            if account.lower() == nick.lower():
+                raise ChatError(f"nickname {nick} is registered: /nick {nick} PASSWORD")
+            raise ChatError(
+                f"nickname {nick} looks like registered {account}: choose another"
+            )
+        if not accounts.mayGuess(self.peerKey):
+            self.log.warn(
+                "chat: {peer} tried a password for {nick} too soon after too"
+                " many wrong ones from its address",
+                peer=self.peer,
+                nick=account,
+            )
+            raise ChatError("too many wrong passwords from your address: try later")
+        d = accounts.check(account, password)
+        d.addCallback(self._checked, nick)
+        return d
+
+    def _checked(self, right: bool, nick: str) -> "Deferred[Any]":
+        d = self.server.inUse(nick)
+        d.addCallback(self.passwordChecked, right, nick)
+        return d
+
+    def passwordChecked(
+        self, inUse: bool, right: bool, nick: str
+    ) -> Optional["Deferred[None]"]:
+        """
+        Called once the password for registered nickname C{nick} is
+        checked.  While someone else uses it, every password, the right one
+        too, gets "taken" and counts as a failed attempt, so that the answer
+        tells a guesser nothing.
+        """
+        if not self.joined:
+            return None
+        taken = inUse and nick.lower() != self.nick.lower()
+        if right and not taken:
+            return self.changeNick(nick)
+        if right:
+            self.log.warn(
+                "chat: {peer} gave the right password for {nick}, which is in"
+                " use: refused",
+                peer=self.peer,
+                nick=nick,
+            )
+        else:
+            self.log.warn(
+                "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
+            )
+        taken_or_wrong = "nickname {} is taken" if taken else "wrong password for {}"
+        self.failedAttempt(taken_or_wrong.format(nick))
+        return None
+
+    def failedAttempt(self, answer: str) -> None:
+        """
+        Called after a password attempt that did not get the nickname:
+        count it against this connection and its address, and answer; past
+        L{Accounts.maxWrongPerConnection}, disconnect.
+        """
+        accounts = self.accounts
+        assert accounts is not None
+        accounts.wrongGuess(self.peerKey)
+        self.wrongPasswords += 1
+        if self.wrongPasswords < accounts.maxWrongPerConnection:
+            return self.error(answer)
+        self.log.warn(
+            "chat: {peer} gave {count} wrong passwords: disconnecting",
+            peer=self.peer,
+            count=self.wrongPasswords,
+        )
+        self.quitReason = "too many wrong passwords"
+        self.error(answer + "; too many wrong passwords: disconnecting")
+        self.client.close()
+
+    def changeNick(self, nick: str) -> "Deferred[None]":
+        """
+        Take C{nick}, if it is valid and free; the back end announces it.
+        """
+        old = self.nick
+        d = self.server.rename(self.client, nick)
+
+        def renamed(_: None) -> None:
+            self.nick = nick
+            self.log.info(
+                "chat: {peer} {old} is now {new}", peer=self.peer, old=old, new=nick
+            )
+
+        return d.addCallback(renamed)
+
+    def command_me(self, argument: str) -> None:
+        """/me ACTION: show an action, as in '* alice waves'."""
+        if not argument:
+            raise ChatError("usage: /me ACTION")
+        self.act(argument)
+
+    maxWhoShown = 100
+    """How many nicknames C{/who} lists."""
+
+    def command_who(self, argument: str) -> Optional["Deferred[None]"]:
+        """/who: list who is in your room."""
+        room = self.room
+        if room is None:
+            return None
+
+        def show(nicks: List[str]) -> None:
+            limit = self.maxWhoShown
+            shown = ", ".join(nicks[:limit])
+            more = f" and {len(nicks) - limit} more" if len(nicks) > limit else ""
+            self.notice(f"in #{room.name} ({len(nicks)}): {shown}{more}")
+
+        return room.nicks().addCallback(show)
+
+    def command_msg(self, argument: str) -> "Deferred[None]":
+        """/msg NICK TEXT: send a private message."""
+        nick, _, text = argument.partition(" ")
+        text = text.strip()
+        if not nick or not text:
+            raise ChatError("usage: /msg NICK TEXT")
+
+        def sent(event: Any) -> None:
+            if event.target.lower() != self.nick.lower():
+                self.client.receive(event)  # as the recipient got it
+
+        return self.server.tell(self.client, nick, text).addCallback(sent)
+
+    def command_join(self, argument: str) -> "Deferred[None]":
+        """/join ROOM: leave your room for #ROOM, created if needed."""
+        from .rooms import valid_room
+
+        name = valid_room(argument)
+        if name is None:
+            raise ChatError("usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)")
+        if self.room is not None and name == self.room.name:
+            raise ChatError(f"you are already in #{name}")
+
+        def move(room: IChatRoom) -> "Deferred[None]":
+            self.leaveRoom(f"joined #{name}")
+            return self.enter(room)
+
+        return self.server.room(name).addCallback(move)
+
+    def command_part(self, argument: str) -> "Deferred[None]":
+        """/part: go back to the default room."""
+        default = self.server.defaultRoom
+        if self.room is not None and self.room.name == default:
+            raise ChatError(f"you are in #{default} already; /quit leaves the chat")
+
+        def move(room: IChatRoom) -> "Deferred[None]":
+            self.leaveRoom(argument or f"back to #{default}")
+            return self.enter(room)
+
+        return self.server.room(default).addCallback(move)
+
+    maxRoomsShown = 50
+    """How many rooms C{/rooms} lists, the most crowded first."""
+
+    def command_rooms(self, argument: str) -> "Deferred[None]":
+        """/rooms: list the rooms, the most crowded first."""
+
+        def show(rooms: List[Any]) -> None:
+            rooms = sorted(rooms, key=lambda room: -room[1])
+            limit = self.maxRoomsShown
+            shown = ", ".join(f"#{name} ({count})" for name, count in rooms[:limit])
+            more = f" and {len(rooms) - limit} more" if len(rooms) > limit else ""
+            self.notice(f"rooms ({len(rooms)}): {shown}{more}")
+
+        return self.server.rooms().addCallback(show)
+
+    def command_quit(self, argument: str) -> None:
+        """/quit [REASON]: leave the chat."""
+        self.quitReason = argument or "quit"
+        self.notice("bye")
+        self.client.close()
+
+    # --- rooms ------------------------------------------------------------
+
+    maxNicksOnEntering = 20
+    """How many of the people in a room are named on entering it."""
+
+    def enter(self, room: IChatRoom) -> "Deferred[None]":
+        """
+        Join C{room}: show who is there, then its recent history.
+        """
+        self.room = room
+
+        def greet(others: List[str]) -> "Deferred[None]":
+            limit = self.maxNicksOnEntering
+            shown = ", ".join(others[:limit]) + (" ..." if len(others) > limit else "")
+            where = f"you are in #{room.name}"
+            self.notice(where + (f" with {shown}" if others else ", alone"))
+            return room.join(self.client).addCallback(showHistory)
+
+        def showHistory(history: List[Any]) -> None:
+            if history:
+                self.client.history(room.name, history)
+
+        return room.nicks().addCallback(greet)
+
+    def leaveRoom(self, reason: str) -> None:
+        """
+        Leave the current room, if any, with C{reason}.
+        """
+        if self.room is not None:
+            room, self.room = self.room, None
+            self._logFailure(room.leave(self.client, reason))
+
+    @staticmethod
+    def lastLines(count: int, room: str) -> str:
+        """
+        The words before the history shown on entering C{room}.
+        """
+        return f"last {plural(count, 'line')} of #{room}:"
