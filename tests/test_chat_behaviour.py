@@ -1,0 +1,418 @@
+"""
+The chat's behaviour, written once and run for every front end and every
+back end.
+
+L{ChatBehaviour} states what users see, as plain tuples (C{("message",
+nick, text)}, C{("join", nick, room)}, C{("error", text)} ...), through a
+L{User} that each front end provides with L{ChatBehaviour.connect}; the
+back end comes from L{ChatBehaviour.newServer}.  A new front end (a
+WebSocket page, IRC) adds a L{User} that decodes its wire into those
+tuples and one subclass; a new back end (Redis) adds one subclass that
+overrides L{newServer}.  The combinations run below.
+"""
+
+import re
+from typing import Any, List, Sequence, Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sockproto.chat import (
+    ChatEvent,
+    ChatFactory,
+    ChatServer,
+    ChatSession,
+    EventBatch,
+    IChatClient,
+    IChatServer,
+)
+from sockproto.testing import connect
+
+Seen = Tuple[str, ...]
+
+
+class User:
+    """
+    One user of the chat, as a behaviour test drives it.
+    """
+
+    def send(self, text: str) -> None:
+        """
+        Type one line.
+        """
+        raise NotImplementedError
+
+    def seen(self) -> List[Seen]:
+        """
+        What the user was shown since the last call, as tuples.
+        """
+        raise NotImplementedError
+
+    def leave(self) -> None:
+        """
+        The connection goes away.
+        """
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the chat ended the connection.
+        """
+        raise NotImplementedError
+
+
+def event_seen(event: ChatEvent) -> Seen:
+    """
+    What a user sees of C{event}, as a tuple.
+    """
+    if event.kind in ("message", "action", "nick"):
+        return (event.kind, event.nick, event.text)
+    if event.kind == "join":
+        return ("join", event.nick, event.room)
+    if event.kind == "leave":
+        return ("leave", event.nick, event.room, event.text)
+    if event.kind == "private":
+        return ("private", event.nick, event.target, event.text)
+    return ("notice", event.text)
+
+
+class ChatBehaviour:
+    """
+    What every chat front end on every back end does.  Mix into a
+    L{SynchronousTestCase} with L{connect} and L{newServer}.
+    """
+
+    clock: Clock
+
+    def newServer(self, clock: Clock) -> IChatServer:
+        """
+        The back end under test.
+        """
+        return ChatServer("behaviour", clock)
+
+    def connect(self) -> User:
+        """
+        A new user, through the front end under test.
+        """
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = self.newServer(self.clock)
+
+    def users(self, count: int) -> List[User]:
+        users = [self.connect() for _ in range(count)]
+        self.turn()
+        for user in users:
+            user.seen()
+        return users
+
+    def named(self, *nicks: str) -> List[User]:
+        users = self.users(len(nicks))
+        for user, nick in zip(users, nicks):
+            user.send(f"/nick {nick}")
+        self.turn()
+        for user in users:
+            user.seen()
+        return users
+
+    def turn(self) -> None:
+        self.clock.advance(0)
+
+    def assertSeen(self, user: User, expected: Sequence[Seen]) -> None:
+        self.assertEqual(user.seen(), list(expected))  # type: ignore[attr-defined]
+
+    # --- the behaviour ----------------------------------------------------
+
+    def test_the_server_implements_its_interface(self) -> None:
+        verifyObject(IChatServer, self.server)
+
+    def test_a_newcomer_is_welcomed_with_a_nickname_and_joins_the_lobby(self) -> None:
+        [alice] = self.users(1)
+        bob = self.connect()
+        self.turn()
+        seen = bob.seen()
+        self.assertEqual(seen[0][0], "notice")  # type: ignore[attr-defined]
+        self.assertIn("Welcome", seen[0][1])  # type: ignore[attr-defined]
+        self.assertIn(("join", "guest2", "lobby"), seen)  # type: ignore[attr-defined]
+        self.assertSeen(alice, [("join", "guest2", "lobby")])
+
+    def test_a_line_reaches_everyone_in_the_room_sender_included(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("hello")
+        self.turn()
+        for user in (alice, bob):
+            self.assertSeen(user, [("message", "alice", "hello")])
+
+    def test_an_action_reaches_everyone(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("/me waves")
+        self.turn()
+        self.assertSeen(bob, [("action", "alice", "waves")])
+
+    def test_a_new_nickname_is_announced(self) -> None:
+        alice, bob = self.users(2)
+        alice.send("/nick alice")
+        self.turn()
+        self.assertSeen(bob, [("nick", "guest1", "alice")])
+
+    def test_a_nickname_in_use_or_looking_like_one_is_refused(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        for nick in ("alice", "ALICE", "aIice"):
+            bob.send(f"/nick {nick}")
+            self.turn()
+            [(kind, text)] = bob.seen()
+            self.assertEqual(kind, "error")  # type: ignore[attr-defined]
+            self.assertIn("is taken", text)  # type: ignore[attr-defined]
+        self.assertSeen(alice, [])
+
+    def test_an_invalid_nickname_is_refused(self) -> None:
+        [alice] = self.users(1)
+        alice.send("/nick 9lives")
+        self.turn()
+        [(kind, text)] = alice.seen()
+        self.assertEqual(kind, "error")  # type: ignore[attr-defined]
+
+    def test_a_private_message_reaches_only_its_recipient_and_sender(self) -> None:
+        alice, bob, carol = self.named("alice", "bob", "carol")
+        alice.send("/msg BOB psst")
+        self.turn()
+        for user in (alice, bob):
+            self.assertSeen(user, [("private", "alice", "bob", "psst")])
+        self.assertSeen(carol, [])
+
+    def test_a_private_message_to_nobody_is_an_error(self) -> None:
+        [alice] = self.named("alice")
+        alice.send("/msg nobody hi")
+        self.turn()
+        self.assertSeen(alice, [("error", "no such nickname: nobody")])
+
+    def test_joining_a_room_leaves_the_old_one(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("/join games")
+        self.turn()
+        self.assertSeen(bob, [("leave", "alice", "lobby", "joined #games")])
+        self.assertIn(("join", "alice", "games"), alice.seen())  # type: ignore
+        alice.send("in games")
+        self.turn()
+        self.assertSeen(bob, [])
+        alice.send("/part")
+        self.turn()
+        self.assertSeen(bob, [("join", "alice", "lobby")])
+
+    def test_a_newcomer_sees_the_recent_history(self) -> None:
+        [alice] = self.named("alice")
+        alice.send("one")
+        alice.send("two")
+        self.turn()
+        bob = self.connect()
+        self.turn()
+        seen = bob.seen()
+        history = [s for s in seen if s[0] == "message"]
+        self.assertEqual(  # type: ignore[attr-defined]
+            history, [("message", "alice", "one"), ("message", "alice", "two")]
+        )
+
+    def test_who_lists_the_room(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("/who")
+        self.turn()
+        [(kind, text)] = alice.seen()
+        self.assertEqual(kind, "notice")  # type: ignore[attr-defined]
+        self.assertIn("alice, bob", text)  # type: ignore[attr-defined]
+
+    def test_a_user_who_goes_is_announced_and_frees_the_nickname(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.leave()
+        self.turn()
+        self.assertSeen(bob, [("leave", "alice", "lobby", "connection lost")])
+        bob.send("/nick alice")
+        self.turn()
+        self.assertSeen(bob, [("nick", "bob", "alice")])
+
+    def test_quit_tells_the_room_the_reason_and_closes(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("/quit lunch")
+        self.turn()
+        self.assertTrue(alice.closed)  # type: ignore[attr-defined]
+        alice.leave()
+        self.turn()
+        self.assertSeen(bob, [("leave", "alice", "lobby", "lunch")])
+
+    def test_an_unknown_command_is_an_error_and_the_user_stays(self) -> None:
+        [alice] = self.named("alice")
+        alice.send("/frob")
+        alice.send("still here")
+        self.turn()
+        self.assertSeen(
+            alice,
+            [
+                ("error", "unknown command /frob (try /help)"),
+                ("message", "alice", "still here"),
+            ],
+        )
+
+    def test_rooms_lists_rooms_and_an_emptied_room_is_forgotten(self) -> None:
+        alice, bob = self.named("alice", "bob")
+        alice.send("/join games")
+        self.turn()
+        alice.seen(), bob.seen()
+        bob.send("/rooms")
+        self.turn()
+        [(_, text)] = bob.seen()
+        self.assertIn("#games (1)", text)  # type: ignore[attr-defined]
+        alice.send("/part")
+        self.turn()
+        bob.seen()
+        bob.send("/rooms")
+        self.turn()
+        [(_, text)] = bob.seen()
+        self.assertNotIn("#games", text)  # type: ignore[attr-defined]
+
+
+# --- the line front end (telnet, nc, sockproto chat) -----------------------
+
+
+NOTICE_FORMS = [
+    (re.compile(r"-!- error: (.*)\Z"), "error"),
+    (re.compile(r"-!- (\S+) joined #(\S+)\Z"), "join"),
+    (re.compile(r"-!- (\S+) left #(\S+) \((.*)\)\Z"), "leave"),
+    (re.compile(r"-!- (\S+) is now known as (\S+)\Z"), "nick"),
+    (re.compile(r"-!- (.*)\Z"), "notice"),
+    (re.compile(r"<(\S+)> (.*)\Z"), "message"),
+    (re.compile(r"\*(\S+)\* -> \*(\S+)\* (.*)\Z"), "private"),
+    (re.compile(r"\* (\S+) (.*)\Z"), "action"),
+]
+
+
+def parse_line(line: str) -> Seen:
+    """
+    A line of the line protocol, as a tuple.
+    """
+    for pattern, kind in NOTICE_FORMS:
+        match = pattern.match(line)
+        if match:
+            return (kind, *match.groups())
+    raise AssertionError(f"a line no user should see: {line!r}")
+
+
+class LineUser(User):
+    def __init__(self, factory: ChatFactory, port: int) -> None:
+        self.protocol, self.transport = connect(
+            factory, IPv4Address("TCP", "127.0.0.1", port)
+        )
+
+    def send(self, text: str) -> None:
+        self.protocol.dataReceived(text.encode("utf-8") + b"\n")
+
+    def seen(self) -> List[Seen]:
+        data = self.transport.value().decode("utf-8")
+        self.transport.clear()
+        lines = data.split("\r\n")[:-1]
+        return [
+            parse_line(line)
+            for line in lines
+            if not line.startswith("-!- last ")  # the history's header
+        ]
+
+    def leave(self) -> None:
+        self.protocol.connectionLost()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+class LineFrontEndInProcessTests(ChatBehaviour, SynchronousTestCase):
+    """
+    The line protocol, on the in-process back end.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = ChatFactory(
+            self.server, clock=self.clock, rateLimit=0, maxPerPeer=0
+        )
+        self.port = 40000
+
+    def connect(self) -> User:
+        self.port += 1
+        return LineUser(self.factory, self.port)
+
+
+# --- a session with no front end at all -------------------------------------
+
+
+@implementer(IChatClient)
+class RecordingClient:
+    """
+    The smallest front end: it records what the session shows.
+    """
+
+    def __init__(self) -> None:
+        self.session: Any = None
+        self.shown: List[Seen] = []
+        self.closed = False
+
+    @property
+    def nick(self) -> str:
+        return self.session.nick  # type: ignore[no-any-return]
+
+    def deliver(self, batch: EventBatch) -> None:
+        if not self.closed:
+            self.shown += [event_seen(event) for event in batch.events]
+
+    def receive(self, event: ChatEvent) -> None:
+        self.shown.append(event_seen(event))
+
+    def notice(self, text: str) -> None:
+        self.shown.append(("notice", text))
+
+    def error(self, text: str) -> None:
+        self.shown.append(("error", text))
+
+    def history(self, room: str, events: Sequence[ChatEvent]) -> None:
+        self.shown += [event_seen(event) for event in events]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class SessionUser(User):
+    def __init__(self, server: IChatServer) -> None:
+        self.client = RecordingClient()
+        self.session = self.client.session = ChatSession(self.client, server)
+        self.session.start()
+
+    def send(self, text: str) -> None:
+        self.session.textReceived(text)
+
+    def seen(self) -> List[Seen]:
+        shown, self.client.shown = self.client.shown, []
+        return shown
+
+    def leave(self) -> None:
+        self.client.closed = True
+        self.session.end()
+
+    @property
+    def closed(self) -> bool:
+        return self.client.closed
+
+
+class SessionInProcessTests(ChatBehaviour, SynchronousTestCase):
+    """
+    A bare session, on the in-process back end: the chat needs no
+    transport.
+    """
+
+    def connect(self) -> User:
+        return SessionUser(self.server)
+
+    def test_the_recording_client_is_a_chat_client(self) -> None:
+        user = SessionUser(self.server)
+        verifyObject(IChatClient, user.client)
