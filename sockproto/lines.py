@@ -194,8 +194,6 @@ class LineProtocol(ServiceProtocol):
     """
 
     factory: LineFactory
-    parser: LineParser
-    bucket: Optional[TokenBucket] = None
     unterminatedFactor = 16
     """How many times the line limit may arrive without a line end."""
     queuedFactor = 16
@@ -206,14 +204,32 @@ class LineProtocol(ServiceProtocol):
     _lagCall: Optional[IDelayedCall] = None
     _closeWhenDone = False
 
-    def connectionMade(self) -> None:
-        factory = self.factory
-        limit = factory.maxLineLength
-        self.parser = LineParser(limit, limit * self.unterminatedFactor)
-        if factory.rateLimit:
-            rate = factory.rateLimit
-            self.bucket = TokenBucket(rate, burst_for(rate), factory.clock.seconds)
-        super().connectionMade()
+    # Made on first use: a connection that never sends keeps neither (idle
+    # connections are most of a chat's memory).
+    _parser: Optional[LineParser] = None
+    _bucket: Optional[TokenBucket] = None
+
+    @property
+    def parser(self) -> LineParser:
+        """
+        The connection's L{LineParser}.
+        """
+        if self._parser is None:
+            limit = self.factory.maxLineLength
+            self._parser = LineParser(limit, limit * self.unterminatedFactor)
+        return self._parser
+
+    @property
+    def bucket(self) -> Optional[TokenBucket]:
+        """
+        The connection's rate limit (a full bucket when first used), or
+        None when there is no limit.
+        """
+        rate = self.factory.rateLimit
+        if self._bucket is None and rate:
+            clock = self.factory.clock
+            self._bucket = TokenBucket(rate, burst_for(rate), clock.seconds)
+        return self._bucket
 
     @property
     def maxQueued(self) -> int:

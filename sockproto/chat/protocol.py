@@ -396,13 +396,7 @@ class ChatFactory(LineFactory):
         """
         Make the session of a connection.
         """
-        return self.session(
-            client,
-            self.server,
-            self.accounts,
-            peer=client.peer,
-            peerKey=client.peerKey,
-        )
+        return self.session(client, self.server, self.accounts)
 
     def reload(self) -> None:
         """

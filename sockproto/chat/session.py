@@ -37,33 +37,53 @@ class ChatSession:
     @ivar wrongPasswords: wrong passwords given on this connection.
     """
 
+    # Idle connections are most of a chat's memory: slots, and nothing kept
+    # per session that its client already has.  (A subclass without slots
+    # of its own gets a __dict__ for its attributes.)
+    __slots__ = (
+        "client",
+        "server",
+        "accounts",
+        "nick",
+        "room",
+        "joined",
+        "quitReason",
+        "wrongPasswords",
+    )
+
     log = Logger()
-    nick = ""
-    room: Optional[IChatRoom] = None
-    joined = False
-    quitReason = "connection lost"
-    wrongPasswords = 0
 
     def __init__(
         self,
         client: IChatClient,
         server: IChatServer,
         accounts: Optional[Accounts] = None,
-        peer: str = "",
-        peerKey: Optional[str] = None,
     ) -> None:
         """
         @param client: the front end's side of this user: where the session
             shows what happens.  It is also the member the back end
-            delivers to; its C{nick} is L{nick}.
-        @param peer: the user's address, for the log.
-        @param peerKey: what the per-address password limit counts.
+            delivers to; its C{nick} is L{nick}.  Its C{peer} and
+            C{peerKey}, if it has them, name the user's address in the log
+            and for the per-address password limit.
         """
         self.client = client
         self.server = server
         self.accounts = accounts
-        self.peer = peer
-        self.peerKey = peerKey
+        self.nick = ""
+        self.room: Optional[IChatRoom] = None
+        self.joined = False
+        self.quitReason = "connection lost"
+        self.wrongPasswords = 0
+
+    @property
+    def peer(self) -> str:
+        """The user's address, for the log."""
+        return str(getattr(self.client, "peer", ""))
+
+    @property
+    def peerKey(self) -> Optional[str]:
+        """What the per-address password limit counts."""
+        return getattr(self.client, "peerKey", None)
 
     # --- life -------------------------------------------------------------
 
