@@ -4,6 +4,7 @@ Helpers to test sockproto protocols, and subclasses of them, under trial or
 pytest.
 
     - L{connect}: a protocol on an in-memory transport, to see what it writes;
+    - L{ChatOnClock}: a chat and its clients on a Clock;
     - L{connect_in_memory}: a client and a server talking in memory;
     - L{listen_on_loopback}: a factory on a real loopback port 0;
     - L{LineClient}: a scripted line client that waits for expected lines.
@@ -38,6 +39,7 @@ from twisted.python.failure import Failure
 from .base import default_reactor
 
 __all__ = [
+    "ChatOnClock",
     "LineClient",
     "MemoryPump",
     "MemoryTransport",
@@ -602,3 +604,63 @@ def temporary_directory(test: Any) -> str:
     path = tempfile.mkdtemp(prefix="sockproto-test-")
     test.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+class ChatOnClock:
+    """
+    A chat on a L{Clock}, for unit tests: its L{ChatFactory} (serving
+    L{ChatProtocol}, the line front end) and clients on
+    L{StringTransport}s, each from its own port.
+
+    Unless given, the rate limit and the per-address limits are off, so
+    that tests send as fast as they like from one address.
+
+    @ivar clock: the clock every timer of the chat runs on.
+    @ivar server: the back end (a L{ChatServer} unless one is given).
+    @ivar factory: the L{ChatFactory}.
+    """
+
+    def __init__(
+        self,
+        server: Any = None,
+        clock: Optional[Clock] = None,
+        *,
+        historySize: int = 20,
+        maxRooms: int = 1000,
+        **options: Any,
+    ) -> None:
+        """
+        @param server: the back end; by default a L{ChatServer} named
+            "test chat" with C{historySize} and C{maxRooms}.
+        @param options: for the L{ChatFactory}.
+        """
+        from .chat import ChatFactory, ChatServer
+
+        self.clock = clock if clock is not None else Clock()
+        if server is None:
+            server = ChatServer(
+                "test chat", self.clock, historySize=historySize, maxRooms=maxRooms
+            )
+        self.server = server
+        options.setdefault("rateLimit", 0)
+        options.setdefault("maxPerPeer", 0)
+        self.factory = ChatFactory(server, clock=self.clock, **options)
+        self.port = 40000
+
+    def join(self, host: str = "127.0.0.1") -> Tuple[Any, StringTransport]:
+        """
+        Connect a client from C{host}; return its protocol and transport,
+        once the chat has welcomed it.
+        """
+        self.port += 1
+        protocol, transport = connect(self.factory, IPv4Address("TCP", host, self.port))
+        self.clock.advance(0)
+        return protocol, transport
+
+    def send(self, protocol: Any, *lines: str) -> None:
+        """
+        Have C{protocol}'s client type C{lines}, then end the reactor turn.
+        """
+        for line in lines:
+            protocol.dataReceived(line.encode("utf-8") + b"\n")
+        self.clock.advance(0)

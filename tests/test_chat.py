@@ -2,50 +2,26 @@
 The chat protocol, in memory: every command and notice.
 """
 
-from typing import Any, List, Tuple
+from typing import Any, List
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from sockproto.chat import ChatFactory, ChatProtocol, ChatServer, IChatMember
-from sockproto.testing import connect
+from sockproto.chat import IChatMember
+from sockproto.testing import ChatOnClock
 
 
-class Chat:
+def Chat(**options: Any) -> ChatOnClock:
     """
-    A chat factory on a Clock, and clients on StringTransports.
+    A chat on a Clock (C{history}: lines of history kept).
     """
-
-    def __init__(self, **options: Any) -> None:
-        self.clock = Clock()
-        server = ChatServer(
-            "test chat",
-            self.clock,
-            historySize=options.pop("history", 20),
-            maxRooms=options.pop("maxRooms", 1000),
-        )
-        options.setdefault("rateLimit", 0)
-        options.setdefault("maxPerPeer", 0)
-        self.factory = ChatFactory(server, clock=self.clock, **options)
-        self.port = 40000
-
-    def join(self) -> Tuple[ChatProtocol, StringTransport]:
-        self.port += 1
-        protocol, transport = connect(
-            self.factory, IPv4Address("TCP", "127.0.0.1", self.port)
-        )
-        self.clock.advance(0)
-        return protocol, transport
-
-    def send(self, protocol: ChatProtocol, *lines: str) -> None:
-        for line in lines:
-            protocol.dataReceived(line.encode("utf-8") + b"\n")
-        self.clock.advance(0)
+    if "history" in options:
+        options["historySize"] = options.pop("history")
+    return ChatOnClock(**options)
 
 
 def lines(transport: StringTransport) -> List[str]:

@@ -8,17 +8,15 @@ import os
 from typing import Any, List, Tuple
 
 from twisted.cred import strcred
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockproto.chat import ChatFactory, ChatServer
 from sockproto.chat.accounts import Accounts, UnsupportedCheckerError
 from sockproto.service import ChatOptions
-from sockproto.testing import connect, temporary_directory
+from sockproto.testing import ChatOnClock, temporary_directory
 
 
 class ChatWithAccounts(SynchronousTestCase):
@@ -32,16 +30,13 @@ class ChatWithAccounts(SynchronousTestCase):
         self.useChecker(strcred.makeChecker(self.auth))
 
     def useChecker(self, checker: object) -> None:
-        self.clock = Clock()
-        self.server = ChatServer("accounts", self.clock)
-        self.factory = ChatFactory(
-            self.server, clock=self.clock, rateLimit=0, checker=checker, maxPerPeer=0
-        )
+        self.chat = ChatOnClock(checker=checker)
+        self.clock, self.server = self.chat.clock, self.chat.server
+        self.factory = self.chat.factory
         self.protocol, self.transport = self.connect()
 
     def connect(self, host: str = "127.0.0.1") -> Tuple[Any, StringTransport]:
-        protocol, transport = connect(self.factory, IPv4Address("TCP", host, 40000))
-        self.clock.advance(0)
+        protocol, transport = self.chat.join(host)
         transport.clear()
         return protocol, transport
 

@@ -14,7 +14,6 @@ overrides L{newServer}.  The combinations run below.
 import re
 from typing import Any, List, Sequence, Tuple
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -22,14 +21,13 @@ from zope.interface.verify import verifyObject
 
 from sockproto.chat import (
     ChatEvent,
-    ChatFactory,
     ChatServer,
     ChatSession,
     EventBatch,
     IChatClient,
     IChatServer,
 )
-from sockproto.testing import connect
+from sockproto.testing import ChatOnClock
 
 Seen = Tuple[str, ...]
 
@@ -301,10 +299,8 @@ def parse_line(line: str) -> Seen:
 
 
 class LineUser(User):
-    def __init__(self, factory: ChatFactory, port: int) -> None:
-        self.protocol, self.transport = connect(
-            factory, IPv4Address("TCP", "127.0.0.1", port)
-        )
+    def __init__(self, chat: ChatOnClock) -> None:
+        self.protocol, self.transport = chat.join()
 
     def send(self, text: str) -> None:
         self.protocol.dataReceived(text.encode("utf-8") + b"\n")
@@ -334,14 +330,10 @@ class LineFrontEndInProcessTests(ChatBehaviour, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.factory = ChatFactory(
-            self.server, clock=self.clock, rateLimit=0, maxPerPeer=0
-        )
-        self.port = 40000
+        self.chat = ChatOnClock(self.server, self.clock)
 
     def connect(self) -> User:
-        self.port += 1
-        return LineUser(self.factory, self.port)
+        return LineUser(self.chat)
 
 
 # --- a session with no front end at all -------------------------------------

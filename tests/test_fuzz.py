@@ -17,10 +17,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockproto.chat import ChatFactory, ChatServer
 from sockproto.coucou import CoucouServerFactory, MessageList
 from sockproto.echo import EchoFactory
-from sockproto.testing import connect
+from sockproto.testing import ChatOnClock, connect
 
 NOISE = [
     b"\n",
@@ -115,8 +114,7 @@ class FuzzTests(SynchronousTestCase):
     @given(chunks, endings)
     def test_chat(self, pieces: List[bytes], ending: str) -> None:
         def build(clock: Clock) -> Any:
-            server = ChatServer("fuzz", clock)
-            return ChatFactory(server, clock=clock, rateLimit=0, maxLineLength=100)
+            return ChatOnClock(clock=clock, maxLineLength=100, maxPerPeer=32).factory
 
         def stillServed(factory: Any, client: Tuple[Any, Any], clock: Clock) -> None:
             protocol, transport = client
@@ -165,10 +163,8 @@ class ConcurrentCloseFuzzTests(SynchronousTestCase):
 
     @given(actions)
     def test_chat_clients_closing_in_any_order(self, steps: List[Any]) -> None:
-        clock = Clock()
-        factory = ChatFactory(
-            ChatServer("fuzz", clock), clock=clock, rateLimit=0, maxLineLength=100
-        )
+        chat = ChatOnClock(maxLineLength=100)
+        clock, factory = chat.clock, chat.factory
         clients = []
         for port in range(6):
             protocol = factory.buildProtocol(peer(port))
