@@ -1,18 +1,31 @@
 # -*- test-case-name: tests.test_echo -*-
 """
 The echo service of RFC 862: every byte comes back on the connection it
-came from.
+came from (TCP), and every datagram to its sender (UDP).
 """
 
-from typing import Callable, Optional
+import re
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.application.internet import UDPServer
+from twisted.application.service import IService
+from twisted.internet.error import CannotListenError, MessageLengthError
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python import usage
 from zope.interface import implementer
 
-from .base import ServiceFactory, ServiceProtocol
-from .options import ServiceOptions, timeout_option
+from .base import ServiceFactory, ServiceProtocol, default_reactor
+from .options import ServiceOptions, describe_error, timeout_option
 
-__all__ = ["EchoFactory", "EchoOptions", "EchoProtocol"]
+__all__ = [
+    "EchoDatagramProtocol",
+    "EchoFactory",
+    "EchoOptions",
+    "EchoProtocol",
+    "UDPEchoService",
+]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -81,6 +94,136 @@ class EchoFactory(ServiceFactory):
     timeout: Optional[float] = 300.0
 
 
+MAX_DATAGRAM = 65507
+"""The largest UDP payload (over IPv4)."""
+
+
+def datagram_peer(address: Tuple[str, int]) -> str:
+    """
+    A UDP sender's address as people write it: C{127.0.0.1:80}, C{[::1]:80}.
+    """
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class EchoDatagramProtocol(DatagramProtocol):
+    """
+    Echo over UDP (RFC 862): each datagram goes back to its sender as it
+    came, so a reply is never larger than its request (no amplification).
+    Each sender is logged at most once every L{logInterval} seconds.
+    """
+
+    log = Logger()
+    maxDatagram = MAX_DATAGRAM
+    logInterval = 60.0
+    maxRemembered = 10000
+    """Senders remembered for the log's rate bound."""
+
+    def __init__(self, clock: Optional[IReactorTime] = None) -> None:
+        self.clock = clock if clock is not None else default_reactor()
+        self.logged: Dict[Tuple[str, int], float] = {}
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if len(data) > self.maxDatagram:
+            return
+        self.noteSender(addr)
+        assert self.transport is not None
+        try:
+            self.transport.write(data, addr)
+        except (MessageLengthError, OSError) as e:
+            self.log.info(
+                "echo: cannot answer {peer} over UDP: {error}",
+                peer=datagram_peer(addr),
+                error=describe_error(e),
+            )
+
+    def noteSender(self, addr: Tuple[str, int]) -> None:
+        """
+        Log a datagram from C{addr}, unless it was logged in the last
+        L{logInterval} seconds.
+        """
+        now = self.clock.seconds()
+        last = self.logged.get(addr)
+        if last is not None and now - last < self.logInterval:
+            return
+        if len(self.logged) >= self.maxRemembered:
+            horizon = now - self.logInterval
+            self.logged = {a: t for a, t in self.logged.items() if t > horizon}
+        self.logged[addr] = now
+        self.log.info("echo datagram from {peer}", peer=datagram_peer(addr))
+
+
+class UDPEchoService(UDPServer):
+    """
+    Echo over UDP on one port: logs the address once listening, and turns
+    a port that cannot be had into one line (see
+    L{sockproto.service.startupFailed}).
+    """
+
+    log = Logger()
+    daemon = False
+    logOnTerminal = False
+
+    def __init__(self, port: int, interface: str = "") -> None:
+        super().__init__(
+            port,
+            EchoDatagramProtocol(),
+            interface=interface,
+            maxPacketSize=MAX_DATAGRAM + 1,
+        )
+        self.description = f"udp:{port}" + (
+            f":interface={interface}" if interface else ""
+        )
+        self.setName(f"echo on {self.description}")
+
+    def startService(self) -> None:
+        if self._port is None:  # not started by twistd's privileged step
+            self.privilegedStartService()
+        super().startService()
+
+    def privilegedStartService(self) -> None:
+        from .service import startupFailed
+
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = e.socketError if e.socketError is not None else e
+            message = (
+                f"echo cannot listen on {self.description}: {describe_error(reason)}"
+            )
+            startupFailed(message, self.daemon, self.logOnTerminal)
+        host = self._port.getHost()  # type: ignore[union-attr]
+        self.log.info(
+            "echo listening on udp {address}",
+            address=datagram_peer((host.host, host.port)),
+        )
+
+
+def parse_udp(text: str) -> Tuple[int, str]:
+    """
+    C{PORT} or C{PORT:interface=ADDRESS} (colons of an IPv6 address escaped
+    with backslashes, as in endpoint strings): the port and the interface.
+    """
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", text)]
+    try:
+        port = int(parts[0])
+    except ValueError:
+        raise usage.UsageError(
+            f"--udp takes PORT[:interface=ADDRESS], not {text!r}"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise usage.UsageError(f"--udp: the port must be from 0 to 65535, not {port}")
+    interface = ""
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if name != "interface" or not equals:
+            raise usage.UsageError(
+                f"--udp takes PORT[:interface=ADDRESS], not {text!r}"
+            )
+        interface = value
+    return port, interface
+
+
 class EchoOptions(ServiceOptions):
     """
     Options of the echo service (RFC 862).
@@ -92,5 +235,20 @@ class EchoOptions(ServiceOptions):
     longdesc = "Send back every byte received (RFC 862). Default: tcp:12346."
     optParameters = [timeout_option(EchoFactory, "Close connections idle")]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["udp"] = []
+
+    def opt_udp(self, text: str) -> None:
+        self["udp"].append(parse_udp(text))
+
     def buildFactory(self) -> ServiceFactory:
         return EchoFactory(**self.limits())
+
+    def extraServices(self) -> List[IService]:
+        return [UDPEchoService(port, interface) for port, interface in self["udp"]]
+
+
+EchoOptions.opt_udp.__doc__ = (
+    "Also echo datagrams on this UDP port: PORT or PORT:interface=ADDRESS; repeatable"
+)

@@ -190,6 +190,13 @@ class ServiceOptions(usage.Options):
         """
         raise NotImplementedError(type(self).__name__ + ".buildFactory")
 
+    def extraServices(self) -> List[Any]:
+        """
+        Services this one runs besides its stream endpoints (echo's UDP
+        ports); they start and stop with it.
+        """
+        return []
+
     def maxConnections(self) -> int:
         """
         The limit of open connections: the option, or a share of the

@@ -390,5 +390,8 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
         factory = serviceOptions.buildFactory()
         endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
         service = ProtocolService(factory, endpoints, daemon, onTerminal)
+        for extra in serviceOptions.extraServices():
+            extra.daemon, extra.logOnTerminal = daemon, onTerminal
+            extra.setServiceParent(service)
         service.setServiceParent(top)
     return top

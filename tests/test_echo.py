@@ -4,12 +4,20 @@ from typing import Any, List
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockproto.echo import EchoFactory, EchoProtocol
+from sockproto.echo import (
+    EchoDatagramProtocol,
+    EchoFactory,
+    EchoOptions,
+    EchoProtocol,
+    UDPEchoService,
+)
 from sockproto.testing import connect, listen_on_loopback, written
 
 
@@ -160,3 +168,101 @@ def wait_until_stable(read: Any, interval: float = 0.05, rounds: int = 6) -> Any
         same = same + 1 if value == last else 0
         last = value
     return last
+
+
+class DatagramEchoTests(SynchronousTestCase):
+    """
+    Echo over UDP, in memory.
+    """
+
+    def test_each_datagram_goes_back_to_its_sender_as_it_came(self) -> None:
+        protocol = EchoDatagramProtocol(Clock())
+        transport = FakeDatagramTransport()
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.datagramReceived(b"ping", ("127.0.0.1", 5000))
+        protocol.datagramReceived(b"x" * 1000, ("::1", 5001))
+        self.assertEqual(
+            transport.written,
+            [(b"ping", ("127.0.0.1", 5000)), (b"x" * 1000, ("::1", 5001))],
+        )
+
+    def test_each_sender_is_logged_at_most_once_a_minute(self) -> None:
+        clock = Clock()
+        protocol = EchoDatagramProtocol(clock)
+        protocol.makeConnection(FakeDatagramTransport())  # type: ignore[arg-type]
+        events: List[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for _ in range(100):
+            protocol.datagramReceived(b"a", ("10.0.0.1", 1))
+        protocol.datagramReceived(b"a", ("10.0.0.2", 1))
+        clock.advance(60)
+        protocol.datagramReceived(b"a", ("10.0.0.1", 1))
+        peers = [
+            e["peer"] for e in events if "echo datagram" in e.get("log_format", "")
+        ]
+        self.assertEqual(peers, ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.1:1"])
+
+    def test_udp_option_takes_a_port_and_an_interface(self) -> None:
+        options = EchoOptions()
+        options.parseOptions(
+            [
+                "--udp",
+                "12346",
+                "--udp",
+                "0:interface=127.0.0.1",
+                "--udp",
+                r"7:interface=\:\:1",
+            ]
+        )
+        self.assertEqual(options["udp"], [(12346, ""), (0, "127.0.0.1"), (7, "::1")])
+        for bad in ["x", "70000", "1:iface=a"]:
+            self.assertRaises(UsageError, EchoOptions().parseOptions, ["--udp", bad])
+
+
+class FakeDatagramTransport:
+    def __init__(self) -> None:
+        self.written: List[Any] = []
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.written.append((data, addr))
+
+
+class DatagramLoopbackTests(TestCase):
+    @inlineCallbacks
+    def test_echo_over_udp_on_loopback(self) -> Any:
+        service = UDPEchoService(0, "127.0.0.1")
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service._port.getHost().port  # type: ignore[union-attr]
+        client = Receiver()
+        listening = reactor.listenUDP(0, client, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        client.transport.write(b"coucou", ("127.0.0.1", port))
+        reply = yield client.received
+        self.assertEqual(reply, (b"coucou", ("127.0.0.1", port)))
+
+    def test_a_port_in_use_is_one_line_and_exit_1(self) -> None:
+        import io
+        import socket
+        import sys
+
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        stderr = io.StringIO()
+        self.patch(sys, "__stderr__", stderr)
+        service = UDPEchoService(taken.getsockname()[1], "127.0.0.1")
+        with self.assertRaises(SystemExit):
+            service.privilegedStartService()
+        self.assertIn("echo cannot listen on udp:", stderr.getvalue())
+        self.assertEqual(stderr.getvalue().count("\n"), 1)
+
+
+class Receiver(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: Deferred[Any] = Deferred()
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if not self.received.called:
+            self.received.callback((data, addr))
