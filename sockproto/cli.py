@@ -183,6 +183,11 @@ class ChatOptions(_AnyOrderOptions):
         asked = self["password-file"] or self["ask-password"]
         if asked and not self["nick"]:
             raise usage.UsageError("a password goes with --nick")
+        if self["nick"] is not None and (not self["nick"] or " " in self["nick"]):
+            raise usage.UsageError(
+                f"--nick takes one word, not {self['nick']!r}"
+                " (give a password with --password-file or --ask-password)"
+            )
 
 
 class Options(usage.Options):

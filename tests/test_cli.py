@@ -297,7 +297,13 @@ class CommandLineTests(TestCase):
 
     @inlineCallbacks
     def test_usage_errors_are_one_line(self) -> Any:
-        for args in [(), ("send",), ("send", "h", "p"), ("frob",)]:
+        for args in [
+            (),
+            ("send",),
+            ("send", "h", "p"),
+            ("frob",),
+            ("chat", "h", "1", "--nick", "two words"),
+        ]:
             out, err, code = yield self.sockproto(*args)
             self.assertEqual(code, 2, (args, err))
             self.assertEqual(err.count("\n"), 1, err)

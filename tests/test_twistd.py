@@ -8,10 +8,9 @@ import sys
 from typing import Any
 
 from twisted.internet import reactor, utils
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.python.failure import Failure
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
 from sockproto.coucou import send_message
@@ -24,7 +23,7 @@ from sockproto.testing import (
     wait_for,
 )
 
-from .test_cli import sockproto_command
+from .test_cli import ChatProcess, sockproto_command
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -148,22 +147,6 @@ def client_turn() -> Any:
     return task.deferLater(reactor, 0.05, lambda: None)
 
 
-class ChatClientProcess(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.errors = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(reason.value.exitCode)  # type: ignore[attr-defined]
-
-
 class ChatEndToEndTests(TestCase):
     timeout = 60
 
@@ -177,7 +160,7 @@ class ChatEndToEndTests(TestCase):
         bob.send("/nick bob")
         yield bob.expect("is now known as bob")
 
-        alice = ChatClientProcess()
+        alice = ChatProcess()
         command = sockproto_command() + ["chat", host, str(port), "--nick", "alice"]
         reactor.spawnProcess(alice, command[0], command, env=os.environ)
         yield bob.expect("is now known as alice")

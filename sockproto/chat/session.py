@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from ..text import plural
 from .accounts import Accounts
 from .interfaces import ChatError, IChatClient, IChatRoom, IChatServer
+from .rooms import valid_room
 
 __all__ = ["ChatSession"]
 
@@ -359,8 +360,6 @@ class ChatSession:
 
     def command_join(self, argument: str) -> "Deferred[None]":
         """/join ROOM: leave your room for #ROOM, created if needed."""
-        from .rooms import valid_room
-
         name = valid_room(argument)
         if name is None:
             raise ChatError("usage: /join ROOM (1 to 32 ASCII letters, digits, _ or -)")
