@@ -9,6 +9,7 @@ import ipaddress
 import sys
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from twisted.application.service import IService
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -538,6 +539,14 @@ class ServiceFactory(ServerFactory):
             closing, self._closing = self._closing, []
             for d in closing:
                 d.callback(None)
+
+    def supportServices(self) -> List[IService]:
+        """
+        Services the factory needs while any connection is open (the
+        chat's link to Redis): started before the ports, stopped after the
+        last connection closed.
+        """
+        return []
 
     def closeAll(self) -> "Deferred[None]":
         """

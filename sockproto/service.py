@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Type
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
@@ -311,10 +311,22 @@ class ProtocolService(MultiService):
         }
         return cls(factory, endpoints)
 
+    def startService(self) -> None:
+        for service in self.factory.supportServices():
+            service.startService()
+        super().startService()
+
     def stopService(self) -> "Deferred[Any]":
         d = super().stopService()
         d.addCallback(lambda _: self.factory.closeAll())
+        d.addCallback(lambda _: self._stopSupport())
         return d
+
+    def _stopSupport(self) -> "Deferred[Any]":
+        stopping = [
+            maybeDeferred(s.stopService) for s in self.factory.supportServices()
+        ]
+        return gatherResults(stopping, consumeErrors=True)
 
 
 class SockprotoService(MultiService):

@@ -16,7 +16,12 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.defer import (
+    Deferred,
+    TimeoutError,
+    gatherResults,
+    inlineCallbacks,
+)
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
@@ -41,6 +46,8 @@ from .base import default_reactor
 __all__ = [
     "ChatOnClock",
     "LineClient",
+    "REDIS_MISSING",
+    "RedisServer",
     "MemoryPump",
     "MemoryTransport",
     "RunningServer",
@@ -53,6 +60,7 @@ __all__ = [
     "make_certificate",
     "tls_client_endpoint",
     "tls_endpoint_description",
+    "settle",
     "start_twistd",
     "temporary_directory",
     "twistd_command",
@@ -664,3 +672,116 @@ class ChatOnClock:
         for line in lines:
             protocol.dataReceived(line.encode("utf-8") + b"\n")
         self.clock.advance(0)
+
+
+REDIS_MISSING = (
+    "no redis-server on the PATH: apt-get install redis-server"
+    " (or pass its folder in PATH)"
+)
+
+
+class RedisServer:
+    """
+    A private C{redis-server} for tests: on a UNIX socket in its own
+    folder, saving nothing to disk, stopped by L{stop}.  Skip the tests
+    that need one with L{REDIS_MISSING} when L{available} is false.
+
+    @ivar url: the URL to give C{--redis}.
+    """
+
+    executable = "redis-server"
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, "redis.sock")
+        self.url = f"unix://{self.path}"
+        self.process: Any = None
+
+    @classmethod
+    def available(cls) -> bool:
+        import shutil
+
+        return shutil.which(cls.executable) is not None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """
+        Start the server and return once it answers.
+        """
+        import subprocess
+        import time
+
+        command = [
+            self.executable,
+            *("--port", "0", "--unixsocket", self.path, "--unixsocketperm", "700"),
+            *("--save", "", "--appendonly", "no", "--dir", self.directory),
+            *("--loglevel", "warning"),
+        ]
+        logfile = open(os.path.join(self.directory, "redis.log"), "ab")  # noqa: SIM115
+        with logfile:
+            self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.command("PING") == b"PONG":
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start: see {logfile.name}")
+            time.sleep(0.01)  # a child process starting, not a protocol's time
+
+    def command(self, *args: Any) -> Any:
+        """
+        Run one command and return its reply, blocking: for a test's set-up
+        and checks, not for code under test.
+        """
+        import socket
+
+        import hiredis
+
+        from .resp import encode_command
+
+        reader = hiredis.Reader()
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(self.path)
+            sock.sendall(encode_command(args))
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionLost("redis-server closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+                if reply is not False:
+                    return reply
+
+    def stop(self) -> None:
+        """
+        Stop the server (at once: C{SIGKILL} is what a crash looks like).
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@inlineCallbacks
+def settle(servers: Sequence[Any], reactor: Any = None, timeout: float = 10.0) -> Any:
+    """
+    Wait until the shared chat servers C{servers} (L{RedisChatServer}s)
+    are idle: no command waiting, no batch unpublished, and every message
+    published meanwhile received.  A test's "turn" on a real broker.
+    """
+    if reactor is None:
+        reactor = default_reactor()
+    deadline = reactor.seconds() + timeout
+    while reactor.seconds() < deadline:
+        yield deferLater(reactor, 0, lambda: None)
+        if any(server.busy for server in servers):
+            yield deferLater(reactor, 0.001, lambda: None)
+            continue
+        yield gatherResults([server.link.ping() for server in servers])
+        yield deferLater(reactor, 0, lambda: None)
+        if not any(server.busy for server in servers):
+            return None
+    raise TimeoutError(f"the chat servers were still busy after {timeout:g} s")

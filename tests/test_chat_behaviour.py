@@ -14,8 +14,9 @@ overrides L{newServer}.  The combinations run below.
 import re
 from typing import Any, List, Sequence, Tuple
 
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -81,7 +82,7 @@ def event_seen(event: ChatEvent) -> Seen:
 class ChatBehaviour:
     """
     What every chat front end on every back end does.  Mix into a
-    L{SynchronousTestCase} with L{connect} and L{newServer}.
+    L{TestCase} with L{connect} and L{newServer}.
     """
 
     clock: Clock
@@ -102,24 +103,39 @@ class ChatBehaviour:
         self.clock = Clock()
         self.server = self.newServer(self.clock)
 
-    def users(self, count: int) -> List[User]:
-        users = [self.connect() for _ in range(count)]
-        self.turn()
+    @inlineCallbacks
+    def users(self, count: int) -> Any:
+        """
+        C{count} new users, each having seen its welcome.
+        """
+        users = []
+        for _ in range(count):  # one at a time: guest1, guest2, ...
+            users.append(self.connect())
+            yield self.turn()
         for user in users:
             user.seen()
         return users
 
-    def named(self, *nicks: str) -> List[User]:
-        users = self.users(len(nicks))
+    @inlineCallbacks
+    def named(self, *nicks: str) -> Any:
+        """
+        New users, one for each of C{nicks}, so named.
+        """
+        users = yield self.users(len(nicks))
         for user, nick in zip(users, nicks):
             user.send(f"/nick {nick}")
-        self.turn()
+        yield self.turn()
         for user in users:
             user.seen()
         return users
 
-    def turn(self) -> None:
+    def turn(self) -> "Deferred[None]":
+        """
+        Let everything under way happen: the back end's answers, the
+        room's batch.  The result fires once it has.
+        """
         self.clock.advance(0)
+        return succeed(None)
 
     def assertSeen(self, user: User, expected: Sequence[Seen]) -> None:
         self.assertEqual(user.seen(), list(expected))  # type: ignore[attr-defined]
@@ -129,123 +145,137 @@ class ChatBehaviour:
     def test_the_server_implements_its_interface(self) -> None:
         verifyObject(IChatServer, self.server)
 
-    def test_a_newcomer_is_welcomed_with_a_nickname_and_joins_the_lobby(self) -> None:
-        [alice] = self.users(1)
+    @inlineCallbacks
+    def test_a_newcomer_is_welcomed_with_a_nickname_and_joins_the_lobby(self) -> Any:
+        [alice] = yield self.users(1)
         bob = self.connect()
-        self.turn()
+        yield self.turn()
         seen = bob.seen()
         self.assertEqual(seen[0][0], "notice")  # type: ignore[attr-defined]
         self.assertIn("Welcome", seen[0][1])  # type: ignore[attr-defined]
         self.assertIn(("join", "guest2", "lobby"), seen)  # type: ignore[attr-defined]
         self.assertSeen(alice, [("join", "guest2", "lobby")])
 
-    def test_a_line_reaches_everyone_in_the_room_sender_included(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_a_line_reaches_everyone_in_the_room_sender_included(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("hello")
-        self.turn()
+        yield self.turn()
         for user in (alice, bob):
             self.assertSeen(user, [("message", "alice", "hello")])
 
-    def test_an_action_reaches_everyone(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_an_action_reaches_everyone(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("/me waves")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("action", "alice", "waves")])
 
-    def test_a_new_nickname_is_announced(self) -> None:
-        alice, bob = self.users(2)
+    @inlineCallbacks
+    def test_a_new_nickname_is_announced(self) -> Any:
+        alice, bob = yield self.users(2)
         alice.send("/nick alice")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("nick", "guest1", "alice")])
 
-    def test_a_nickname_in_use_or_looking_like_one_is_refused(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_a_nickname_in_use_or_looking_like_one_is_refused(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         for nick in ("alice", "ALICE", "aIice"):
             bob.send(f"/nick {nick}")
-            self.turn()
+            yield self.turn()
             [(kind, text)] = bob.seen()
             self.assertEqual(kind, "error")  # type: ignore[attr-defined]
             self.assertIn("is taken", text)  # type: ignore[attr-defined]
         self.assertSeen(alice, [])
 
-    def test_an_invalid_nickname_is_refused(self) -> None:
-        [alice] = self.users(1)
+    @inlineCallbacks
+    def test_an_invalid_nickname_is_refused(self) -> Any:
+        [alice] = yield self.users(1)
         alice.send("/nick 9lives")
-        self.turn()
+        yield self.turn()
         [(kind, text)] = alice.seen()
         self.assertEqual(kind, "error")  # type: ignore[attr-defined]
 
-    def test_a_private_message_reaches_only_its_recipient_and_sender(self) -> None:
-        alice, bob, carol = self.named("alice", "bob", "carol")
+    @inlineCallbacks
+    def test_a_private_message_reaches_only_its_recipient_and_sender(self) -> Any:
+        alice, bob, carol = yield self.named("alice", "bob", "carol")
         alice.send("/msg BOB psst")
-        self.turn()
+        yield self.turn()
         for user in (alice, bob):
             self.assertSeen(user, [("private", "alice", "bob", "psst")])
         self.assertSeen(carol, [])
 
-    def test_a_private_message_to_nobody_is_an_error(self) -> None:
-        [alice] = self.named("alice")
+    @inlineCallbacks
+    def test_a_private_message_to_nobody_is_an_error(self) -> Any:
+        [alice] = yield self.named("alice")
         alice.send("/msg nobody hi")
-        self.turn()
+        yield self.turn()
         self.assertSeen(alice, [("error", "no such nickname: nobody")])
 
-    def test_joining_a_room_leaves_the_old_one(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_joining_a_room_leaves_the_old_one(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("/join games")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("leave", "alice", "lobby", "joined #games")])
         self.assertIn(("join", "alice", "games"), alice.seen())  # type: ignore
         alice.send("in games")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [])
         alice.send("/part")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("join", "alice", "lobby")])
 
-    def test_a_newcomer_sees_the_recent_history(self) -> None:
-        [alice] = self.named("alice")
+    @inlineCallbacks
+    def test_a_newcomer_sees_the_recent_history(self) -> Any:
+        [alice] = yield self.named("alice")
         alice.send("one")
         alice.send("two")
-        self.turn()
+        yield self.turn()
         bob = self.connect()
-        self.turn()
+        yield self.turn()
         seen = bob.seen()
         history = [s for s in seen if s[0] == "message"]
         self.assertEqual(  # type: ignore[attr-defined]
             history, [("message", "alice", "one"), ("message", "alice", "two")]
         )
 
-    def test_who_lists_the_room(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_who_lists_the_room(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("/who")
-        self.turn()
+        yield self.turn()
         [(kind, text)] = alice.seen()
         self.assertEqual(kind, "notice")  # type: ignore[attr-defined]
         self.assertIn("alice, bob", text)  # type: ignore[attr-defined]
 
-    def test_a_user_who_goes_is_announced_and_frees_the_nickname(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_a_user_who_goes_is_announced_and_frees_the_nickname(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.leave()
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("leave", "alice", "lobby", "connection lost")])
         bob.send("/nick alice")
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("nick", "bob", "alice")])
 
-    def test_quit_tells_the_room_the_reason_and_closes(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_quit_tells_the_room_the_reason_and_closes(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("/quit lunch")
-        self.turn()
+        yield self.turn()
         self.assertTrue(alice.closed)  # type: ignore[attr-defined]
         alice.leave()
-        self.turn()
+        yield self.turn()
         self.assertSeen(bob, [("leave", "alice", "lobby", "lunch")])
 
-    def test_an_unknown_command_is_an_error_and_the_user_stays(self) -> None:
-        [alice] = self.named("alice")
+    @inlineCallbacks
+    def test_an_unknown_command_is_an_error_and_the_user_stays(self) -> Any:
+        [alice] = yield self.named("alice")
         alice.send("/frob")
         alice.send("still here")
-        self.turn()
+        yield self.turn()
         self.assertSeen(
             alice,
             [
@@ -254,20 +284,21 @@ class ChatBehaviour:
             ],
         )
 
-    def test_rooms_lists_rooms_and_an_emptied_room_is_forgotten(self) -> None:
-        alice, bob = self.named("alice", "bob")
+    @inlineCallbacks
+    def test_rooms_lists_rooms_and_an_emptied_room_is_forgotten(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
         alice.send("/join games")
-        self.turn()
+        yield self.turn()
         alice.seen(), bob.seen()
         bob.send("/rooms")
-        self.turn()
+        yield self.turn()
         [(_, text)] = bob.seen()
         self.assertIn("#games (1)", text)  # type: ignore[attr-defined]
         alice.send("/part")
-        self.turn()
+        yield self.turn()
         bob.seen()
         bob.send("/rooms")
-        self.turn()
+        yield self.turn()
         [(_, text)] = bob.seen()
         self.assertNotIn("#games", text)  # type: ignore[attr-defined]
 
@@ -323,7 +354,7 @@ class LineUser(User):
         return bool(self.transport.disconnecting)
 
 
-class LineFrontEndInProcessTests(ChatBehaviour, SynchronousTestCase):
+class LineFrontEndInProcessTests(ChatBehaviour, TestCase):
     """
     The line protocol, on the in-process back end.
     """
@@ -367,6 +398,10 @@ class RecordingClient:
     def error(self, text: str) -> None:
         self.shown.append(("error", text))
 
+    def nickChanged(self, nick: str, reason: str) -> None:
+        self.session.nick = nick
+        self.shown.append(("notice", f"you are now known as {nick}: {reason}"))
+
     def history(self, room: str, events: Sequence[ChatEvent]) -> None:
         self.shown += [event_seen(event) for event in events]
 
@@ -396,7 +431,7 @@ class SessionUser(User):
         return self.client.closed
 
 
-class SessionInProcessTests(ChatBehaviour, SynchronousTestCase):
+class SessionInProcessTests(ChatBehaviour, TestCase):
     """
     A bare session, on the in-process back end: the chat needs no
     transport.

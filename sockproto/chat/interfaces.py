@@ -78,6 +78,12 @@ class IChatClient(IChatMember):
         End the connection, once what was sent is out.
         """
 
+    def nickChanged(nick: str, reason: str) -> None:
+        """
+        The back end changed this user's nickname to C{nick} (a claim lost
+        while the chat network was away); tell the user why.
+        """
+
 
 class IChatRoom(Interface):
     """

@@ -4,17 +4,28 @@ The options of C{twistd sockproto chat}, with their defaults from
 L{ChatFactory}.
 """
 
-from typing import Any
+import socket
+from typing import Any, Optional
 
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from ..base import ServiceFactory
-from ..options import ServiceOptions, count, describe_error, rate, timeout_option
+from ..base import ServiceFactory, default_reactor
+from ..options import (
+    ServiceOptions,
+    count,
+    describe_error,
+    rate,
+    seconds,
+    timeout_option,
+)
+from ..resp import RedisAddress, RedisLink, parse_redis_url, read_password_file
 from .accounts import Accounts, UnsupportedCheckerError
+from .interfaces import IChatServer
 from .protocol import ChatFactory
+from .shared import RedisChatServer
 
 __all__ = ["ChatOptions"]
 
@@ -79,6 +90,28 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             count("max-output"),
         ],
         timeout_option(ChatFactory, "Drop clients silent"),
+        [
+            "redis",
+            None,
+            None,
+            "Share rooms and nicknames with every process using this Redis:"
+            " redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH/redis.sock",
+        ],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "Read the Redis password from the first line of this file",
+        ],
+        ["redis-prefix", None, "sockproto:", "Prefix of every Redis key and channel"],
+        [
+            "heartbeat",
+            None,
+            5.0,
+            "Seconds between heartbeats over Redis; a process silent for two"
+            " is taken for dead, its members leave",
+            seconds("heartbeat"),
+        ],
     ]
 
     supportedInterfaces = [IUsernamePassword]
@@ -95,10 +128,58 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             raise usage.UsageError("--max-clients and --max-connections disagree")
         if clients is not None:
             self["max-connections"] = clients
+        self.redisAddress = self._redisAddress()
+
+    def _redisAddress(self) -> Optional[RedisAddress]:
+        url = self["redis"]
+        if url is None:
+            if self["redis-password-file"] is not None:
+                raise usage.UsageError("--redis-password-file needs --redis")
+            return None
+        try:
+            address = parse_redis_url(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        path = self["redis-password-file"]
+        if path is not None:
+            try:
+                address.password = read_password_file(path)
+            except OSError as e:
+                msg = f"cannot read {path}: {describe_error(e)}"
+                raise usage.UsageError(msg) from None
+        try:
+            import hiredis  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--redis needs the redis extra: pip install 'sockproto[redis]'"
+            ) from None
+        if not self["heartbeat"]:
+            raise usage.UsageError("--heartbeat must be more than 0")
+        return address
+
+    def buildServer(self) -> Optional[IChatServer]:
+        """
+        The shared back end when --redis is given, else None (the factory
+        makes an in-process one).
+        """
+        address = getattr(self, "redisAddress", None)
+        if address is None:
+            return None
+        reactor = default_reactor()
+        return RedisChatServer(
+            f"sockproto chat on {socket.gethostname()}",
+            RedisLink(address, reactor),
+            reactor,
+            historySize=self["history"],
+            maxRooms=self["max-rooms"],
+            prefix=self["redis-prefix"],
+            heartbeat=self["heartbeat"],
+        )
 
     def buildFactory(self) -> ServiceFactory:
         checkers = self.get("credCheckers", [])
         return ChatFactory(
+            self.buildServer(),
             checker=checkers[0] if checkers else None,
             maxLineLength=self["max-line"],
             rateLimit=self["rate-limit"],

@@ -8,8 +8,9 @@ you as everyone sees them, which is how you know the server took them.
 """
 
 import socket
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
+from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -256,6 +257,14 @@ class ChatProtocol(LineProtocol):
         """
         self.direct((NOTICE + text + "\r\n").encode("utf-8"))
 
+    def nickChanged(self, nick: str, reason: str) -> None:
+        """
+        The back end gave this user the nickname C{nick}, for C{reason}.
+        """
+        if self.session is not None:
+            self.session.nick = nick
+        self.notice(f"you are now known as {nick}: {reason}")
+
     def error(self, text: str) -> None:
         """
         Send an error line to this client alone.
@@ -410,3 +419,7 @@ class ChatFactory(LineFactory):
         if flush is not None:
             flush()
         return super().closeAll()
+
+    def supportServices(self) -> List[IService]:
+        service = getattr(self.server, "service", None)
+        return [service] if service is not None else []

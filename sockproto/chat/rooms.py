@@ -166,6 +166,12 @@ class ChatRoom:
             return
         batch = EventBatch(tuple(self._pending))
         self._pending = []
+        self.deliverBatch(batch)
+
+    def deliverBatch(self, batch: EventBatch) -> None:
+        """
+        Deliver C{batch} to every member of this process.
+        """
         failed = []
         for member in list(self.members.values()):
             try:

@@ -1,0 +1,364 @@
+"""
+The chat shared through a real redis-server: the behaviour suite with
+users spread over two processes' worth of back ends, and the guarantees
+of the shared back end (one order per room, unique nicknames, presence
+after a process's loss, Redis going away and coming back).
+
+One redis-server runs per test class, on a UNIX socket in a temporary
+folder; each test uses its own key prefix.
+"""
+
+import atexit
+import itertools
+import tempfile
+from typing import Any, List
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SkipTest, TestCase
+
+from sockproto.chat import ChatFactory
+from sockproto.chat.events import ChatEvent
+from sockproto.chat.shared import RedisChatServer
+from sockproto.resp import RedisLink, parse_redis_url
+from sockproto.testing import (
+    REDIS_MISSING,
+    ChatOnClock,
+    RedisServer,
+    settle,
+    temporary_directory,
+    wait_for,
+)
+
+from .test_chat_behaviour import ChatBehaviour, LineUser, SessionUser, User
+
+_prefixes = itertools.count(1)
+
+
+_redis: List[RedisServer] = []
+
+
+def module_redis() -> RedisServer:
+    """
+    The redis-server of this module's tests, started on first use and
+    stopped when the tests end.
+    """
+    if not _redis:
+        directory = tempfile.TemporaryDirectory(prefix="sockproto-redis-")
+        server = RedisServer(directory.name)
+        server.start()
+        atexit.register(directory.cleanup)
+        atexit.register(server.stop)
+        _redis.append(server)
+    return _redis[0]
+
+
+class RedisFixture:
+    """
+    A redis-server for the test module, and shared chat servers on it.
+    """
+
+    heartbeat = 5.0
+    privateRedis = False
+    """Whether each test gets a redis-server of its own (to stop it)."""
+
+    def setUp(self) -> Any:
+        try:
+            import hiredis  # noqa: F401
+        except ImportError:
+            raise SkipTest("hiredis missing: pip install 'sockproto[redis]'") from None
+        if not RedisServer.available():
+            raise SkipTest(REDIS_MISSING)
+        if self.privateRedis:
+            self.redis = RedisServer(temporary_directory(self))
+            self.redis.start()
+            self.addCleanup(self.redis.stop)  # type: ignore[attr-defined]
+        else:
+            self.redis = module_redis()
+        return super().setUp()  # type: ignore[misc]
+
+    def newPrefix(self) -> str:
+        self.prefix = f"test{next(_prefixes)}:"
+        return self.prefix
+
+    def sharedServer(self, name: str = "shared", **kwargs: Any) -> RedisChatServer:
+        link = RedisLink(parse_redis_url(self.redis.url), reactor, maxDelay=0.2)
+        kwargs.setdefault("heartbeat", self.heartbeat)
+        server = RedisChatServer(name, link, reactor, prefix=self.prefix, **kwargs)
+        server.service.startService()
+        self.addCleanup(server.service.stopService)  # type: ignore[attr-defined]
+        return server
+
+
+class SharedBehaviour(RedisFixture, ChatBehaviour):
+    """
+    The behaviour suite on the Redis back end, with users on C{nodes}
+    back ends (as if in that many processes), in turn.
+    """
+
+    nodes = 2
+
+    def newServer(self, clock: Clock) -> Any:
+        self.newPrefix()
+        self.servers = [self.sharedServer(f"node{i}") for i in range(self.nodes)]
+        self._next = itertools.cycle(range(self.nodes))
+        return self.servers[0]
+
+    def setUp(self) -> Any:
+        super().setUp()
+        return wait_for(lambda: all(server.up for server in self.servers))
+
+    def turn(self) -> Any:
+        self.clock.advance(0)
+        return settle(self.servers)
+
+
+class LineFrontEndOnTwoSharedNodesTests(SharedBehaviour, TestCase):
+    """
+    The line protocol, with users alternating between two back ends that
+    share one Redis: everything behaves as on one server.
+    """
+
+    def setUp(self) -> Any:
+        d = super().setUp()
+        self.chats = [ChatOnClock(server, self.clock) for server in self.servers]
+        return d
+
+    def connect(self) -> User:
+        return LineUser(self.chats[next(self._next)])
+
+
+class SessionOnSharedNodeTests(SharedBehaviour, TestCase):
+    """
+    A bare session on one Redis back end.
+    """
+
+    nodes = 1
+
+    def connect(self) -> User:
+        return SessionUser(self.servers[0])
+
+
+class ThreeNodes(RedisFixture):
+    """
+    Three shared back ends on one Redis, each with its line front end.
+    """
+
+    heartbeat = 0.25
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.newPrefix()
+        self.clock = Clock()
+        self.servers: List[RedisChatServer] = []
+        self.chats: List[ChatOnClock] = []
+        for _ in range(3):
+            self.addNode()
+        yield wait_for(lambda: all(server.up for server in self.servers))
+
+    def addNode(self) -> ChatOnClock:
+        server = self.sharedServer(f"node{len(self.servers)}")
+        self.servers.append(server)
+        chat = ChatOnClock(server, self.clock)
+        self.chats.append(chat)
+        return chat
+
+    def turn(self) -> Any:
+        self.clock.advance(0)
+        return settle([s for s in self.servers if s.link.running])
+
+    @inlineCallbacks
+    def named(self, *nicks: str) -> Any:
+        users = []
+        for i, nick in enumerate(nicks):
+            users.append(LineUser(self.chats[i % len(self.chats)]))
+            yield self.turn()
+            users[-1].send(f"/nick {nick}")
+            yield self.turn()
+        for user in users:
+            user.seen()
+        return users
+
+
+class SharedGuaranteeTests(ThreeNodes, TestCase):
+    """
+    What the shared back end promises beyond the behaviour suite.
+    """
+
+    @inlineCallbacks
+    def test_every_member_on_every_node_sees_one_order(self) -> Any:
+        users = yield self.named("alice", "bob", "carol")
+        for round in range(20):
+            for user in users:
+                user.send(f"line {round}")
+        yield self.turn()
+        orders = [[s for s in user.seen() if s[0] == "message"] for user in users]
+        self.assertEqual(len(orders[0]), 60)
+        self.assertEqual(orders[1], orders[0])
+        self.assertEqual(orders[2], orders[0])
+        for nick in ("alice", "bob", "carol"):
+            mine = [text for kind, who, text in orders[0] if who == nick]
+            self.assertEqual(mine, [f"line {r}" for r in range(20)])
+
+    @inlineCallbacks
+    def test_two_nodes_racing_for_a_nickname_exactly_one_wins(self) -> Any:
+        a, b = yield self.named("a", "b")  # on two nodes
+        for round in range(100):
+            nick = f"race{round}"
+            a.send(f"/nick {nick}")
+            b.send(f"/nick {nick}")
+            yield self.turn()
+            seenA, seenB = a.seen(), b.seen()
+            wins = [s for s in seenA if s[0] == "nick" and s[2] == nick]
+            refusals = [s for s in seenA + seenB if s[0] == "error"]
+            self.assertEqual(len(wins), 1, (seenA, seenB))
+            self.assertEqual(len(refusals), 1, (seenA, seenB))
+            self.assertIn(f"nickname {nick} is taken", refusals[0][1])
+            old = wins[0][1]
+            (a if old == "a" else b).send(f"/nick {old}")
+            yield self.turn()
+            a.seen(), b.seen()
+
+    @inlineCallbacks
+    def test_a_private_message_reaches_a_nick_on_another_node(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
+        alice.send("/msg bob psst")
+        yield self.turn()
+        self.assertEqual(bob.seen(), [("private", "alice", "bob", "psst")])
+        self.assertEqual(alice.seen(), [("private", "alice", "bob", "psst")])
+
+    @inlineCallbacks
+    def test_who_and_rooms_count_every_node(self) -> Any:
+        alice, bob, carol = yield self.named("alice", "bob", "carol")
+        alice.send("/who")
+        carol.send("/join games")
+        yield self.turn()
+        [(_, who)] = [s for s in alice.seen() if s[0] == "notice"]
+        self.assertIn("alice, bob, carol", who)
+        bob.send("/rooms")
+        yield self.turn()
+        [(_, rooms)] = [s for s in bob.seen() if s[0] == "notice"]
+        self.assertIn("#games (1)", rooms)
+        self.assertIn("#lobby (2)", rooms)
+
+    @inlineCallbacks
+    def test_a_killed_node_s_members_leave_within_three_heartbeats(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")  # bob on node 1
+        lost = self.servers[1]
+        lost._beat.stop()  # as if killed: no goodbye, no more heartbeats
+        yield lost.link.stopService()
+        started = reactor.seconds()
+        seen: List[Any] = []
+        yield wait_for(lambda: seen.extend(alice.seen()) or seen)
+        elapsed = reactor.seconds() - started
+        self.assertLess(elapsed, 3 * self.heartbeat + 0.5)
+        self.assertEqual(seen, [("leave", "bob", "lobby", "server lost")])
+        alice.send("/who")
+        alice.send("/nick bob")
+        yield self.turn()
+        seen = alice.seen()
+        self.assertEqual(seen[0], ("notice", "in #lobby (1): alice"))
+        self.assertEqual(seen[1], ("nick", "alice", "bob"))
+
+    @inlineCallbacks
+    def test_malformed_messages_on_a_room_channel_are_dropped(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
+        channel = f"{self.prefix}room:lobby"
+        self.redis.command("PUBLISH", channel, b"99999 not json")
+        self.redis.command("PUBLISH", channel, b"x {}")
+        big = '{"v":1,"e":[["message","lobby","mallory","' + "x" * 9000 + '",""]]}'
+        self.redis.command("PUBLISH", channel, b"1 " + big.encode())
+        alice.send("still fine")
+        yield self.turn()
+        self.assertEqual(bob.seen(), [("message", "alice", "still fine")])
+        errors = self.flushLoggedErrors()
+        self.assertEqual(errors, [])
+
+
+class RedisRestartTests(ThreeNodes, TestCase):
+    """
+    Redis stops and starts again under three nodes.
+    """
+
+    privateRedis = True
+
+    @inlineCallbacks
+    def test_redis_going_away_keeps_local_service_then_resumes(self) -> Any:
+        alice, bob, carol = yield self.named("alice", "bob", "carol")
+        dave = LineUser(self.chats[0])  # alice's node
+        yield self.turn()
+        dave.send("/nick dave")
+        yield self.turn()
+        for user in (alice, bob, carol, dave):
+            user.seen()
+        self.redis.stop()
+        yield wait_for(lambda: not any(s.up for s in self.servers))
+        yield deferLater(reactor, 0, lambda: None)
+        unavailable = ("notice", UNAVAILABLE_TEXT)
+        for user in (alice, bob, carol, dave):
+            self.assertEqual(user.seen(), [unavailable])
+        alice.send("only here")
+        self.clock.advance(0)
+        yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(dave.seen(), [("message", "alice", "only here")])
+        self.assertEqual(bob.seen(), [])
+        self.redis.start()
+        yield wait_for(lambda: all(s.up for s in self.servers), timeout=15)
+        yield self.turn()
+        for user in (alice, bob, carol, dave):
+            self.assertIn(("notice", BACK_TEXT), user.seen())
+        bob.send("across again")
+        yield self.turn()
+        for user in (alice, carol, dave):
+            self.assertEqual(user.seen(), [("message", "bob", "across again")])
+
+
+UNAVAILABLE_TEXT = "chat network unavailable: only people on this server see your lines"
+BACK_TEXT = "chat network back: everyone in your room sees your lines again"
+
+
+class SharedHistoryTests(RedisFixture, TestCase):
+    """
+    History and backfill come from the room's stream in Redis.
+    """
+
+    @inlineCallbacks
+    def test_a_gap_in_numbers_is_filled_from_the_stream(self) -> Any:
+        self.newPrefix()
+        clock = Clock()
+        server = self.sharedServer()
+        yield wait_for(lambda: server.up)
+        chat = ChatOnClock(server, clock)
+        alice = LineUser(chat)
+        clock.advance(0)
+        yield settle([server])
+        alice.seen()
+        room = server._rooms["lobby"]
+        # Lines published while this process was not listening:
+        server.link.unsubscribe(f"{self.prefix}room:lobby".encode())
+        yield settle([server])
+        for text in ("one", "two"):
+            event = ChatEvent("message", "lobby", "bob", text)
+            yield server._publishTo("lobby", [event])
+        yield server.link.subscribe(f"{self.prefix}room:lobby".encode())
+        yield server._publishTo("lobby", [ChatEvent("message", "lobby", "bob", "3")])
+        yield settle([server])
+        self.assertEqual(
+            [s for s in alice.seen()],
+            [
+                ("message", "bob", "one"),
+                ("message", "bob", "two"),
+                ("message", "bob", "3"),
+            ],
+        )
+        self.assertEqual(room.lastSeq, int(self.redis.command("GET", room.key("seq"))))
+
+
+class SharedFactoryTests(RedisFixture, TestCase):
+    def test_the_factory_runs_the_link_with_the_ports(self) -> None:
+        self.newPrefix()
+        server = self.sharedServer()
+        factory = ChatFactory(server)
+        self.assertEqual(factory.supportServices(), [server.service])
