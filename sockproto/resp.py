@@ -363,6 +363,19 @@ class RedisLink(MultiService):
         pings = [protocol.execute("PING") for protocol in protocols]
         return gatherResults(pings, consumeErrors=True)
 
+    def startService(self) -> None:
+        super().startService()
+        d = self._services[False].whenConnected(failAfterFailures=1)
+        d.addErrback(self._unreachable)
+
+    def _unreachable(self, failure: Failure) -> None:
+        if self.running:
+            log.warn(
+                "redis: cannot reach {address} ({why}); retrying",
+                address=str(self.address),
+                why=failure.getErrorMessage(),
+            )
+
     def stopService(self) -> "Deferred[Any]":
         self.up = False
         return super().stopService()

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from sockproto.chat import ChatFactory
 from sockproto.chat.events import ChatEvent
 from sockproto.chat.shared import RedisChatServer
+from sockproto.chat.wire import encode_events
 from sockproto.resp import RedisLink, parse_redis_url
 from sockproto.testing import (
     REDIS_MISSING,
@@ -222,6 +223,24 @@ class SharedGuaranteeTests(ThreeNodes, TestCase):
             a.seen(), b.seen()
 
     @inlineCallbacks
+    def test_commands_typed_before_the_join_completes_keep_their_order(self) -> Any:
+        [bob] = yield self.named("bob")
+        alice = LineUser(self.chats[1])
+        alice.send("/nick alice")
+        alice.send("hello")
+        yield self.turn()
+        expected = [
+            ("join", "guest2", "lobby"),
+            ("nick", "guest2", "alice"),
+            ("message", "alice", "hello"),
+        ]
+        self.assertEqual(bob.seen(), expected)
+        self.assertEqual([s for s in alice.seen() if s[0] != "notice"], expected)
+        alice.send("/who")
+        yield self.turn()
+        self.assertEqual(alice.seen(), [("notice", "in #lobby (2): bob, alice")])
+
+    @inlineCallbacks
     def test_a_private_message_reaches_a_nick_on_another_node(self) -> Any:
         alice, bob = yield self.named("alice", "bob")
         alice.send("/msg bob psst")
@@ -270,6 +289,8 @@ class SharedGuaranteeTests(ThreeNodes, TestCase):
         self.redis.command("PUBLISH", channel, b"x {}")
         big = '{"v":1,"e":[["message","lobby","mallory","' + "x" * 9000 + '",""]]}'
         self.redis.command("PUBLISH", channel, b"1 " + big.encode())
+        forged = encode_events([ChatEvent("message", "lobby", "mallory", "hi")])
+        self.redis.command("PUBLISH", channel, b"99999 " + forged)
         alice.send("still fine")
         yield self.turn()
         self.assertEqual(bob.seen(), [("message", "alice", "still fine")])

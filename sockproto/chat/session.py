@@ -6,7 +6,8 @@ today) decodes its wire into L{ChatSession.textReceived} and shows what the
 session tells its L{IChatClient}; a new front end reuses all of it.
 """
 
-from typing import Any, Callable, List, Optional
+from collections import deque
+from typing import Any, Callable, Deque, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -50,7 +51,12 @@ class ChatSession:
         "joined",
         "quitReason",
         "wrongPasswords",
+        "_queue",
+        "ended",
     )
+
+    maxQueued = 64
+    """Lines a user may type while a request of theirs is under way."""
 
     log = Logger()
 
@@ -75,6 +81,8 @@ class ChatSession:
         self.joined = False
         self.quitReason = "connection lost"
         self.wrongPasswords = 0
+        self._queue: Optional[Deque[str]] = None
+        self.ended = False
 
     @property
     def peer(self) -> str:
@@ -92,12 +100,16 @@ class ChatSession:
         """
         Join the chat: a guest nickname, the welcome, the default room.
         """
+        self._queue = deque()  # what the user types meanwhile waits
         d = self.server.register(self.client)
         d.addCallback(self._registered)
-        return self._answer(d)
+        return self._answer(d).addBoth(self._nextLine)
 
-    def _registered(self, nick: str) -> "Deferred[None]":
+    def _registered(self, nick: str) -> Optional["Deferred[None]"]:
         self.nick = nick
+        if self.ended:  # gone while the back end answered
+            self._logFailure(self.server.unregister(self.client))
+            return None
         self.joined = True
         self.welcome()
         return self.server.room(self.server.defaultRoom).addCallback(self.enter)
@@ -114,6 +126,8 @@ class ChatSession:
         The user is gone: free the nickname, leave the room (with
         L{quitReason}).  Nothing more is shown.
         """
+        self.ended = True
+        self._queue = None
         if not self.joined:
             return
         self.joined = False
@@ -125,15 +139,39 @@ class ChatSession:
     def textReceived(self, text: str) -> None:
         """
         Called with each non-blank line the user typed, decoded and
-        cleaned: a command, or a line for the room.
+        cleaned.  Lines are handled in order: while a request to the back
+        end is under way (a new nickname, a room), the next lines wait.
+        """
+        if self._queue is None:
+            self._queue = deque([text])
+            self._nextLine(None)
+        elif len(self._queue) < self.maxQueued:
+            self._queue.append(text)
+        else:
+            self.error("too many lines while the chat answers: slow down")
+
+    def _nextLine(self, result: object) -> object:
+        queue = self._queue
+        while queue:
+            d = self.lineReceived(queue.popleft())
+            if isinstance(d, Deferred) and not d.called:
+                d.addBoth(self._nextLine)
+                return result
+        self._queue = None
+        return result
+
+    def lineReceived(self, text: str) -> Optional["Deferred[Any]"]:
+        """
+        Handle one line: a command, or a line for the room.
+
+        @return: a Deferred while a request is under way, else None.
         """
         if text.startswith("/") and not text.startswith("//"):
             name, _, argument = text[1:].partition(" ")
-            self.commandReceived(name.lower(), argument.strip())
-        else:
-            self.say(text[1:] if text.startswith("//") else text)
+            return self.commandReceived(name.lower(), argument.strip())
+        return self.say(text[1:] if text.startswith("//") else text)
 
-    def commandReceived(self, name: str, argument: str) -> None:
+    def commandReceived(self, name: str, argument: str) -> Optional["Deferred[Any]"]:
         """
         Called with each command: runs C{command_NAME(argument)}.
         """
@@ -143,13 +181,15 @@ class ChatSession:
                 "chat: {peer} unknown command {name!r}", peer=self.peer, name=name
             )
             self.error(f"unknown command /{name} (try /help)")
-            return
+            return None
         try:
             result = method(argument)
         except ChatError as e:
-            return self.error(str(e))
+            self.error(str(e))
+            return None
         if isinstance(result, Deferred):
-            self._answer(result)
+            return self._answer(result)
+        return None
 
     def command(self, name: str) -> Optional[Callable[[str], Any]]:
         """
@@ -162,12 +202,13 @@ class ChatSession:
             method = getattr(self.client, "command_" + name, None)
         return method  # type: ignore[no-any-return]
 
-    def say(self, text: str) -> None:
+    def say(self, text: str) -> Optional["Deferred[Any]"]:
         """
         Called with each line for the room.
         """
-        if self.room is not None:
-            self._answer(self.room.say(self.client, text))
+        if self.room is None:
+            return None
+        return self._answer(self.room.say(self.client, text))
 
     def act(self, text: str) -> None:
         """
@@ -416,7 +457,9 @@ class ChatSession:
         """
         self.room = room
 
-        def greet(others: List[str]) -> "Deferred[None]":
+        def greet(others: List[str]) -> Optional["Deferred[None]"]:
+            if self.ended:
+                return None
             limit = self.maxNicksOnEntering
             shown = ", ".join(others[:limit]) + (" ..." if len(others) > limit else "")
             where = f"you are in #{room.name}"

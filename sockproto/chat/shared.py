@@ -23,7 +23,14 @@ import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    FirstError,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -205,12 +212,15 @@ class SharedRoom(ChatRoom):
             return super().join(member)
         self.flush()
         self.members[id(member)] = member
-        d = self.server.execute(
-            "EVAL", _JOIN, *self._joinKeys(), member.nick, self.name
-        )
+        self._announce(ChatEvent(JOIN, self.name, member.nick))
+        # History ends where live delivery to the member starts: the
+        # room's number now, or, before the first sync, the number synced.
+        seen = self.lastSeq if self.synced.called else None
+        args = (*self._joinKeys(), member.nick, self.name)
+        d = self.server.execute("EVAL", _JOIN, *args)
         d.addCallback(lambda _: self.synced)
-        d.addCallback(lambda _: self._history())
-        d.addBoth(self._joined, member)
+        d.addCallback(lambda _: self._history(self.lastSeq if seen is None else seen))
+        d.addErrback(self._noHistory)
         return d
 
     def _joinKeys(self) -> Tuple[Any, ...]:
@@ -218,24 +228,22 @@ class SharedRoom(ChatRoom):
         keys = (self.key("members"), server.key("rooms"))
         return (4, *keys, server.nodeKey("rooms"), server.key("order"))
 
-    def _joined(self, history: Any, member: IChatMember) -> List[ChatEvent]:
-        self._announce(ChatEvent(JOIN, self.name, member.nick))
-        if isinstance(history, Failure):
-            log.failure("chat: reading #{room}'s history", history, room=self.name)
-            return []
-        return history  # type: ignore[no-any-return]
+    def _noHistory(self, failure: Failure) -> List[ChatEvent]:
+        log.failure("chat: reading #{room}'s history", failure, room=self.name)
+        return []
 
-    def _history(self) -> "Deferred[List[ChatEvent]]":
-        if not self.server.historySize:
+    def _history(self, end: int) -> "Deferred[List[ChatEvent]]":
+        historySize = self.server.historySize
+        if not historySize or not end:
             return succeed([])
-        count = self.server.historySize * 4 + 20
-        end = f"0-{self.lastSeq}" if self.lastSeq else "+"
-        d = self.server.execute("XREVRANGE", self.key("log"), end, "-", "COUNT", count)
+        count = historySize * self.server.historyScan + 20
+        key = self.key("log")
+        d = self.server.execute("XREVRANGE", key, f"0-{end}", "-", "COUNT", count)
 
         def lines(entries: List[Any]) -> List[ChatEvent]:
             events = [e for _, es in reversed(self._decodeEntries(entries)) for e in es]
             said = [e for e in events if e.kind in (MESSAGE, ACTION)]
-            return said[-self.server.historySize :] if said else []
+            return said[-historySize:]
 
         return d.addCallback(lines)
 
@@ -310,6 +318,7 @@ class SharedRoom(ChatRoom):
         start = f"0-{self.lastSeq + 1}"
         end = "+" if upTo is None else f"0-{upTo}"
         execute = self.server.execute
+        before = len(self._queue)
         d = gatherResults(
             [
                 execute("XRANGE", self.key("log"), start, end),
@@ -317,41 +326,51 @@ class SharedRoom(ChatRoom):
             ],
             consumeErrors=True,
         )
-        d.addCallback(self._backfilled)
+        d.addCallback(self._backfilled, before)
         d.addErrback(self.server.logFailure, f"backfilling #{self.name}")
         d.addBoth(lambda _: self._drain())
         return d
 
-    def _backfilled(self, replies: List[Any]) -> None:
+    def _backfilled(self, replies: List[Any], before: int) -> None:
         entries, current = replies
+        self._dropForged(int(current or 0), before)
         for seq, events in self._decodeEntries(entries):
             if seq > self.lastSeq:
                 self._deliverNumbered(seq, events)
-        self._drain(int(current or 0))
 
-    def _drain(self, current: Optional[int] = None) -> None:
+    def _dropForged(self, current: int, before: int) -> None:
         """
-        Deliver what arrived while syncing, in order.  A number past the
-        room's C{current} one was never given by the broker: dropped.
+        Drop, of the first C{before} messages queued (those that arrived
+        before the broker said its number was C{current}), any numbered
+        past it: the broker never gave that number.
+        """
+        early, late = self._queue[:before], self._queue[before:]
+        for seq, _ in early:
+            if seq > current:
+                self.server.dropped(self.name, f"number {seq} past {current}")
+        self._queue = [item for item in early if item[0] <= current] + late
+
+    def _drain(self) -> None:
+        """
+        Deliver what arrived while syncing, in order.
         """
         if not self._syncing:
             return
         self._syncing = False
         queue, self._queue = sorted(self._queue, key=lambda item: item[0]), []
         for seq, events in queue:
-            if current is not None and seq > current:
-                self.server.dropped(self.name, f"number {seq} past {current}")
-            elif seq > self.lastSeq:
-                if seq != self.lastSeq + 1:
-                    log.warn(
-                        "chat: #{room} events {first} to {last} are no longer"
-                        " in Redis; going on from {seq}",
-                        room=self.name,
-                        first=self.lastSeq + 1,
-                        last=seq - 1,
-                        seq=seq,
-                    )
-                self._deliverNumbered(seq, events)
+            if seq <= self.lastSeq:
+                continue
+            if seq != self.lastSeq + 1:
+                log.warn(
+                    "chat: #{room} events {first} to {last} are no longer"
+                    " in Redis; going on from {seq}",
+                    room=self.name,
+                    first=self.lastSeq + 1,
+                    last=seq - 1,
+                    seq=seq,
+                )
+            self._deliverNumbered(seq, events)
 
     def _decodeEntries(self, entries: List[Any]) -> List[Tuple[int, List[ChatEvent]]]:
         decoded = []
@@ -373,15 +392,20 @@ class SharedRoom(ChatRoom):
         Redis lost its data).
         """
         self._syncing = True
+        before = len(self._queue)
         d = self.server.execute("GET", self.key("seq"))
 
         def start(value: Optional[bytes]) -> Optional["Deferred[None]"]:
             current = int(value or 0)
-            if not self.lastSeq or current < self.lastSeq:
-                self.lastSeq = current
-                self._drain(current)
-                return None
-            return self.backfill()
+            if self.lastSeq and current >= self.lastSeq:
+                return self.backfill()
+            # Start where the subscription did: what arrived since it was
+            # confirmed is delivered, even if numbered past the GET.
+            self._dropForged(current, before)
+            queued = [seq for seq, _ in self._queue]
+            self.lastSeq = min(min(queued) - 1, current) if queued else current
+            self._drain()
+            return None
 
         d.addCallback(start)
         d.addErrback(self.server.logFailure, f"joining #{self.name}")
@@ -449,9 +473,21 @@ class RedisChatServer(ChatServer):
         return self.key(f"node:{node or self.node}:{what}")
 
     def execute(self, *args: Any) -> "Deferred[Any]":
-        return self.link.execute(*args)
+        """
+        Run a Redis command; if Redis is lost meanwhile, fail with a
+        L{ChatError} that tells the user to try again.
+        """
+        return self.link.execute(*args).addErrback(self._unavailable)
+
+    @staticmethod
+    def _unavailable(failure: Failure) -> Failure:
+        if failure.check(ConnectionLost):
+            raise ChatError("the chat network is unavailable: try again")
+        return failure
 
     def logFailure(self, failure: Failure, doing: str) -> None:
+        while isinstance(failure.value, FirstError):
+            failure = failure.value.subFailure
         log.warn(
             "chat: {doing} over Redis failed: {why}",
             doing=doing,
@@ -708,7 +744,11 @@ class RedisChatServer(ChatServer):
             )
             for room in list(self._rooms.values()):
                 room.renamed(member, old, nick)
-            return gatherResults(steps, consumeErrors=True).addCallback(lambda _: None)
+            # The nickname is ours once claimed: the bookkeeping after it
+            # is done again by reclaim() if Redis goes away meanwhile.
+            d = gatherResults(steps, consumeErrors=True)
+            d.addErrback(self.logFailure, "renaming")
+            return d.addCallback(lambda _: None)
 
         return d.addCallback(claimed)
 
