@@ -140,6 +140,15 @@ MAX_PER_PEER = [
 ]
 
 
+WORKERS = [
+    "workers",
+    None,
+    1,
+    "Processes that share each listening socket (1: this process alone)",
+    count("workers", 1),
+]
+
+
 class ServiceOptions(usage.Options):
     """
     Options of one service: where it listens, and its limits.
@@ -158,6 +167,7 @@ class ServiceOptions(usage.Options):
             count("max-connections"),
         ],
         MAX_PER_PEER,
+        WORKERS,
     ]
     sharedBy = 1
     """How many services share the process's open-file limit."""

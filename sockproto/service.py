@@ -7,7 +7,17 @@ L{MultiService} that listens on every endpoint in one reactor.
 import signal
 import socket
 import sys
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Type
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    NoReturn,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+)
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -32,8 +42,9 @@ from .base import (
 from .chat.options import ChatOptions
 from .coucou import CoucouOptions
 from .echo import EchoOptions
-from .options import ServiceOptions, check_endpoint, count, describe_error
+from .options import WORKERS, ServiceOptions, check_endpoint, count, describe_error
 from .text import format_address
+from .workers import WorkersService, check_broker, placeholder_factory
 
 __all__ = [
     "ChatOptions",
@@ -80,6 +91,7 @@ class Options(usage.Options):
             f"--max-per-peer for every service [default: {DEFAULT_MAX_PER_PEER}]",
             count("max-per-peer"),
         ],
+        WORKERS,
     ]
 
     def opt_version(self) -> None:
@@ -111,6 +123,7 @@ class Options(usage.Options):
         """
         Parse, turning any usage error into one line and exit status 1.
         """
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -139,12 +152,39 @@ class Options(usage.Options):
                 f"--set is for running every service; to run {self.subCommand}"
                 f" alone, give its options after it"
             )
+        if self.subCommand is not None and self["workers"] != 1:
+            raise usage.UsageError(
+                f"--workers before {self.subCommand} is for running every"
+                f" service; to run {self.subCommand} alone, give it after"
+                f" {self.subCommand}"
+            )
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
         if self.subCommand is None:
             self.chosen = [
                 self._parseService(n) for n in SERVICES if not self[f"no-{n}"]
             ]
+        if self.workers() > 1:
+            self._checkWorkers()
+
+    def workers(self) -> int:
+        """
+        How many worker processes share the listening sockets (1: none).
+        """
+        if self.subCommand is not None:
+            return int(self.subOptions["workers"])
+        return int(self["workers"])
+
+    def _checkWorkers(self) -> None:
+        for options in self.serviceOptions():
+            for description in options["listen"]:
+                if description.split(":", 1)[0] not in ("tcp", "tcp6", "unix"):
+                    raise usage.UsageError(
+                        f"--workers shares tcp:, tcp6: and unix: ports, not"
+                        f" {description!r}: run one process per TLS port, or"
+                        f" put a TLS proxy in front"
+                    )
+        check_broker(self.serviceOptions(), self.subCommand)
 
     def _parseService(self, name: str) -> ServiceOptions:
         options = SERVICES[name]()
@@ -374,18 +414,31 @@ class SockprotoService(MultiService):
         self.reactor.callFromThread(self._stopOnSignal, signum)  # type: ignore
 
     def _stopOnSignal(self, signum: int) -> None:
-        if not self.reactor.running:
-            return
+        if not self.reactor.running or self._stopping:
+            return  # a second signal while stopping: already on its way
+        self._stopping = True
         log.info("received {signal}, shutting down", signal=signal.Signals(signum).name)
         self.reactor.stop()
 
+    _stopping = False
 
-def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService:
+
+Adopted = Tuple[int, Dict[str, Dict[str, Any]]]
+
+
+def makeService(
+    options: Options, reactor: Optional[Any] = None, worker: Optional[Adopted] = None
+) -> MultiService:
     """
     Build the service for C{twistd sockproto} from parsed L{Options}.
+
+    @param worker: in a worker process of C{--workers N}: its number, and
+        for each service the endpoints it adopted, by description.
     """
     if reactor is None:
         reactor = default_reactor()
+    if worker is None and options.workers() > 1:
+        return makeWorkersParent(options, reactor)
     top = SockprotoService(reactor)
     # Under twistd, the options' parent holds twistd's own: -n or not.
     twistdOptions = getattr(options, "parent", None) or {}
@@ -400,10 +453,41 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> MultiService
     for serviceOptions in chosen:
         serviceOptions.sharedBy = len(chosen)
         factory = serviceOptions.buildFactory()
-        endpoints = {d: serverFromString(reactor, d) for d in serviceOptions["listen"]}
+        if worker is None:
+            listen = serviceOptions["listen"]
+            endpoints = {d: serverFromString(reactor, d) for d in listen}
+        else:
+            endpoints = worker[1].get(serviceOptions.serviceName, {})
         service = ProtocolService(factory, endpoints, daemon, onTerminal)
-        for extra in serviceOptions.extraServices():
-            extra.daemon, extra.logOnTerminal = daemon, onTerminal
-            extra.setServiceParent(service)
+        if worker is None:  # UDP ports stay with the parent
+            for extra in serviceOptions.extraServices():
+                extra.daemon, extra.logOnTerminal = daemon, onTerminal
+                extra.setServiceParent(service)
         service.setServiceParent(top)
+    return top
+
+
+def makeWorkersParent(options: Options, reactor: Any) -> MultiService:
+    """
+    The parent process of C{--workers N}: it listens, starts the workers,
+    serves the UDP ports itself, and runs a private Redis if the chat needs
+    one.
+    """
+    top = SockprotoService(reactor)
+    twistdOptions = getattr(options, "parent", None) or {}
+    daemon = not twistdOptions.get("nodaemon", True)
+    chosen = options.serviceOptions()
+    broker = check_broker(chosen, options.subCommand)
+    parent = WorkersService(reactor, options.workers(), options.arguments, broker)
+    for serviceOptions in chosen:
+        name = serviceOptions.serviceName
+        for description in serviceOptions["listen"]:
+            endpoint = serverFromString(reactor, description)
+            service = EndpointService(description, endpoint, placeholder_factory(name))
+            service.daemon = daemon
+            parent.addPort(name, description, service)
+        for extra in serviceOptions.extraServices():
+            extra.daemon = daemon
+            extra.setServiceParent(top)
+    parent.setServiceParent(top)
     return top

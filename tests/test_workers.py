@@ -1,0 +1,151 @@
+"""
+C{--workers N} end to end: C{twistd -n sockproto ... --workers 2} as users
+run it, over loopback.
+"""
+
+import os
+import re
+import signal
+from typing import Any, List, Set
+
+from twisted.internet import reactor, utils
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import SkipTest, TestCase
+
+from sockproto.testing import (
+    REDIS_MISSING,
+    LineClient,
+    RedisServer,
+    TwistdProcess,
+    connect_line_client,
+    make_certificate,
+    start_twistd,
+    temporary_directory,
+    tls_endpoint_description,
+    twistd_command,
+    wait_for,
+)
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+_WORKER = re.compile(rb"\[worker (\d+)\] \w+ connection from 127\.0\.0\.1:(\d+)\n")
+
+
+def workers_serving(process: TwistdProcess) -> Set[int]:
+    """
+    The workers the parent's log names as having taken a connection.
+    """
+    return {int(m.group(1)) for m in _WORKER.finditer(process.output)}
+
+
+class WorkersTests(TestCase):
+    timeout = 90
+
+    def setUp(self) -> None:
+        self.directory = temporary_directory(self)
+
+    @inlineCallbacks
+    def start(self, *args: str) -> Any:
+        process = yield start_twistd(list(args), [args[0]], cwd=self.directory)
+        self.addCleanup(process.stop, "KILL")
+        started = re.compile(rb"\[worker \d\] sockproto starting")
+        yield wait_for(lambda: len(started.findall(process.output)) == 2)
+        return process
+
+    @inlineCallbacks
+    def connectUntilBothWorkersServe(self, process: TwistdProcess, service: str) -> Any:
+        host, port = process.address(service)
+        clients: List[LineClient] = []
+        for _ in range(200):
+            client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+            self.addCleanup(client.transport.loseConnection)
+            clients.append(client)
+            yield wait_for(lambda: len(_WORKER.findall(process.output)) >= len(clients))
+            if workers_serving(process) == {1, 2}:
+                return clients
+        self.fail(f"one worker took every connection: {process.output!r}")
+
+    @inlineCallbacks
+    def test_echo_connections_spread_over_two_workers(self) -> Any:
+        process = yield self.start("echo", "--workers", "2", "--listen", LOCAL)
+        clients = yield self.connectUntilBothWorkersServe(process, "echo")
+        for client in clients[-2:]:
+            client.send("ping")
+            yield client.expect("ping")
+        status = yield process.stop()
+        self.assertEqual(status, 0)
+        self.assertEqual(process.output.count(b"Main loop terminated"), 3)
+        self.assertNotIn(b"Traceback", process.output + process.errors)
+
+    @inlineCallbacks
+    def test_a_killed_worker_is_started_again(self) -> Any:
+        process = yield self.start("echo", "--workers", "2", "--listen", LOCAL)
+        pids = [int(p) for p in re.findall(rb"\[worker 1\] pid (\d+)", process.output)]
+        self.assertEqual(len(pids), 1, process.output)
+        os.kill(pids[0], signal.SIGKILL)
+        yield wait_for(lambda: b"worker 1 exited" in process.output)
+        yield wait_for(
+            lambda: len(re.findall(rb"\[worker 1\] pid", process.output)) == 2
+        )
+        host, port = process.address("echo")
+        client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+        self.addCleanup(client.transport.loseConnection)
+        client.send("still here")
+        yield client.expect("still here")
+
+    @inlineCallbacks
+    def test_coucou_messages_from_either_worker_are_printed(self) -> Any:
+        process = yield self.start("coucou", "--workers", "2", "--listen", LOCAL)
+        clients = yield self.connectUntilBothWorkersServe(process, "coucou")
+        for client in clients:
+            client.send("coucou")
+        yield wait_for(lambda: process.output.count(b"] coucou") >= len(clients))
+
+    @inlineCallbacks
+    def test_chat_workers_share_rooms_through_a_private_redis(self) -> Any:
+        if not RedisServer.available():
+            raise SkipTest(REDIS_MISSING)
+        process = yield self.start("chat", "--workers", "2", "--listen", LOCAL)
+        self.assertIn(b"started a private redis-server", process.output)
+        clients = yield self.connectUntilBothWorkersServe(process, "chat")
+        first, last = clients[0], clients[-1]  # on two workers
+        yield first.expect("you are in #lobby")
+        yield last.expect("you are in #lobby")
+        first.send("/nick alice")
+        yield last.expect("is now known as alice")
+        first.send("hello from one worker")
+        yield last.expect("<alice> hello from one worker")
+        yield process.stop()
+        yield last.expect("-!- server shutting down")
+        folders = re.findall(rb"unix://(\S+)/redis.sock", process.output)
+        self.assertFalse(os.path.exists(folders[0].decode()))
+        self.assertNotIn(b"Traceback", process.output + process.errors)
+
+    @inlineCallbacks
+    def test_usage_errors_of_workers_are_one_line(self) -> Any:
+        path = os.path.dirname(twistd_command()[0])  # no redis-server here
+        tls = tls_endpoint_description(*make_certificate(self.directory))
+        cases = [
+            (
+                ["echo", "--workers", "2", "--listen", tls],
+                "--workers shares tcp:, tcp6: and unix: ports",
+                os.environ["PATH"],
+            ),
+            (
+                ["--workers", "0"],
+                "--workers takes a whole number, at least 1",
+                os.environ["PATH"],
+            ),
+            (["--workers", "2", "echo"], "--workers before echo", os.environ["PATH"]),
+            (["chat", "--workers", "2"], "chat with --workers needs a broker", path),
+        ]
+        for args, expected, searchPath in cases:
+            command = twistd_command() + ["-n", "--pidfile=", "sockproto", *args]
+            env = dict(os.environ, PATH=searchPath)
+            out, err, code = yield utils.getProcessOutputAndValue(
+                command[0], command[1:], env=env, path=self.directory
+            )
+            self.assertEqual(code, 1, (args, out, err))
+            self.assertEqual(err.decode().count("\n"), 1, err)
+            self.assertIn(expected, err.decode())
+            self.assertNotIn(b"Traceback", out + err)
