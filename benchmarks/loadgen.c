@@ -6,11 +6,12 @@
  *   loadgen echo HOST PORT CONNS SIZE INFLIGHT SECONDS
  *       CONNS connections, each keeping INFLIGHT messages of SIZE bytes in
  *       flight; every echoed byte is compared with what was sent.
- *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO
+ *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO [SETTLE]
  *       CLIENTS chat clients; RATE lines a second offered in all, round
  *       robin; every delivery is counted and timed.  HELLO is "none" (the
  *       server greets each client), "silent" (it does not), or "name" (it
- *       asks for a name first).
+ *       asks for a name first).  SETTLE: seconds to wait, reading, between
+ *       the last client's greeting and the first line (default 0).
  *   loadgen idle HOST PORT CLIENTS HELLO
  *       CLIENTS idle clients; prints {"ready": N} once each got a line,
  *       waits for a line on standard input, then times one line's
@@ -374,8 +375,11 @@ static int connect_clients(const char *host, int port, int count, const char *he
 }
 
 static int run_chat(const char *host, int port, int count, double rate, double seconds,
-                    const char *hello) {
+                    const char *hello, double settle) {
     int ep = connect_clients(host, port, count, hello);
+    /* Let the server finish greeting everyone (joins, notices) first. */
+    uint64_t settled = now_us() + (uint64_t)(settle * 1e6);
+    while (now_us() < settled) pump(ep, 10);
     double cpu_start = cpu_seconds();
     uint64_t start = now_us(), stop = start + (uint64_t)(seconds * 1e6);
     uint64_t sent = 0;
@@ -435,9 +439,9 @@ int main(int argc, char **argv) {
     if (argc == 8 && !strcmp(argv[1], "echo"))
         return run_echo(argv[2], atoi(argv[3]), atoi(argv[4]), (size_t)atol(argv[5]),
                         atoi(argv[6]), atof(argv[7]));
-    if (argc == 8 && !strcmp(argv[1], "chat"))
+    if ((argc == 8 || argc == 9) && !strcmp(argv[1], "chat"))
         return run_chat(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), atof(argv[6]),
-                        argv[7]);
+                        argv[7], argc == 9 ? atof(argv[8]) : 0.0);
     if (argc == 6 && !strcmp(argv[1], "idle"))
         return run_idle(argv[2], atoi(argv[3]), atoi(argv[4]), argv[5]);
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");

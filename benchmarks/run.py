@@ -57,13 +57,15 @@ class Server:
     A server in a child process, with the port it reported.
     """
 
-    def __init__(self, name: str, command: List[str], pattern: str) -> None:
+    def __init__(
+        self, name: str, command: List[str], pattern: str, cpus: set = SERVER_CPU
+    ) -> None:
         self.name = name
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=pin(SERVER_CPU),
+            preexec_fn=pin(cpus),
             cwd=str(HERE),
         )
         self.port = self._wait_for_port(re.compile(pattern))
@@ -325,6 +327,131 @@ def scale_run(programs: Dict[str, str], clients: int) -> Dict[str, Any]:
     }
 
 
+# --- several processes: --workers, and the chat shared through Redis -------
+
+BOTH_CPUS = {0, 1}
+SUSTAINABLE_P99_MS = 100.0
+
+
+def workers_server(service: str, workers: int, *extra: str) -> Server:
+    """
+    C{twistd sockproto SERVICE --workers N}, on both cores (the workers of
+    one process share them with the load generator).
+    """
+    command = twistd(service, "--listen", LISTEN, "--max-per-peer", "0", *extra)
+    command.remove("--logfile=/dev/null")
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    pattern = service + r" listening on [\d.]+:(\d+)"
+    label = f"sockproto {service}, " + (
+        f"{workers} workers" if workers > 1 else "1 process"
+    )
+    server = Server(label, command, pattern, cpus=BOTH_CPUS)
+    time.sleep(2.0 if workers > 1 else 0.5)  # workers adopt the port
+    return server
+
+
+def chat_trial(
+    programs: Dict[str, str], workers: int, clients: int, rate: int, seconds: float
+) -> Dict[str, Any]:
+    server = workers_server("chat", workers, "--rate-limit", "0")
+    try:
+        result = loadgen(
+            programs, "chat", LOOPBACK, server.port, clients, rate, seconds, "none", 2
+        )
+    except Exception as e:
+        result = {"error": str(e), "complete": False, "p99_ms": float("inf")}
+    finally:
+        server.stop()
+    return {"workers": workers, "clients": clients, "rate": rate, **result}
+
+
+def sustains(row: Dict[str, Any]) -> bool:
+    """
+    Every line delivered, with p99 latency within the bound.
+    """
+    return bool(row.get("complete")) and row["p99_ms"] <= SUSTAINABLE_P99_MS
+
+
+def sustainable_rate(
+    programs: Dict[str, str], workers: int, clients: int, seconds: float, top: int
+) -> Tuple[int, List[Dict[str, Any]]]:
+    """
+    The highest offered rate (lines/s) with every line delivered and p99 at
+    most 100 ms: doubling from 1,000 until a rate fails (or C{top}), then
+    two steps of bisection.
+    """
+    trials: List[Dict[str, Any]] = []
+    good, bad, rate = 0, 0, 1000
+    while rate <= top:
+        row = chat_trial(programs, workers, clients, rate, seconds)
+        trials.append(row)
+        if not sustains(row):
+            bad = rate
+            break
+        good, rate = rate, rate * 2
+    for _ in range(2 if bad else 0):
+        middle = (good + bad) // 2
+        row = chat_trial(programs, workers, clients, middle, seconds)
+        trials.append(row)
+        good, bad = (middle, bad) if sustains(row) else (good, middle)
+    return good, trials
+
+
+def shared_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
+    """
+    One process against C{--workers 2}: echo round trips, and chat
+    fan-out to 500 clients (over a private Redis for the workers).
+    """
+    seconds = 2.0 if quick else 3.0
+    report: Dict[str, Any] = {"echo": [], "chat": {}}
+    for workers in (1, 2):
+        server = workers_server("echo", workers)
+        try:
+            small = loadgen(programs, "echo", LOOPBACK, server.port, 10, 64, 1, seconds)
+        finally:
+            server.stop()
+        report["echo"].append({"workers": workers, **small})
+    top = 4000 if quick else 64000
+    for workers in (1, 2):
+        rate, trials = sustainable_rate(programs, workers, 500, seconds, top)
+        at4000 = next((t for t in trials if t["rate"] == 4000), None)
+        if at4000 is None:
+            at4000 = chat_trial(programs, workers, 500, 4000, seconds)
+        report["chat"][str(workers)] = {
+            "sustainable_rate": rate,
+            "at_4000": at4000,
+            "trials": trials,
+        }
+    return report
+
+
+def shared_table(shared: Dict[str, Any]) -> List[str]:
+    one, two = shared["echo"]
+    lines = [
+        "several processes (both cores, shared with the load generator)",
+        f"echo small, round trips/s: 1 process {one['round_trips_per_second']:.0f},"
+        f" --workers 2 {two['round_trips_per_second']:.0f}"
+        f" ({two['round_trips_per_second'] / one['round_trips_per_second']:.2f}x);"
+        f" loadgen CPU {one['loadgen_cpu']:.0%} / {two['loadgen_cpu']:.0%}",
+    ]
+    single, double = shared["chat"]["1"], shared["chat"]["2"]
+    for label, r in (("1 process", single), ("--workers 2 + Redis", double)):
+        at = r["at_4000"]
+        lines.append(
+            f"chat, 500 clients, {label:20}: sustainable {r['sustainable_rate']:6}"
+            f" lines/s; at 4,000 offered p99 {at.get('p99_ms', float('nan')):.1f} ms,"
+            f" {'all delivered' if at.get('complete') else 'NOT ALL DELIVERED'},"
+            f" loadgen CPU {at.get('loadgen_cpu', 0):.0%}"
+        )
+    if single["sustainable_rate"]:
+        ratio = double["sustainable_rate"] / single["sustainable_rate"]
+        lines.append(
+            f"chat sustainable rate, 2 workers over Redis / 1 process: {ratio:.2f}x"
+        )
+    return lines
+
+
 # --- report ---------------------------------------------------------------
 
 
@@ -438,7 +565,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-PARTS = {"echo", "chat", "scale"}
+PARTS = {"echo", "chat", "scale", "shared"}
 
 
 def main() -> None:
@@ -447,7 +574,9 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--idle-clients", type=int, default=10_000)
     parser.add_argument(
-        "--only", default="echo,chat,scale", help="which parts: echo,chat,scale"
+        "--only",
+        default="echo,chat,scale,shared",
+        help="which parts: echo,chat,scale,shared",
     )
     options = parser.parse_args()
     unknown = set(options.only.split(",")) - PARTS
@@ -476,6 +605,9 @@ def main() -> None:
     if "scale" in parts:
         print("scale ...", file=sys.stderr)
         report["scale"] = scale_run(programs, options.idle_clients)
+    if "shared" in parts:
+        print("several processes ...", file=sys.stderr)
+        report["shared"] = shared_runs(programs, options.quick)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = results / f"benchmark-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
@@ -498,6 +630,8 @@ def summary(report: Dict[str, Any]) -> List[str]:
         lines += echo_table(report["echo"]) + [""]
     if "chat" in report:
         lines += chat_table(report["chat"]) + [""]
+    if "shared" in report:
+        lines += shared_table(report["shared"]) + [""]
     if "scale" in report:
         s = report["scale"]
         lines.append(

@@ -31,7 +31,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -198,6 +198,8 @@ class SharedRoom(ChatRoom):
         )
         self.server = server
         self.lastSeq = 0
+        self._incoming: List[ChatEvent] = []
+        self._incomingCall: Optional[IDelayedCall] = None
         self._syncing = True
         self._queue: List[Tuple[int, List[ChatEvent]]] = []
         self.synced: Deferred[None] = Deferred()
@@ -208,6 +210,7 @@ class SharedRoom(ChatRoom):
     # --- joining and leaving ---------------------------------------------
 
     def join(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
+        self.deliverIncoming()  # what came before the member's history
         if not self.server.up:
             return super().join(member)
         self.flush()
@@ -279,6 +282,7 @@ class SharedRoom(ChatRoom):
 
     def flush(self) -> None:
         if not self.server.up:
+            self.deliverIncoming()
             return super().flush()
         if self._flushCall is not None:
             if self._flushCall.active():
@@ -305,7 +309,25 @@ class SharedRoom(ChatRoom):
             self.backfill(seq - 1)
 
     def _deliverNumbered(self, seq: int, events: List[ChatEvent]) -> None:
+        """
+        Deliver the events numbered C{seq}, at the end of this reactor
+        turn, with any others received in it: one write per member.
+        """
         self.lastSeq = seq
+        if events:
+            self._incoming.extend(events)
+            if self._incomingCall is None:
+                self._incomingCall = self.clock.callLater(0, self.deliverIncoming)
+
+    def deliverIncoming(self) -> None:
+        """
+        Deliver what was received from the broker, at once.
+        """
+        if self._incomingCall is not None:
+            if self._incomingCall.active():
+                self._incomingCall.cancel()
+            self._incomingCall = None
+        events, self._incoming = self._incoming, []
         if events:
             self.deliverBatch(EventBatch(tuple(events)))
 
@@ -848,7 +870,9 @@ class RedisChatServer(ChatServer):
         Whether anything is under way: a command, a room's batch or sync.
         """
         return self.link.busy or any(
-            room._pending or getattr(room, "_syncing", False)
+            room._pending
+            or getattr(room, "_syncing", False)
+            or getattr(room, "_incoming", None)
             for room in self._rooms.values()
         )
 
