@@ -242,13 +242,14 @@ class RedisLink(MultiService):
         self.channels: Set[bytes] = set()
         self._commands: Optional[RedisProtocol] = None
         self._subscriber: Optional[RedisProtocol] = None
-        policy = backoffPolicy(initialDelay=0.5, maxDelay=maxDelay)
+        self._policy = backoffPolicy(initialDelay=0.5, maxDelay=maxDelay)
+        self._rejections = 0
         self._services: Dict[bool, ClientService] = {}
         for subscriber in (False, True):
             service = _QuietClientService(
                 address.endpoint(reactor),
                 _LinkFactory(self, subscriber),
-                retryPolicy=policy,
+                retryPolicy=self._retryDelay,
                 clock=reactor,
                 prepareConnection=self._prepare,
             )
@@ -270,17 +271,34 @@ class RedisLink(MultiService):
         if address.db:
             steps.append(protocol.execute("SELECT", address.db))
         d = gatherResults(steps, consumeErrors=True)
+        d.addCallback(lambda _: setattr(self, "_rejections", 0))
+        return d.addErrback(self._refused, protocol)
 
-        def refused(failure: Failure) -> Failure:
+    def _refused(self, failure: Failure, protocol: Any) -> None:
+        """
+        The server refused the login.  ClientService cannot be told so (a
+        failed preparation that then closes its connection trips its state
+        machine), so the connection counts as made, is closed at once, and
+        the retries back off as if it had failed.
+        """
+        protocol.rejected = True
+        self._rejections += 1
+        if self._rejections == 1:
             why = getattr(failure.value, "subFailure", failure).getErrorMessage()
-            log.error("redis: {address} refused: {why}", address=str(address), why=why)
-            if protocol.transport is not None:
-                protocol.transport.loseConnection()
-            return failure
+            log.error(
+                "redis: {address} refused the login: {why}; retrying",
+                address=str(self.address),
+                why=why,
+            )
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
 
-        return d.addErrback(refused)
+    def _retryDelay(self, attempt: int) -> float:
+        return self._policy(max(attempt, self._rejections))
 
     def _connected(self, protocol: Any, subscriber: bool) -> None:
+        if getattr(protocol, "rejected", False):
+            return  # closing: _lost watches for the next one
         if subscriber:
             self._subscriber = protocol
             steps = [protocol.execute("SUBSCRIBE", c) for c in sorted(self.channels)]

@@ -691,10 +691,16 @@ class RedisServer:
 
     executable = "redis-server"
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, password: Optional[str] = None) -> None:
+        """
+        @param password: if given, the server requires it (C{requirepass}),
+            and L{url} carries it.
+        """
         self.directory = directory
         self.path = os.path.join(directory, "redis.sock")
-        self.url = f"unix://{self.path}"
+        self.password = password
+        secret = f":{password}@" if password is not None else ""
+        self.url = f"unix://{secret}{self.path}"
         self.process: Any = None
 
     @classmethod
@@ -716,6 +722,8 @@ class RedisServer:
             *("--save", "", "--appendonly", "no", "--dir", self.directory),
             *("--loglevel", "warning"),
         ]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
         logfile = open(os.path.join(self.directory, "redis.log"), "ab")  # noqa: SIM115
         with logfile:
             self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile)
@@ -746,15 +754,22 @@ class RedisServer:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(self.path)
+            if self.password is not None:
+                sock.sendall(encode_command(("AUTH", self.password)))
+                self._reply(sock, reader)
             sock.sendall(encode_command(args))
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionLost("redis-server closed the connection")
-                reader.feed(data)
-                reply = reader.gets()
-                if reply is not False:
-                    return reply
+            return self._reply(sock, reader)
+
+    @staticmethod
+    def _reply(sock: Any, reader: Any) -> Any:
+        while True:
+            reply = reader.gets()
+            if reply is not False:
+                return reply
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionLost("redis-server closed the connection")
+            reader.feed(data)
 
     def stop(self) -> None:
         """

@@ -383,3 +383,25 @@ class SharedFactoryTests(RedisFixture, TestCase):
         server = self.sharedServer()
         factory = ChatFactory(server)
         self.assertEqual(factory.supportServices(), [server.service])
+
+
+class RedisPasswordTests(RedisFixture, TestCase):
+    """
+    A Redis that requires a password.
+    """
+
+    @inlineCallbacks
+    def test_the_password_in_the_url_logs_in_and_a_wrong_one_is_one_line(self) -> Any:
+        self.redis = RedisServer(temporary_directory(self), password="s3cret")
+        self.redis.start()
+        self.addCleanup(self.redis.stop)
+        self.newPrefix()
+        server = self.sharedServer()
+        yield wait_for(lambda: server.up)
+        wrong = RedisServer(self.redis.directory, password="nope")
+        link = RedisLink(parse_redis_url(wrong.url), reactor, maxDelay=0.2)
+        link.startService()
+        self.addCleanup(link.stopService)
+        yield deferLater(reactor, 1.0, lambda: None)
+        self.assertFalse(link.up)
+        self.assertGreater(link._rejections, 1)  # it kept trying, backing off
