@@ -26,6 +26,7 @@ from sockproto.chat import (
     ChatSession,
     EventBatch,
     IChatClient,
+    IChatRoom,
     IChatServer,
 )
 from sockproto.testing import ChatOnClock
@@ -443,3 +444,89 @@ class SessionInProcessTests(ChatBehaviour, TestCase):
     def test_the_recording_client_is_a_chat_client(self) -> None:
         user = SessionUser(self.server)
         verifyObject(IChatClient, user.client)
+
+
+# --- a back end that answers late -------------------------------------------
+
+
+class Late:
+    """
+    Wraps a back end object: every method returning a Deferred answers one
+    clock tick later, as a back end over the network does.  A fake of the
+    interface, not of any server.
+    """
+
+    def __init__(self, wrapped: Any, clock: Clock, delay: float = 0.01) -> None:
+        self._wrapped = wrapped
+        self._clock = clock
+        self._delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._wrapped, name)
+        if not callable(value) or name.startswith("_"):
+            return value
+
+        def late(*args: Any) -> Any:
+            result = value(*args)
+            if not isinstance(result, Deferred):
+                return result
+            d: Deferred[Any] = Deferred()
+            result.addBoth(self._later, d)
+            return d
+
+        return late
+
+    def _later(self, result: Any, d: "Deferred[Any]") -> None:
+        if IChatRoom.providedBy(result):
+            result = Late(result, self._clock, self._delay)
+        self._clock.callLater(self._delay, d.callback, result)
+
+
+@implementer(IChatServer)
+class LateChatServer(Late):
+    """
+    The in-process back end, answering every request one tick late.
+    """
+
+
+class LineFrontEndOnALateBackEndTests(ChatBehaviour, TestCase):
+    """
+    The line protocol on a back end whose every answer comes later: what
+    users see is the same, in the same order.
+    """
+
+    def newServer(self, clock: Clock) -> IChatServer:
+        return LateChatServer(ChatServer("behaviour", clock), clock)  # type: ignore
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.chat = ChatOnClock(self.server, self.clock)
+
+    def connect(self) -> User:
+        return LineUser(self.chat)
+
+    def turn(self) -> "Deferred[None]":
+        for _ in range(50):
+            self.clock.advance(0.01)
+        return succeed(None)
+
+    def test_the_server_implements_its_interface(self) -> None:
+        verifyObject(IChatServer, self.server._wrapped)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_lines_typed_while_a_request_is_answered_keep_their_order(self) -> Any:
+        alice, bob = yield self.named("alice", "bob")
+        alice.send("/nick carol")
+        alice.send("one")
+        alice.send("/join games")
+        alice.send("two")
+        yield self.turn()
+        self.assertEqual(
+            bob.seen(),
+            [
+                ("nick", "alice", "carol"),
+                ("message", "carol", "one"),
+                ("leave", "carol", "lobby", "joined #games"),
+            ],
+        )
+        self.assertIn(("message", "carol", "two"), alice.seen())

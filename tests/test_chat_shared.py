@@ -405,3 +405,32 @@ class RedisPasswordTests(RedisFixture, TestCase):
         yield deferLater(reactor, 1.0, lambda: None)
         self.assertFalse(link.up)
         self.assertGreater(link._rejections, 1)  # it kept trying, backing off
+
+
+class ReconnectionCollisionTests(ThreeNodes, TestCase):
+    privateRedis = True
+
+    @inlineCallbacks
+    def test_a_nickname_taken_twice_while_redis_was_away_goes_to_one(self) -> Any:
+        alice, bob, carol = yield self.named("alice", "bob", "carol")
+        self.redis.stop()
+        yield wait_for(lambda: not any(s.up for s in self.servers))
+        alice.send("/nick zed")  # each node alone says yes
+        bob.send("/nick zed")
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.redis.start()
+        yield wait_for(lambda: all(s.up for s in self.servers), timeout=15)
+        yield self.turn()
+        renamed = [
+            seen
+            for user in (alice, bob)
+            for seen in user.seen()
+            if seen[0] == "notice" and "zed was taken on another server" in seen[1]
+        ]
+        self.assertEqual(len(renamed), 1, renamed)
+        self.assertRegex(renamed[0][1], r"you are now known as guest\d+: ")
+        carol.send("/who")
+        yield self.turn()
+        [who] = [s for s in carol.seen() if s[0] == "notice" and "in #lobby" in s[1]]
+        self.assertIn("zed", who[1])
+        self.assertRegex(who[1], r"guest\d+")
