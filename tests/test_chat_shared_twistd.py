@@ -21,6 +21,7 @@ from sockproto.testing import (
     start_twistd,
     temporary_directory,
     twistd_command,
+    wait_for,
 )
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -162,3 +163,37 @@ class SharedChatProcessesTests(TestCase):
             self.assertEqual(err.decode().count("\n"), 1, err)
             self.assertIn(expected, err.decode())
             self.assertNotIn(b"Traceback", out + err)
+
+    @inlineCallbacks
+    def test_one_order_and_one_winner_of_each_nick_race_across_processes(self) -> Any:
+        a = yield self.startChat("--rate-limit", "0")
+        b = yield self.startChat("--rate-limit", "0")
+        alice = yield self.join(a, "alice")
+        bob = yield self.join(b, "bob")
+        carol = yield self.join(b, "carol")
+        for n in range(20):
+            for client in (alice, bob, carol):
+                client.send(f"line {n}")
+        clients = (alice, bob, carol)
+
+        def received() -> List[List[str]]:
+            return [[line for line in c.lines if "> line " in line] for c in clients]
+
+        yield wait_for(lambda: all(len(lines) == 60 for lines in received()))
+        orders = received()
+        self.assertEqual(orders[1], orders[0])
+        self.assertEqual(orders[2], orders[0])
+        for round in range(100):
+            nick = f"race{round}"
+            alice.send(f"/nick {nick}")
+            bob.send(f"/nick {nick}")
+            won = yield carol.expect(f"is now known as {nick}")
+            winner, loser = (
+                (alice, bob) if won.startswith("-!- alice") else (bob, alice)
+            )
+            yield loser.expect(f"-!- error: nickname {nick} is taken")
+            old = "alice" if winner is alice else "bob"
+            winner.send(f"/nick {old}")
+            yield carol.expect(f"{nick} is now known as {old}")
+        joined = "\n".join(carol.lines)
+        self.assertEqual(joined.count("is now known as race"), 100)
