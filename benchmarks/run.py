@@ -452,6 +452,71 @@ def shared_table(shared: Dict[str, Any]) -> List[str]:
     return lines
 
 
+# --- the cost of --metrics ------------------------------------------------
+
+
+def metrics_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
+    """
+    Chat fan-out to 500 clients at 16,000 lines/s offered (past what one
+    process sustains, so that deliveries/s is its capacity), with
+    C{--metrics} on and off, in interleaved rounds, scraped every 0.5 s
+    while on; medians.
+    """
+    rounds, seconds = (2, 2.0) if quick else (5, 3.0)
+    runs: Dict[str, List[Dict[str, Any]]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for mode in ("off", "on"):
+            metricsPort = free_port()
+            extra = []
+            if mode == "on":
+                extra = ["--metrics", f"tcp:{metricsPort}:interface={LOOPBACK}"]
+            command = twistd("chat", "--listen", LISTEN, "--rate-limit", "0")
+            command += ["--max-per-peer", "0", *extra]
+            command.remove("--logfile=/dev/null")
+            server = Server(
+                f"chat, metrics {mode}", command, r"chat listening on [\d.]+:(\d+)"
+            )
+            scraper = None
+            if mode == "on":
+                scraper = subprocess.Popen(
+                    [sys.executable, "-c", SCRAPER, str(metricsPort)]
+                )
+            try:
+                time.sleep(0.5)
+                runs[mode].append(
+                    loadgen(
+                        programs,
+                        "chat",
+                        LOOPBACK,
+                        server.port,
+                        500,
+                        16000,
+                        seconds,
+                        "none",
+                        2,
+                    )
+                )
+            finally:
+                if scraper is not None:
+                    scraper.kill()
+                server.stop()
+    off = median(runs["off"], "deliveries_per_second")
+    on = median(runs["on"], "deliveries_per_second")
+    return {"off": off, "on": on, "ratio": on / off, "runs": runs}
+
+
+SCRAPER = """
+import sys, time, urllib.request
+port = sys.argv[1]
+while True:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+    except OSError:
+        pass
+    time.sleep(0.5)
+"""
+
+
 # --- report ---------------------------------------------------------------
 
 
@@ -565,7 +630,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-PARTS = {"echo", "chat", "scale", "shared"}
+PARTS = {"echo", "chat", "scale", "shared", "metrics"}
 
 
 def main() -> None:
@@ -575,8 +640,8 @@ def main() -> None:
     parser.add_argument("--idle-clients", type=int, default=10_000)
     parser.add_argument(
         "--only",
-        default="echo,chat,scale,shared",
-        help="which parts: echo,chat,scale,shared",
+        default="echo,chat,scale,shared,metrics",
+        help="which parts: echo,chat,scale,shared,metrics",
     )
     options = parser.parse_args()
     unknown = set(options.only.split(",")) - PARTS
@@ -608,6 +673,9 @@ def main() -> None:
     if "shared" in parts:
         print("several processes ...", file=sys.stderr)
         report["shared"] = shared_runs(programs, options.quick)
+    if "metrics" in parts:
+        print("the cost of --metrics ...", file=sys.stderr)
+        report["metrics"] = metrics_runs(programs, options.quick)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = results / f"benchmark-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
@@ -632,6 +700,14 @@ def summary(report: Dict[str, Any]) -> List[str]:
         lines += chat_table(report["chat"]) + [""]
     if "shared" in report:
         lines += shared_table(report["shared"]) + [""]
+    if "metrics" in report:
+        m = report["metrics"]
+        lines += [
+            f"chat fan-out, 500 clients, 16,000 lines/s offered: --metrics off"
+            f" {m['off']:.0f} deliveries/s, on (scraped every 0.5 s) {m['on']:.0f}"
+            f" ({m['ratio']:.3f}x)",
+            "",
+        ]
     if "scale" in report:
         s = report["scale"]
         lines.append(

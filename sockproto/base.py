@@ -146,6 +146,32 @@ def default_reactor() -> Any:
     return reactor
 
 
+class ServiceStats:
+    """
+    What a service counts, for C{--metrics}: plain integers, added to where
+    things happen (once per read, write or event; never per byte).
+
+    @ivar refused: refused connections by reason (C{full}, C{per_peer},
+        C{too_fast}).
+    @ivar drops: lines or clients dropped by reason (C{line_too_long},
+        C{rate_limit}: bursts slowed by fake lag, C{overflow}: excess
+        floods, C{slow_reader}).
+    """
+
+    __slots__ = ("accepted", "refused", "bytesIn", "bytesOut", "timeouts", "aborts")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused: Dict[str, int] = {}
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.timeouts = 0
+        self.aborts = 0
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
 @implementer(IHandshakeListener)
 class ServiceProtocol(Protocol, TimeoutMixin):
     """
@@ -276,6 +302,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         """
         if not self.connected:
             return
+        self.factory.stats.bytesOut += len(data)
         transport = self.transport
         if self._eager and tcp_idle(transport):
             sent = transport.writeSomeData(data)
@@ -302,6 +329,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         Called when the peer has said nothing for C{factory.timeout} seconds,
         or has not finished its TLS handshake in L{handshakeTimeout}.
         """
+        self.factory.stats.timeouts += 1
         what = "idle connection" if self.ready else "unfinished TLS handshake"
         self.log.info(
             "{service} closing {what} from {peer}",
@@ -327,9 +355,14 @@ class ServiceProtocol(Protocol, TimeoutMixin):
             return
         self.transport.loseConnection()
         if self._abortCall is None:
-            self._abortCall = self.callLater(
-                self.abortDelay, self.transport.abortConnection
-            )
+            self._abortCall = self.callLater(self.abortDelay, self.abortConnection)
+
+    def abortConnection(self) -> None:
+        """
+        Close the connection at once, dropping what it has not sent.
+        """
+        self.factory.stats.aborts += 1
+        self.transport.abortConnection()
 
 
 class RefusingProtocol(Protocol):
@@ -408,6 +441,8 @@ class ServiceFactory(ServerFactory):
         self._closing: List[Deferred[None]] = []
         self._refusals: Dict[str, Tuple[float, int]] = {}
         self._arrivals: Dict[str, TokenBucket] = {}
+        self.stats = ServiceStats()
+        self.drops: Dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> Optional[Protocol]:
         """
@@ -449,6 +484,7 @@ class ServiceFactory(ServerFactory):
         Called when a peer opens connections faster than L{maxPerPeer}
         every L{peerRefill} seconds: closed at once, without a word.
         """
+        self.stats.refuse("too_fast")
         self.logRefusal(
             "too fast",
             "{service}: {peer} connects too fast (more than {count} in"
@@ -463,6 +499,7 @@ class ServiceFactory(ServerFactory):
         """
         Called when a connection arrives while the service is full.
         """
+        self.stats.refuse("full")
         self.logRefusal(
             "full",
             "{service} full ({count} connections): refusing {peer}",
@@ -477,6 +514,7 @@ class ServiceFactory(ServerFactory):
         """
         Called when a peer already has C{maxPerPeer} connections open.
         """
+        self.stats.refuse("per_peer")
         self.logRefusal(
             "per peer",
             "{service}: {peer} already has {count} open (the most one"
@@ -510,6 +548,7 @@ class ServiceFactory(ServerFactory):
         Called by a protocol when its connection is made.
         """
         self.connections.add(protocol)
+        self.stats.accepted += 1
         key = protocol.peerKey
         self.perPeer[key] = self.perPeer.get(key, 0) + 1
         self.log.info(
@@ -539,6 +578,12 @@ class ServiceFactory(ServerFactory):
             closing, self._closing = self._closing, []
             for d in closing:
                 d.callback(None)
+
+    def drop(self, reason: str) -> None:
+        """
+        Count a line or a client dropped (or slowed) for C{reason}.
+        """
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def supportServices(self) -> List[IService]:
         """

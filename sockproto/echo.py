@@ -56,6 +56,7 @@ class EchoProtocol(ServiceProtocol):
         Called with each chunk received; writes back L{transform}C{(data)}.
         """
         # The hot path: no call that is not needed.
+        self.factory.stats.bytesIn += len(data)
         if self.timeOut is not None:
             self.resetTimeout()
         if self._transform is not None:

@@ -240,9 +240,11 @@ class LineProtocol(ServiceProtocol):
         return self.factory.maxLineLength * self.queuedFactor
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.stats.bytesIn += len(data)
         if self.bucket is not None and self._flooding(data):
             self._dropQueue()
             self.parser.overflowed = True  # parse nothing more
+            self.factory.drop("overflow")
             self.excessFlood()
             return
         self.handleEvents(self.parser.feed(data))
@@ -276,13 +278,16 @@ class LineProtocol(ServiceProtocol):
             self.resetTimeout()
             self.lineReceived(event)
         elif isinstance(event, LineTooLong):
+            self.factory.drop("line_too_long")
             self.lineTooLong(event.length)
         else:
+            self.factory.drop("overflow")
             self.overflow()
 
     def _startLag(self, events: List[Event]) -> None:
         self._queue = deque()
         self.transport.pauseProducing()
+        self.factory.drop("rate_limit")
         self.throttled()
         self._enqueue(events)
         if self._queue is not None:
@@ -297,6 +302,7 @@ class LineProtocol(ServiceProtocol):
             self._queued += _cost(event)
             if self._queued > limit:
                 self._dropQueue()
+                self.factory.drop("overflow")
                 self.excessFlood()
                 return
 

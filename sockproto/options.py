@@ -140,6 +140,13 @@ MAX_PER_PEER = [
 ]
 
 
+METRICS = [
+    "metrics",
+    None,
+    None,
+    "Serve Prometheus metrics at GET /metrics on this endpoint (as tcp:9100)",
+]
+
 WORKERS = [
     "workers",
     None,
@@ -168,6 +175,7 @@ class ServiceOptions(usage.Options):
         ],
         MAX_PER_PEER,
         WORKERS,
+        METRICS,
     ]
     sharedBy = 1
     """How many services share the process's open-file limit."""

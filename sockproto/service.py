@@ -42,7 +42,14 @@ from .base import (
 from .chat.options import ChatOptions
 from .coucou import CoucouOptions
 from .echo import EchoOptions
-from .options import WORKERS, ServiceOptions, check_endpoint, count, describe_error
+from .options import (
+    METRICS,
+    WORKERS,
+    ServiceOptions,
+    check_endpoint,
+    count,
+    describe_error,
+)
 from .text import format_address
 from .workers import WorkersService, check_broker, placeholder_factory
 
@@ -92,6 +99,7 @@ class Options(usage.Options):
             count("max-per-peer"),
         ],
         WORKERS,
+        METRICS,
     ]
 
     def opt_version(self) -> None:
@@ -164,8 +172,40 @@ class Options(usage.Options):
             self.chosen = [
                 self._parseService(n) for n in SERVICES if not self[f"no-{n}"]
             ]
+        if self.subCommand is not None and self["metrics"] is not None:
+            raise usage.UsageError(
+                f"--metrics before {self.subCommand} is for running every"
+                f" service; to run {self.subCommand} alone, give it after"
+                f" {self.subCommand}"
+            )
         if self.workers() > 1:
             self._checkWorkers()
+        if self.metrics() is not None:
+            self._checkMetrics()
+
+    def metrics(self) -> Optional[str]:
+        """
+        Where to serve the metrics, if anywhere.
+        """
+        if self.subCommand is not None:
+            return self.subOptions["metrics"]  # type: ignore[no-any-return]
+        return self["metrics"]  # type: ignore[no-any-return]
+
+    def _checkMetrics(self) -> None:
+        description = self.metrics()
+        assert description is not None
+        check_endpoint(description)
+        if self.workers() > 1:
+            raise usage.UsageError(
+                "--metrics serves one process's counts; with --workers, each"
+                " worker would need its own: not supported yet"
+            )
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs the metrics extra: pip install 'sockproto[metrics]'"
+            ) from None
 
     def workers(self) -> int:
         """
@@ -450,9 +490,11 @@ def makeService(
         and not twistdOptions.get("syslog")
     )
     chosen = options.serviceOptions()
+    factories = []
     for serviceOptions in chosen:
         serviceOptions.sharedBy = len(chosen)
         factory = serviceOptions.buildFactory()
+        factories.append(factory)
         if worker is None:
             listen = serviceOptions["listen"]
             endpoints = {d: serverFromString(reactor, d) for d in listen}
@@ -464,6 +506,13 @@ def makeService(
                 extra.daemon, extra.logOnTerminal = daemon, onTerminal
                 extra.setServiceParent(service)
         service.setServiceParent(top)
+    description = options.metrics()
+    if description is not None and worker is None:
+        from .metrics import metrics_service
+
+        metrics = metrics_service(reactor, description, factories)
+        metrics.daemon, metrics.logOnTerminal = daemon, onTerminal  # type: ignore
+        metrics.setServiceParent(top)
     return top
 
 

@@ -65,6 +65,8 @@ class Accounts:
                 "this --auth cannot tell which nicknames are registered:"
                 " use memory: or file:"
             )
+        self.wrongPasswords = 0
+        """Wrong passwords given so far, for C{--metrics}."""
         self.checker = checker
         self.clock = clock
         self._passwords: Dict[str, Tuple[str, bytes]] = {}
@@ -143,6 +145,7 @@ class Accounts:
         """
         Count a wrong password from C{address}.
         """
+        self.wrongPasswords += 1
         key = address or ""
         bucket = self._guessers.get(key)
         if bucket is None:

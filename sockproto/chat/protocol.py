@@ -297,6 +297,7 @@ class ChatProtocol(LineProtocol):
         """
         Called when the client's unsent output passes the bound: abort.
         """
+        self.factory.drop("slow_reader")
         self._dropped = True
         self.log.warn(
             "chat: {peer} ({nick}) is not reading: {backlog} bytes unsent, dropping",

@@ -64,6 +64,20 @@ def valid_room(name: str) -> Optional[str]:
     return match.group(1).lower() if match else None
 
 
+class ChatStats:
+    """
+    What the chat counts, for C{--metrics}: lines said by this process's
+    clients, and deliveries to them (one per event and member, counted
+    once per batch).
+    """
+
+    __slots__ = ("lines", "deliveries")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.deliveries = 0
+
+
 @implementer(IChatRoom)
 class ChatRoom:
     """
@@ -86,8 +100,10 @@ class ChatRoom:
         historySize: int = 20,
         quietAbove: int = 200,
         emptied: Optional[Callable[["ChatRoom"], None]] = None,
+        stats: Optional[ChatStats] = None,
     ) -> None:
         self.name = name
+        self.stats = stats if stats is not None else ChatStats()
         self.clock = clock
         self.quietAbove = quietAbove
         self.emptied = emptied
@@ -145,6 +161,7 @@ class ChatRoom:
         return [member.nick for member in self.members.values()]
 
     def _remember(self, event: ChatEvent) -> None:
+        self.stats.lines += 1
         self.history.append(event)
         self._publish(event)
 
@@ -173,6 +190,7 @@ class ChatRoom:
         Deliver C{batch} to every member of this process.
         """
         failed = []
+        self.stats.deliveries += len(batch.events) * len(self.members)
         for member in list(self.members.values()):
             try:
                 member.deliver(batch)
@@ -218,6 +236,7 @@ class ChatServer:
         self._members: Dict[str, IChatMember] = {}
         self._rooms: Dict[str, ChatRoom] = {}
         self._guests = itertools.count(1)
+        self.stats = ChatStats()
 
     def register(self, member: IChatMember) -> "Deferred[str]":
         while True:
@@ -290,7 +309,12 @@ class ChatServer:
                     f"too many rooms ({len(self._rooms)}): join one of /rooms"
                 )
             room = self._rooms[name] = ChatRoom(
-                name, self.clock, self.historySize, self.quietAbove, self._emptied
+                name,
+                self.clock,
+                self.historySize,
+                self.quietAbove,
+                self._emptied,
+                self.stats,
             )
         return room
 

@@ -194,7 +194,12 @@ class SharedRoom(ChatRoom):
 
     def __init__(self, name: str, server: "RedisChatServer") -> None:
         super().__init__(
-            name, server.clock, server.historySize, server.quietAbove, server._emptied
+            name,
+            server.clock,
+            server.historySize,
+            server.quietAbove,
+            server._emptied,
+            server.stats,
         )
         self.server = server
         self.lastSeq = 0
@@ -454,6 +459,8 @@ class RedisChatServer(ChatServer):
     """
 
     historyScan = 4
+    lag = 0.0
+    """Seconds the last heartbeat took to Redis and back."""
 
     def __init__(
         self,
@@ -623,8 +630,10 @@ class RedisChatServer(ChatServer):
         """
         dead = int(self.heartbeat * 2000)
         d = self.execute("EVAL", _HEARTBEAT, 1, self.key("nodes"), self.node, dead)
+        sent = self.clock.seconds()
 
         def beaten(reply: List[Any]) -> Optional["Deferred[Any]"]:
+            self.lag = self.clock.seconds() - sent
             new, deadNodes = reply
             for node in deadNodes:
                 self.reap(_text(node))
