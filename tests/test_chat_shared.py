@@ -33,6 +33,7 @@ from sockproto.testing import (
 )
 
 from .test_chat_behaviour import ChatBehaviour, LineUser, SessionUser, User
+from .test_metrics import need_prometheus_client, scrape
 
 _prefixes = itertools.count(1)
 
@@ -383,6 +384,19 @@ class SharedFactoryTests(RedisFixture, TestCase):
         server = self.sharedServer()
         factory = ChatFactory(server)
         self.assertEqual(factory.supportServices(), [server.service])
+
+    @inlineCallbacks
+    def test_metrics_show_the_broker_link_and_its_lag(self) -> Any:
+        need_prometheus_client()
+        self.newPrefix()
+        server = self.sharedServer()
+        yield wait_for(lambda: server.up)
+        samples = scrape(ChatFactory(server))
+        self.assertEqual(samples[("sockproto_chat_broker_up", ())], 1)
+        self.assertGreater(samples[("sockproto_chat_broker_lag_seconds", ())], 0)
+        server.linkDown()  # as when Redis goes away
+        samples = scrape(ChatFactory(server))
+        self.assertEqual(samples[("sockproto_chat_broker_up", ())], 0)
 
 
 class RedisPasswordTests(RedisFixture, TestCase):

@@ -74,6 +74,19 @@ def http_get(host: str, port: int, path: str) -> Any:
     return (yield protocol.done)
 
 
+def scrape(*factories: Any) -> Samples:
+    """
+    What the collector of C{factories} shows, parsed.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sockproto.metrics import SockprotoCollector
+
+    registry = CollectorRegistry()
+    registry.register(SockprotoCollector(factories))  # type: ignore[arg-type]
+    return parse(generate_latest(registry).decode())
+
+
 def need_prometheus_client() -> None:
     if prometheus_client is None:
         raise SkipTest("prometheus_client missing: pip install 'sockproto[metrics]'")
@@ -84,13 +97,7 @@ class CollectorTests(SynchronousTestCase):
         need_prometheus_client()
 
     def scrape(self, *factories: Any) -> Samples:
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        from sockproto.metrics import SockprotoCollector
-
-        registry = CollectorRegistry()
-        registry.register(SockprotoCollector(factories))  # type: ignore[arg-type]
-        return parse(generate_latest(registry).decode())
+        return scrape(*factories)
 
     def test_chat_counts_connections_lines_deliveries_drops_and_passwords(self) -> None:
         clock = Clock()
