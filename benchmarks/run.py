@@ -109,28 +109,65 @@ class Server:
             self.process.kill()
 
 
-def twistd(*args: str) -> List[str]:
-    script = Path(sys.executable).parent / "twistd"
+OTHER_PYTHON: Optional[str] = None
+"""--python: another interpreter (its virtual environment) for extra rows."""
+
+
+def twistd(*args: str, python: Optional[str] = None) -> List[str]:
+    script = Path(python or sys.executable).parent / "twistd"
     return [str(script), "-n", "--pidfile=", "--logfile=/dev/null", "sockproto", *args]
+
+
+def implementation(python: str) -> str:
+    """
+    A short name of the interpreter at C{python}, as "PyPy 3.9.16".
+    """
+    code = "import platform as p; print(p.python_implementation(), p.python_version())"
+    return subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 LISTEN = f"tcp:0:interface={LOOPBACK}:backlog=1024"
 
 
-def sockproto_echo() -> Server:
+def sockproto_echo(python: Optional[str] = None) -> Server:
     # twistd logs to /dev/null here, so the port comes from the service's
     # own line on standard output: run with logging to stdout instead.
-    command = twistd("echo", "--listen", LISTEN, "--max-per-peer", "0")
+    command = twistd("echo", "--listen", LISTEN, "--max-per-peer", "0", python=python)
     command.remove("--logfile=/dev/null")
-    return Server("sockproto echo", command, r"echo listening on [\d.]+:(\d+)")
+    label = "sockproto echo" + (f" ({implementation(python)})" if python else "")
+    return Server(label, command, r"echo listening on [\d.]+:(\d+)")
 
 
-def sockproto_chat() -> Server:
+def sockproto_chat(python: Optional[str] = None) -> Server:
     command = twistd(
-        "chat", "--listen", LISTEN, "--rate-limit", "0", "--max-per-peer", "0"
+        "chat",
+        "--listen",
+        LISTEN,
+        "--rate-limit",
+        "0",
+        "--max-per-peer",
+        "0",
+        python=python,
     )
     command.remove("--logfile=/dev/null")
-    return Server("sockproto chat", command, r"chat listening on [\d.]+:(\d+)")
+    label = "sockproto chat" + (f" ({implementation(python)})" if python else "")
+    return Server(label, command, r"chat listening on [\d.]+:(\d+)")
+
+
+def warmed(programs: Dict[str, str], server: Server, mode: str) -> Server:
+    """
+    C{server}, after a second of load if it runs on another interpreter
+    (a JIT compiles the hot paths first).
+    """
+    if OTHER_PYTHON is not None and "(" in server.name:
+        if mode == "echo":
+            loadgen(programs, "echo", LOOPBACK, server.port, 10, 64, 1, 1.0)
+            loadgen(programs, "echo", LOOPBACK, server.port, 10, 65536, 4, 1.0)
+        else:
+            loadgen(programs, "chat", LOOPBACK, server.port, 50, 2000, 1.0, "none")
+    return server
 
 
 def peer(name: str, label: str) -> Server:
@@ -188,8 +225,10 @@ def echo_runs(
     """
     Small and bulk echo for each server, in interleaved rounds; medians.
     """
-    servers = [
-        sockproto_echo(),
+    servers = [sockproto_echo()]
+    if OTHER_PYTHON is not None:
+        servers.append(warmed(programs, sockproto_echo(OTHER_PYTHON), "echo"))
+    servers += [
         peer("wire-echo", "twisted wire.Echo"),
         peer("asyncio-echo", "asyncio echo"),
         c_echo(programs),
@@ -240,6 +279,17 @@ def chat_runs(
     rows = []
     starters: List[Tuple[str, Callable[[], Optional[Server]], str]] = [
         ("sockproto chat", sockproto_chat, "none"),
+    ]
+    if OTHER_PYTHON is not None:
+        other = OTHER_PYTHON
+        starters.append(
+            (
+                f"sockproto chat ({implementation(other)})",
+                lambda: warmed(programs, sockproto_chat(other), "chat"),
+                "none",
+            )
+        )
+    starters += [
         (
             "twisted chat example",
             lambda: peer("twisted-chat", "twisted chat example"),
@@ -542,12 +592,13 @@ def machine() -> Dict[str, Any]:
 def echo_table(echo: Dict[str, Dict[str, Any]]) -> List[str]:
     base = echo["twisted wire.Echo"]
     lines = [
-        "echo                 round trips/s   ratio   p50 us   p99 us     MB/s   ratio"
+        "echo                           round trips/s   ratio   p50 us   p99 us"
+        "     MB/s   ratio"
         "  loadgen CPU",
     ]
     for name, r in echo.items():
         lines.append(
-            f"{name:20} {r['round_trips_per_second']:13.0f} "
+            f"{name:30} {r['round_trips_per_second']:13.0f} "
             f"{r['round_trips_per_second'] / base['round_trips_per_second']:6.2f}x "
             f"{r['p50_us']:8.0f} {r['p99_us']:8.0f} {r['mb_per_second']:8.0f} "
             f"{r['mb_per_second'] / base['mb_per_second']:6.2f}x"
@@ -559,7 +610,7 @@ def echo_table(echo: Dict[str, Dict[str, Any]]) -> List[str]:
 
 def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
     lines = [
-        "chat fan-out           clients  offered/s   deliveries/s   vs ncat"
+        "chat fan-out                   clients  offered/s   deliveries/s   vs ncat"
         "   p99 ms  all?  loadgen CPU"
     ]
     ncat = {
@@ -570,7 +621,7 @@ def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
     for r in rows:
         if "missing" in r or "error" in r:
             lines.append(
-                f"{r['server']:22} {r['clients']:7} {r['rate']:10}   "
+                f"{r['server']:30} {r['clients']:7} {r['rate']:10}   "
                 f"{r.get('missing') or r.get('error')}"
             )
             continue
@@ -581,7 +632,7 @@ def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
             else "      -"
         )
         lines.append(
-            f"{r['server']:22} {r['clients']:7} {r['rate']:10} "
+            f"{r['server']:30} {r['clients']:7} {r['rate']:10} "
             f"{r['deliveries_per_second']:14.0f}   {ratio} {r['p99_ms']:8.1f}  "
             f"{'yes' if r['complete'] else 'NO ':4} {r['loadgen_cpu']:10.0%}"
         )
@@ -598,7 +649,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     names = list(report["echo"])
     axes[0].bar(names, [report["echo"][n]["round_trips_per_second"] for n in names])
     axes[0].set_title("echo, 64 B: round trips/s")
@@ -616,15 +667,24 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
                 and "deliveries" in r
             ]
             if rows:
+                label = f"{server}, {clients} clients"
+                rates = [r["rate"] for r in rows]
                 axes[2].plot(
-                    [r["rate"] for r in rows],
+                    rates,
                     [r["deliveries_per_second"] for r in rows],
                     marker="o",
-                    label=f"{server}, {clients} clients",
+                    label=label,
+                )
+                axes[3].plot(
+                    rates, [r["p99_ms"] for r in rows], marker="o", label=label
                 )
     axes[2].set_title("chat fan-out: deliveries/s")
-    axes[2].set_xlabel("offered lines/s")
-    axes[2].legend(fontsize=7)
+    axes[3].set_title("chat fan-out: p99 latency (ms)")
+    axes[3].set_yscale("log")
+    axes[3].axhline(100, color="grey", linestyle="--", linewidth=0.8)
+    for ax in axes[2:]:
+        ax.set_xlabel("offered lines/s")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -643,7 +703,14 @@ def main() -> None:
         default="echo,chat,scale,shared,metrics",
         help="which parts: echo,chat,scale,shared,metrics",
     )
+    parser.add_argument(
+        "--python",
+        help="also run the sockproto rows under this interpreter, from a virtual"
+        " environment where sockproto is installed (as .venvpypy/bin/python)",
+    )
     options = parser.parse_args()
+    global OTHER_PYTHON
+    OTHER_PYTHON = options.python
     unknown = set(options.only.split(",")) - PARTS
     if unknown:
         parser.error(
