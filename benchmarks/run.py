@@ -402,18 +402,25 @@ def workers_server(service: str, workers: int, *extra: str) -> Server:
 
 
 def chat_trial(
-    programs: Dict[str, str], workers: int, clients: int, rate: int, seconds: float
+    programs: Dict[str, str],
+    start: Callable[[], Optional[Server]],
+    hello: str,
+    clients: int,
+    rate: int,
+    seconds: float,
 ) -> Dict[str, Any]:
-    server = workers_server("chat", workers, "--rate-limit", "0")
+    server = start()
+    if server is None:
+        return {"missing": True, "rate": rate, "complete": False}
     try:
         result = loadgen(
-            programs, "chat", LOOPBACK, server.port, clients, rate, seconds, "none", 2
+            programs, "chat", LOOPBACK, server.port, clients, rate, seconds, hello, 2
         )
     except Exception as e:
         result = {"error": str(e), "complete": False, "p99_ms": float("inf")}
     finally:
         server.stop()
-    return {"workers": workers, "clients": clients, "rate": rate, **result}
+    return {"clients": clients, "rate": rate, **result}
 
 
 def sustains(row: Dict[str, Any]) -> bool:
@@ -424,7 +431,12 @@ def sustains(row: Dict[str, Any]) -> bool:
 
 
 def sustainable_rate(
-    programs: Dict[str, str], workers: int, clients: int, seconds: float, top: int
+    programs: Dict[str, str],
+    start: Callable[[], Optional[Server]],
+    hello: str,
+    clients: int,
+    seconds: float,
+    top: int,
 ) -> Tuple[int, List[Dict[str, Any]]]:
     """
     The highest offered rate (lines/s) with every line delivered and p99 at
@@ -434,7 +446,7 @@ def sustainable_rate(
     trials: List[Dict[str, Any]] = []
     good, bad, rate = 0, 0, 1000
     while rate <= top:
-        row = chat_trial(programs, workers, clients, rate, seconds)
+        row = chat_trial(programs, start, hello, clients, rate, seconds)
         trials.append(row)
         if not sustains(row):
             bad = rate
@@ -442,10 +454,54 @@ def sustainable_rate(
         good, rate = rate, rate * 2
     for _ in range(2 if bad else 0):
         middle = (good + bad) // 2
-        row = chat_trial(programs, workers, clients, middle, seconds)
+        row = chat_trial(programs, start, hello, clients, middle, seconds)
         trials.append(row)
         good, bad = (middle, bad) if sustains(row) else (good, middle)
     return good, trials
+
+
+def sustainable_runs(programs: Dict[str, str], quick: bool) -> List[Dict[str, Any]]:
+    """
+    The sustainable rate at 500 clients of every chat server (each pinned
+    to CPU 0, as in the fan-out rows).
+    """
+    seconds, top = (2.0, 8000) if quick else (3.0, 64000)
+    starters: List[Tuple[str, Callable[[], Optional[Server]], str]] = [
+        ("sockproto chat", sockproto_chat, "none"),
+    ]
+    if OTHER_PYTHON is not None:
+        other = OTHER_PYTHON
+        starters.append(
+            (
+                f"sockproto chat ({implementation(other)})",
+                lambda: warmed(programs, sockproto_chat(other), "chat"),
+                "none",
+            )
+        )
+    starters += [
+        (
+            "twisted chat example",
+            lambda: peer("twisted-chat", "twisted chat example"),
+            "silent",
+        ),
+        ("ncat --chat", ncat_chat, "none"),
+    ]
+    rows = []
+    for label, start, hello in starters:
+        rate, trials = sustainable_rate(programs, start, hello, 500, seconds, top)
+        rows.append({"server": label, "sustainable_rate": rate, "trials": trials})
+    return rows
+
+
+def sustainable_table(rows: List[Dict[str, Any]]) -> List[str]:
+    ncat = next(
+        (r["sustainable_rate"] for r in rows if r["server"] == "ncat --chat"), 0
+    )
+    lines = ["chat, 500 clients: sustainable lines/s (all delivered, p99 <= 100 ms)"]
+    for r in rows:
+        ratio = f"{r['sustainable_rate'] / ncat:6.2f}x ncat" if ncat else ""
+        lines.append(f"{r['server']:30} {r['sustainable_rate']:8} {ratio}")
+    return lines
 
 
 def shared_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
@@ -464,10 +520,14 @@ def shared_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
         report["echo"].append({"workers": workers, **small})
     top = 4000 if quick else 64000
     for workers in (1, 2):
-        rate, trials = sustainable_rate(programs, workers, 500, seconds, top)
+
+        def start(workers: int = workers) -> Server:
+            return workers_server("chat", workers, "--rate-limit", "0")
+
+        rate, trials = sustainable_rate(programs, start, "none", 500, seconds, top)
         at4000 = next((t for t in trials if t["rate"] == 4000), None)
         if at4000 is None:
-            at4000 = chat_trial(programs, workers, 500, 4000, seconds)
+            at4000 = chat_trial(programs, start, "none", 500, 4000, seconds)
         report["chat"][str(workers)] = {
             "sustainable_rate": rate,
             "at_4000": at4000,
@@ -690,7 +750,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-PARTS = {"echo", "chat", "scale", "shared", "metrics"}
+PARTS = {"echo", "chat", "sustainable", "scale", "shared", "metrics"}
 
 
 def main() -> None:
@@ -700,8 +760,8 @@ def main() -> None:
     parser.add_argument("--idle-clients", type=int, default=10_000)
     parser.add_argument(
         "--only",
-        default="echo,chat,scale,shared,metrics",
-        help="which parts: echo,chat,scale,shared,metrics",
+        default="echo,chat,sustainable,scale,shared,metrics",
+        help="which parts: echo,chat,sustainable,scale,shared,metrics",
     )
     parser.add_argument(
         "--python",
@@ -734,6 +794,9 @@ def main() -> None:
         print("chat fan-out ...", file=sys.stderr)
         chatSeconds = 2.0 if options.quick else 3.0
         report["chat"] = chat_runs(programs, [50, 500], rates, chatSeconds)
+    if "sustainable" in parts:
+        print("chat sustainable rates ...", file=sys.stderr)
+        report["sustainable"] = sustainable_runs(programs, options.quick)
     if "scale" in parts:
         print("scale ...", file=sys.stderr)
         report["scale"] = scale_run(programs, options.idle_clients)
@@ -765,6 +828,8 @@ def summary(report: Dict[str, Any]) -> List[str]:
         lines += echo_table(report["echo"]) + [""]
     if "chat" in report:
         lines += chat_table(report["chat"]) + [""]
+    if "sustainable" in report:
+        lines += sustainable_table(report["sustainable"]) + [""]
     if "shared" in report:
         lines += shared_table(report["shared"]) + [""]
     if "metrics" in report:

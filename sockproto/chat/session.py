@@ -143,8 +143,10 @@ class ChatSession:
         end is under way (a new nickname, a room), the next lines wait.
         """
         if self._queue is None:
-            self._queue = deque([text])
-            self._nextLine(None)
+            d = self.lineReceived(text)
+            if isinstance(d, Deferred) and not d.called:
+                self._queue = deque()  # until it is answered
+                d.addBoth(self._nextLine)
         elif len(self._queue) < self.maxQueued:
             self._queue.append(text)
         else:
