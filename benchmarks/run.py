@@ -270,13 +270,14 @@ def median(runs: List[Dict[str, Any]], key: str) -> float:
 # --- chat -----------------------------------------------------------------
 
 
-def chat_runs(
-    programs: Dict[str, str], sizes: List[int], rates: List[int], seconds: float
-) -> List[Dict[str, Any]]:
+Starter = Tuple[str, Callable[[], Optional[Server]], str]
+
+
+def chat_servers(programs: Dict[str, str]) -> List[Starter]:
     """
-    Fan-out for each chat server, client count and offered rate.
+    Every chat server measured: its label, how to start it, and how it
+    greets a client (the load generator's HELLO).
     """
-    rows = []
     starters: List[Tuple[str, Callable[[], Optional[Server]], str]] = [
         ("sockproto chat", sockproto_chat, "none"),
     ]
@@ -297,6 +298,17 @@ def chat_runs(
         ),
         ("ncat --chat", ncat_chat, "none"),
     ]
+    return starters
+
+
+def chat_runs(
+    programs: Dict[str, str], sizes: List[int], rates: List[int], seconds: float
+) -> List[Dict[str, Any]]:
+    """
+    Fan-out for each chat server, client count and offered rate.
+    """
+    rows = []
+    starters = chat_servers(programs)
     for label, start, hello in starters:
         for clients in sizes:
             for rate in rates:
@@ -466,26 +478,7 @@ def sustainable_runs(programs: Dict[str, str], quick: bool) -> List[Dict[str, An
     to CPU 0, as in the fan-out rows).
     """
     seconds, top = (2.0, 8000) if quick else (3.0, 64000)
-    starters: List[Tuple[str, Callable[[], Optional[Server]], str]] = [
-        ("sockproto chat", sockproto_chat, "none"),
-    ]
-    if OTHER_PYTHON is not None:
-        other = OTHER_PYTHON
-        starters.append(
-            (
-                f"sockproto chat ({implementation(other)})",
-                lambda: warmed(programs, sockproto_chat(other), "chat"),
-                "none",
-            )
-        )
-    starters += [
-        (
-            "twisted chat example",
-            lambda: peer("twisted-chat", "twisted chat example"),
-            "silent",
-        ),
-        ("ncat --chat", ncat_chat, "none"),
-    ]
+    starters = chat_servers(programs)
     rows = []
     for label, start, hello in starters:
         rate, trials = sustainable_rate(programs, start, hello, 500, seconds, top)

@@ -709,6 +709,21 @@ class RedisServer:
 
         return shutil.which(cls.executable) is not None
 
+    @classmethod
+    def skipUnlessAvailable(cls) -> None:
+        """
+        Skip the calling test, saying what to install, unless both
+        C{redis-server} and the C{redis} extra (hiredis) are here.
+        """
+        from twisted.trial.unittest import SkipTest
+
+        try:
+            import hiredis  # noqa: F401
+        except ImportError:
+            raise SkipTest("hiredis missing: pip install 'sockproto[redis]'") from None
+        if not cls.available():
+            raise SkipTest(REDIS_MISSING)
+
     def start(self, timeout: float = 10.0) -> None:
         """
         Start the server and return once it answers.

@@ -16,7 +16,7 @@ from typing import Any, List
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from sockproto.chat import ChatFactory
 from sockproto.chat.events import ChatEvent
@@ -24,7 +24,6 @@ from sockproto.chat.shared import RedisChatServer
 from sockproto.chat.wire import encode_events
 from sockproto.resp import RedisLink, parse_redis_url
 from sockproto.testing import (
-    REDIS_MISSING,
     ChatOnClock,
     RedisServer,
     settle,
@@ -66,12 +65,7 @@ class RedisFixture:
     """Whether each test gets a redis-server of its own (to stop it)."""
 
     def setUp(self) -> Any:
-        try:
-            import hiredis  # noqa: F401
-        except ImportError:
-            raise SkipTest("hiredis missing: pip install 'sockproto[redis]'") from None
-        if not RedisServer.available():
-            raise SkipTest(REDIS_MISSING)
+        RedisServer.skipUnlessAvailable()
         if self.privateRedis:
             self.redis = RedisServer(temporary_directory(self))
             self.redis.start()

@@ -10,10 +10,9 @@ from typing import Any, List
 from twisted.internet import reactor, utils
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from sockproto.testing import (
-    REDIS_MISSING,
     LineClient,
     RedisServer,
     TwistdProcess,
@@ -35,12 +34,7 @@ class SharedChatProcessesTests(TestCase):
     heartbeat = "0.5"
 
     def setUp(self) -> None:
-        try:
-            import hiredis  # noqa: F401
-        except ImportError:
-            raise SkipTest("hiredis missing: pip install 'sockproto[redis]'") from None
-        if not RedisServer.available():
-            raise SkipTest(REDIS_MISSING)
+        RedisServer.skipUnlessAvailable()
         self.directory = temporary_directory(self)
         self.redis = RedisServer(self.directory)
         self.redis.start()
