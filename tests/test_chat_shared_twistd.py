@@ -48,6 +48,8 @@ class SharedChatProcessesTests(TestCase):
         process = yield start_twistd(args, ["chat"], cwd=self.directory)
         self.processes.append(process)
         self.addCleanup(process.stop, "KILL")
+        # Until it reaches Redis, a process serves its clients alone.
+        yield wait_for(lambda: b"sharing rooms through Redis" in process.output)
         return process
 
     @inlineCallbacks

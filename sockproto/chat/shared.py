@@ -573,6 +573,8 @@ class RedisChatServer(ChatServer):
             self.up = True
             if self._wasUp and self._members:
                 self._tellAll(BACK)
+            if not self._wasUp:
+                log.info("chat: sharing rooms through Redis as {node}", node=self.node)
             self._wasUp = True
 
         return d.addCallback(back)
