@@ -218,16 +218,34 @@ class SharedRoom(ChatRoom):
         self.deliverIncoming()  # what came before the member's history
         if not self.server.up:
             return super().join(member)
+        # Once the room's channel is subscribed and synced, everything
+        # published from then on reaches this process: only then does the
+        # member arrive, and its history end where live delivery starts.
+        return self._whenSynced().addCallback(lambda _: self._arrive(member))
+
+    def _whenSynced(self) -> "Deferred[None]":
+        if self.synced.called:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self.synced.addBoth(fire)
+        return d
+
+    def _arrive(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
+        if not self.server.up:
+            return ChatRoom.join(self, member)
         self.flush()
+        self.deliverIncoming()
         self.members[id(member)] = member
         self._announce(ChatEvent(JOIN, self.name, member.nick))
-        # History ends where live delivery to the member starts: the
-        # room's number now, or, before the first sync, the number synced.
-        seen = self.lastSeq if self.synced.called else None
+        seen = self.lastSeq
         args = (*self._joinKeys(), member.nick, self.name)
         d = self.server.execute("EVAL", _JOIN, *args)
-        d.addCallback(lambda _: self.synced)
-        d.addCallback(lambda _: self._history(self.lastSeq if seen is None else seen))
+        d.addCallback(lambda _: self._history(seen))
         d.addErrback(self._noHistory)
         return d
 
