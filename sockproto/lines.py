@@ -280,9 +280,18 @@ class LineProtocol(ServiceProtocol):
         elif isinstance(event, LineTooLong):
             self.factory.drop("line_too_long")
             self.lineTooLong(event.length)
-        else:
+        elif isinstance(event, Overflow):
             self.factory.drop("overflow")
             self.overflow()
+        else:
+            self.otherEvent(event)
+
+    def otherEvent(self, event: object) -> None:
+        """
+        Called, in order with the lines, with an event of a kind a
+        subclass put among them (the WebSocket front end's binary
+        messages); it does not count against the rate limit.
+        """
 
     def _startLag(self, events: List[Event]) -> None:
         self._queue = deque()

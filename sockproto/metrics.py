@@ -78,9 +78,11 @@ class SockprotoCollector:
                 count = factory.drops.get(reason, 0)
                 families["drops"].add_metric([name, reason], count)
         yield from families.values()
+        servers = []
         for factory in self.factories:
             server = getattr(factory, "server", None)
-            if server is not None:
+            if server is not None and server not in servers:  # the web port's too
+                servers.append(server)
                 yield from self._chat(factory, server, counter, gauge)
 
     def _chat(

@@ -215,6 +215,30 @@ class ServiceOptions(usage.Options):
         """
         return []
 
+    def otherPorts(self) -> Dict[str, List[str]]:
+        """
+        Stream endpoints this service serves with another factory, by that
+        factory's service name (the chat's C{--web}): they listen, and are
+        shared with C{--workers}, like C{--listen}'s.
+        """
+        return {}
+
+    def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
+        """
+        The factory of L{otherPorts}' C{name}, beside this service's own
+        C{factory}.
+        """
+        raise KeyError(name)
+
+    def allPorts(self) -> List[str]:
+        """
+        Every stream endpoint: C{--listen}'s and L{otherPorts}'.
+        """
+        ports = list(self["listen"])
+        for descriptions in self.otherPorts().values():
+            ports += descriptions
+        return ports
+
     def maxConnections(self) -> int:
         """
         The limit of open connections: the option, or a share of the

@@ -223,6 +223,8 @@ class RedisLink(MultiService):
         subscribed.
     @ivar onUp: called (with no argument) each time the link comes up.
     @ivar onDown: called (with no argument) each time it goes down.
+    @ivar onUnreachable: called (with no argument) when the first attempt
+        to connect, or to log in, fails (the link goes on retrying).
     @ivar onMessage: called with (channel, message) for each pub/sub message.
     """
 
@@ -238,6 +240,7 @@ class RedisLink(MultiService):
         self.up = False
         self.onUp: Callable[[], None] = lambda: None
         self.onDown: Callable[[], None] = lambda: None
+        self.onUnreachable: Callable[[], None] = lambda: None
         self.onMessage: Callable[[bytes, bytes], None] = lambda c, m: None
         self.channels: Set[bytes] = set()
         self._commands: Optional[RedisProtocol] = None
@@ -290,6 +293,7 @@ class RedisLink(MultiService):
                 address=str(self.address),
                 why=why,
             )
+            self.reactor.callLater(0, self.onUnreachable)  # not inside ClientService
         if protocol.transport is not None:
             protocol.transport.loseConnection()
 
@@ -393,6 +397,7 @@ class RedisLink(MultiService):
                 address=str(self.address),
                 why=failure.getErrorMessage(),
             )
+            self.reactor.callLater(0, self.onUnreachable)  # not inside ClientService
 
     def stopService(self) -> "Deferred[Any]":
         self.up = False

@@ -20,8 +20,8 @@ from typing import (
 )
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
@@ -66,6 +66,8 @@ __all__ = [
 
 log = Logger()
 
+DEFAULT_WEB = "tcp:12348"
+"""Where the chat's web page listens when every service runs."""
 
 SERVICES: Dict[str, Type[ServiceOptions]] = {
     "coucou": CoucouOptions,
@@ -89,7 +91,9 @@ class Options(usage.Options):
     subCommands = [
         [name, None, options, options.description] for name, options in SERVICES.items()
     ]
-    optFlags = [[f"no-{name}", None, f"Do not run {name}"] for name in SERVICES]
+    optFlags = [[f"no-{name}", None, f"Do not run {name}"] for name in SERVICES] + [
+        ["no-web", None, "Do not serve the chat's web page"]
+    ]
     optParameters = [
         [
             "max-per-peer",
@@ -113,8 +117,16 @@ class Options(usage.Options):
         super().__init__()
         for name in SERVICES:
             self[name] = []
+        self["web"] = []
         self["set"] = {name: [] for name in SERVICES}
         self.chosen: List[ServiceOptions] = []
+
+    def opt_web(self, description: str) -> None:
+        """
+        Where the chat's web page listens when all services run
+        [default: tcp:12348]; repeatable
+        """
+        self["web"].append(check_endpoint(description))
 
     def opt_set(self, setting: str) -> None:
         name, dot, rest = setting.partition(".")
@@ -166,6 +178,14 @@ class Options(usage.Options):
                 f" service; to run {self.subCommand} alone, give it after"
                 f" {self.subCommand}"
             )
+        if self.subCommand is not None and (self["web"] or self["no-web"]):
+            raise usage.UsageError(
+                f"--web and --no-web before {self.subCommand} are for running"
+                f" every service; to run {self.subCommand} alone, give --web"
+                f" after it"
+            )
+        if self["web"] and self["no-web"]:
+            raise usage.UsageError("--web and --no-web contradict")
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
         if self.subCommand is None:
@@ -217,7 +237,7 @@ class Options(usage.Options):
 
     def _checkWorkers(self) -> None:
         for options in self.serviceOptions():
-            for description in options["listen"]:
+            for description in options.allPorts():
                 if description.split(":", 1)[0] not in ("tcp", "tcp6", "unix"):
                     raise usage.UsageError(
                         f"--workers shares tcp:, tcp6: and unix: ports, not"
@@ -229,6 +249,8 @@ class Options(usage.Options):
     def _parseService(self, name: str) -> ServiceOptions:
         options = SERVICES[name]()
         args = [f"--listen={d}" for d in self[name]]
+        if name == "chat" and not self["no-web"]:
+            args += [f"--web={d}" for d in self["web"] or [DEFAULT_WEB]]
         if self["max-per-peer"] is not None:
             args.append(f"--max-per-peer={self['max-per-peer']}")
         try:
@@ -300,6 +322,7 @@ class EndpointService(StreamServerEndpointService):
         super().__init__(endpoint, factory)
         self.description = description
         self.setName(f"{factory.serviceName} on {description}")
+        self.ready: Callable[[], Deferred[Any]] = lambda: succeed(None)
 
     def privilegedStartService(self) -> None:
         try:
@@ -324,7 +347,15 @@ class EndpointService(StreamServerEndpointService):
             service=self.factory.serviceName,
             address=format_address(port.getHost()),
         )
+        ready = self.ready()
+        if not ready.called:  # connections wait in the listen backlog
+            port.stopReading()  # type: ignore[attr-defined]
+            ready.addBoth(lambda _: self._accept(port))
         return port
+
+    def _accept(self, port: IListeningPort) -> None:
+        if self.running and port is self.port:
+            port.startReading()  # type: ignore[attr-defined]
 
 
 def startupFailed(message: str, daemon: bool, logOnTerminal: bool) -> NoReturn:
@@ -391,16 +422,53 @@ class ProtocolService(MultiService):
         }
         return cls(factory, endpoints)
 
+    def addService(self, service: IService) -> None:
+        """
+        Add a child; an L{EndpointService} of another factory (the chat's
+        web page) waits for this one's support services, and its
+        connections are closed with this one's.
+        """
+        if isinstance(service, EndpointService):
+            service.ready = self._supportReady
+        super().addService(service)
+
+    def factories(self) -> List[ServiceFactory]:
+        """
+        This service's factory, and those of its other endpoints.
+        """
+        factories = [self.factory]
+        for service in self:
+            factory = getattr(service, "factory", None)
+            if isinstance(factory, ServiceFactory) and factory not in factories:
+                factories.append(factory)
+        return factories
+
     def startService(self) -> None:
         for service in self.factory.supportServices():
             service.startService()
         super().startService()
 
+    def _supportReady(self) -> "Deferred[Any]":
+        """
+        Fires once every support service can serve (the chat has reached
+        Redis, or given up waiting): until then the ports accept nothing.
+        """
+        waits = [
+            s.whenReady()  # type: ignore[attr-defined]
+            for s in self.factory.supportServices()
+            if hasattr(s, "whenReady")
+        ]
+        return gatherResults(waits, consumeErrors=True)
+
     def stopService(self) -> "Deferred[Any]":
         d = super().stopService()
-        d.addCallback(lambda _: self.factory.closeAll())
+        d.addCallback(lambda _: self._closeAll())
         d.addCallback(lambda _: self._stopSupport())
         return d
+
+    def _closeAll(self) -> "Deferred[Any]":
+        closing = [factory.closeAll() for factory in self.factories()]
+        return gatherResults(closing, consumeErrors=True)
 
     def _stopSupport(self) -> "Deferred[Any]":
         stopping = [
@@ -501,6 +569,17 @@ def makeService(
         else:
             endpoints = worker[1].get(serviceOptions.serviceName, {})
         service = ProtocolService(factory, endpoints, daemon, onTerminal)
+        for name, descriptions in serviceOptions.otherPorts().items():
+            other = serviceOptions.otherFactory(name, factory)
+            factories.append(other)
+            if worker is None:
+                endpoints = {d: serverFromString(reactor, d) for d in descriptions}
+            else:
+                endpoints = worker[1].get(name, {})
+            for description, endpoint in endpoints.items():
+                port = EndpointService(description, endpoint, other)
+                port.daemon, port.logOnTerminal = daemon, onTerminal
+                port.setServiceParent(service)
         if worker is None:  # UDP ports stay with the parent
             for extra in serviceOptions.extraServices():
                 extra.daemon, extra.logOnTerminal = daemon, onTerminal
@@ -529,12 +608,15 @@ def makeWorkersParent(options: Options, reactor: Any) -> MultiService:
     broker = check_broker(chosen, options.subCommand)
     parent = WorkersService(reactor, options.workers(), options.arguments, broker)
     for serviceOptions in chosen:
-        name = serviceOptions.serviceName
-        for description in serviceOptions["listen"]:
-            endpoint = serverFromString(reactor, description)
-            service = EndpointService(description, endpoint, placeholder_factory(name))
-            service.daemon = daemon
-            parent.addPort(name, description, service)
+        ports = {serviceOptions.serviceName: serviceOptions["listen"]}
+        ports.update(serviceOptions.otherPorts())
+        for name, descriptions in ports.items():
+            for description in descriptions:
+                endpoint = serverFromString(reactor, description)
+                factory = placeholder_factory(name)
+                service = EndpointService(description, endpoint, factory)
+                service.daemon = daemon
+                parent.addPort(name, description, service)
         for extra in serviceOptions.extraServices():
             extra.daemon = daemon
             extra.setServiceParent(top)

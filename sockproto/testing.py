@@ -10,6 +10,7 @@ pytest.
     - L{LineClient}: a scripted line client that waits for expected lines.
 """
 
+import json
 import os
 import re
 import sys
@@ -52,9 +53,11 @@ __all__ = [
     "MemoryTransport",
     "RunningServer",
     "TwistdProcess",
+    "WebSocketClient",
     "connect",
     "connect_in_memory",
     "connect_line_client",
+    "connect_websocket",
     "listen_on_loopback",
     "listen_tls_on_loopback",
     "make_certificate",
@@ -370,6 +373,164 @@ def connect_line_client(
     return endpoint.connect(Factory.forProtocol(lambda: LineClient(clock)))
 
 
+class WebSocketClient(Protocol):
+    """
+    A scripted WebSocket client, as a browser's page talks to the chat's
+    C{/ws}: its frames are masked, its messages JSON.
+
+    Every JSON message received is kept in L{messages}; L{expect} waits for
+    the next one that matches.
+
+    @ivar opened: fires with the client once the server accepted the
+        upgrade, or fails with L{ConnectionError} and the HTTP status.
+    @ivar closed: fires with the close code (or None) once the connection
+        is lost.
+    """
+
+    transport: Any
+    timeout = 10.0
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        path: str = "/ws",
+        origin: Optional[str] = None,
+        clock: Optional[IReactorTime] = None,
+    ) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.connection = WSConnection(ConnectionType.CLIENT)
+        self.host, self.path, self.origin = host, path, origin
+        self.clock = clock
+        self.messages: List[Dict[str, Any]] = []
+        self._unread = 0
+        self._waiting: List[Tuple[Callable[[Dict[str, Any]], bool], Deferred[Any]]] = []
+        self.opened: Deferred[WebSocketClient] = Deferred()
+        self.closed: Deferred[Optional[int]] = Deferred()
+        self.closeCode: Optional[int] = None
+        self.status: Optional[int] = None
+
+    def connectionMade(self) -> None:
+        from wsproto.events import Request
+
+        headers = [(b"origin", self.origin.encode())] if self.origin else []
+        request = Request(self.host, self.path, extra_headers=headers)
+        self.transport.write(self.connection.send(request))
+
+    def dataReceived(self, data: bytes) -> None:
+        from wsproto.events import (
+            AcceptConnection,
+            CloseConnection,
+            Ping,
+            RejectConnection,
+            TextMessage,
+        )
+
+        self.connection.receive_data(data)
+        for event in self.connection.events():
+            if isinstance(event, AcceptConnection):
+                self.opened.callback(self)
+            elif isinstance(event, RejectConnection):
+                self.status = event.status_code
+                self.transport.loseConnection()
+            elif isinstance(event, TextMessage):
+                self._text = getattr(self, "_text", "") + event.data
+                if event.message_finished:
+                    text, self._text = self._text, ""
+                    self.messages.append(json.loads(text))
+                    self._match()
+            elif isinstance(event, Ping):
+                self.transport.write(self.connection.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.closeCode = event.code
+                if self.connection.state.name == "REMOTE_CLOSING":
+                    self.transport.write(self.connection.send(event.response()))
+                self.transport.loseConnection()
+
+    def send(self, **fields: Any) -> None:
+        """
+        Send one JSON message: C{client.send(type="line", text="hi")}.
+        """
+        self.sendText(json.dumps(fields))
+
+    def say(self, text: str) -> None:
+        """
+        Send a line (or a /command), as the page's input does.
+        """
+        self.send(type="line", text=text)
+
+    def sendText(self, text: str) -> None:
+        from wsproto.events import TextMessage
+
+        self.transport.write(self.connection.send(TextMessage(text)))
+
+    def sendBytes(self, data: bytes) -> None:
+        from wsproto.events import BytesMessage
+
+        self.transport.write(self.connection.send(BytesMessage(data)))
+
+    def expect(
+        self,
+        match: Union[str, Callable[[Dict[str, Any]], bool]],
+        text: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> "Deferred[Dict[str, Any]]":
+        """
+        Wait for the next unread message of type C{match} (whose text
+        contains C{text}, if given), or for which C{match(message)} is true,
+        skipping those before it.
+        """
+        if callable(match):
+            predicate = match
+        else:
+            kind = match
+
+            def predicate(m: Dict[str, Any]) -> bool:
+                wanted = text is None or text in str(m.get("text", ""))
+                return m.get("type") == kind and wanted
+
+        d: Deferred[Dict[str, Any]] = Deferred()
+        self._waiting.append((predicate, d))
+        self._match()
+        if not d.called:
+            clock = self.clock if self.clock is not None else default_reactor()
+            d.addTimeout(self.timeout if timeout is None else timeout, clock)
+        return d
+
+    def _match(self) -> None:
+        while self._waiting and self._unread < len(self.messages):
+            predicate, d = self._waiting[0]
+            message = self.messages[self._unread]
+            self._unread += 1
+            if d.called:
+                self._waiting.pop(0)
+            elif predicate(message):
+                self._waiting.pop(0)
+                d.callback(message)
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"refused: HTTP {self.status}"))
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.errback(ConnectionError(f"connection closed: {reason.value}"))
+        self.closed.callback(self.closeCode)
+
+
+def connect_websocket(
+    endpoint: Any, origin: Optional[str] = None, host: str = "localhost"
+) -> "Deferred[WebSocketClient]":
+    """
+    Connect a L{WebSocketClient} to C{endpoint}'s C{/ws}; fires once the
+    upgrade is accepted.
+    """
+    d = endpoint.connect(
+        Factory.forProtocol(lambda: WebSocketClient(host, "/ws", origin))
+    )
+    return d.addCallback(lambda client: client.opened)
+
+
 _LISTENING = re.compile(r"(\w+) listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
 
 
@@ -672,6 +833,32 @@ class ChatOnClock:
         for line in lines:
             protocol.dataReceived(line.encode("utf-8") + b"\n")
         self.clock.advance(0)
+
+    def web(self, origins: Sequence[str] = (), **limits: Any) -> Any:
+        """
+        The chat's web front end (a L{WebChatFactory}), made once: C{limits}
+        override the chat's own (C{maxPerPeer}, C{timeout}, ...).
+        """
+        if getattr(self, "_web", None) is None:
+            from .chat.web import WebChatFactory
+
+            self._web = WebChatFactory(self.factory, origins)
+            for name, value in limits.items():
+                setattr(self._web, name, value)
+        return self._web
+
+    def browser(self, origin: Optional[str] = None) -> Tuple[Any, Any, MemoryPump]:
+        """
+        A L{WebSocketClient} connected in memory to L{web}'s C{/ws}, as the
+        page does; returns C{(client, server protocol, pump)}, once the
+        chat has welcomed it.
+        """
+        factory: Any = Factory.forProtocol(
+            lambda: WebSocketClient("localhost", "/ws", origin, self.clock)
+        )
+        client, server, pump = connect_in_memory(self.web(), factory, self.clock)
+        pump.flush()
+        return client, server, pump
 
 
 REDIS_MISSING = (

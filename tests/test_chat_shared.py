@@ -10,12 +10,14 @@ folder; each test uses its own key prefix.
 
 import atexit
 import itertools
+import os
 import tempfile
 from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from sockproto.chat import ChatFactory
@@ -378,6 +380,37 @@ class SharedFactoryTests(RedisFixture, TestCase):
         server = self.sharedServer()
         factory = ChatFactory(server)
         self.assertEqual(factory.supportServices(), [server.service])
+
+    @inlineCallbacks
+    def test_ready_once_it_shares_rooms(self) -> Any:
+        self.newPrefix()
+        server = self.sharedServer()
+        yield server.service.whenReady()
+        self.assertTrue(server.up)
+        self.assertTrue(server.whenReady().called)
+
+    @inlineCallbacks
+    def test_ready_at_once_when_redis_cannot_be_reached(self) -> Any:
+        missing = os.path.join(temporary_directory(self), "no.sock")
+        link = RedisLink(parse_redis_url(f"unix://{missing}"), reactor, maxDelay=0.2)
+        server = RedisChatServer("alone", link, reactor)
+        server.startupWait = 60.0
+        server.service.startService()
+        self.addCleanup(server.service.stopService)
+        yield server.whenReady()
+        self.assertFalse(server.up)
+
+    def test_ready_after_waiting_for_a_silent_redis(self) -> None:
+        clock = MemoryReactorClock()  # connection attempts that never end
+        link = RedisLink(parse_redis_url("redis://127.0.0.1:6379"), clock)
+        server = RedisChatServer("waiting", link, clock)
+        server.service.startService()
+        self.addCleanup(server.service.stopService)
+        ready = server.whenReady()
+        clock.advance(server.startupWait - 0.1)
+        self.assertNoResult(ready)
+        clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(ready))
 
     @inlineCallbacks
     def test_metrics_show_the_broker_link_and_its_lag(self) -> Any:

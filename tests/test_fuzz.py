@@ -216,3 +216,131 @@ class ConcurrentCloseFuzzTests(SynchronousTestCase):
             clock.advance(0)
             text = listener.transport.value().decode("utf-8")
             self.assertIn(f"<{speaker.nick}> still here\r\n", text)
+
+
+def json_values() -> Any:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text()
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.sampled_from(["type", "text", "x"]), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+requests = st.one_of(
+    st.builds(
+        lambda kind, text: {"type": kind, "text": text},
+        st.sampled_from(["line", "who", "rooms", "nope"]),
+        st.one_of(
+            st.text(max_size=300), st.sampled_from([n.decode("latin-1") for n in NOISE])
+        ),
+    ),
+    json_values(),
+)
+frames = st.lists(
+    st.one_of(
+        st.tuples(st.just("json"), requests),
+        st.tuples(st.just("text"), st.text(max_size=400)),
+        st.tuples(st.just("bytes"), st.binary(max_size=200)),
+        st.tuples(st.just("ping"), st.binary(max_size=100)),
+    ),
+    max_size=20,
+)
+
+
+def encode_frames(client: Any, items: List[Tuple[str, Any]]) -> bytes:
+    import json
+
+    from wsproto.events import BytesMessage, Ping, TextMessage
+
+    out = b""
+    for kind, value in items:
+        if kind == "json":
+            event: Any = TextMessage(json.dumps(value))
+        elif kind == "text":
+            event = TextMessage(value)
+        elif kind == "bytes":
+            event = BytesMessage(value)
+        else:
+            event = Ping(value)
+        out += client.connection.send(event)
+    return out
+
+
+def cut(data: bytes, points: List[int]) -> List[bytes]:
+    points = sorted({p % (len(data) + 1) for p in points})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@pytest.mark.fuzz
+class WebSocketFuzzTests(SynchronousTestCase):
+    """
+    The chat's WebSocket: random bytes, and random frames in random chunks,
+    after the upgrade; nothing raises, the others are still served.
+    """
+
+    def stillServed(self, chat: ChatOnClock) -> None:
+        other, _, pump = chat.browser()
+        other.say("still here")
+        pump.flush()
+        said = [m for m in other.messages if m["type"] == "message"]
+        self.assertEqual(said[-1]["text"], "still here")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @given(chunks, endings)
+    def test_random_bytes_after_the_upgrade(
+        self, pieces: List[bytes], ending: str
+    ) -> None:
+        chat = ChatOnClock(maxLineLength=100)
+        client, server, pump = chat.browser()
+        feed(server, pieces, ending, chat.clock)
+        self.stillServed(chat)
+
+    @given(chunks, endings)
+    def test_random_bytes_as_http(self, pieces: List[bytes], ending: str) -> None:
+        chat = ChatOnClock(maxLineLength=100)
+        victim, _ = connect(chat.web(), peer(1))
+        feed(victim, pieces, ending, chat.clock)
+        self.stillServed(chat)
+
+    @given(frames, st.lists(st.integers(0, 10000), max_size=12))
+    def test_random_frames_in_random_chunks(
+        self, items: Any, points: List[int]
+    ) -> None:
+        chat = ChatOnClock(maxLineLength=100)
+        client, server, pump = chat.browser()
+        for piece in cut(encode_frames(client, items), points):
+            if server.transport.disconnecting:
+                break
+            server.dataReceived(piece)
+            chat.clock.advance(0)
+        self.stillServed(chat)
+
+
+class WebSocketChunkingTests(SynchronousTestCase):
+    """
+    However the byte stream is cut, the server gets the same messages and
+    answers the same.
+    """
+
+    @given(frames, st.lists(st.integers(0, 10000), max_size=12))
+    def test_any_chunking_gives_the_same_result(
+        self, items: Any, points: List[int]
+    ) -> None:
+        answers = []
+        for cutting in ([], points):
+            chat = ChatOnClock(maxLineLength=100)
+            client, server, pump = chat.browser()
+            for piece in cut(encode_frames(client, items), cutting):
+                server.dataReceived(piece)
+            pump.flush()
+            answers.append(
+                [{k: v for k, v in m.items() if k != "ts"} for m in client.messages]
+            )
+        self.assertEqual(answers[0], answers[1])

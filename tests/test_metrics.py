@@ -155,8 +155,10 @@ class ScrapeTests(TestCase):
     @inlineCallbacks
     def test_twistd_serves_metrics_over_http(self) -> Any:
         args = ["chat", "--listen", "tcp:0:interface=127.0.0.1"]
+        args += ["--web", "tcp:0:interface=127.0.0.1"]
         args += ["--metrics", "tcp:0:interface=127.0.0.1"]
-        process = yield start_twistd(args, ["chat", "metrics"], cwd=self.directory)
+        services = ["chat", "web", "metrics"]
+        process = yield start_twistd(args, services, cwd=self.directory)
         self.addCleanup(process.stop, "KILL")
         host, port = process.address("chat")
         client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
@@ -169,6 +171,8 @@ class ScrapeTests(TestCase):
         samples = parse(body.decode())
         chat = (("service", "chat"),)
         self.assertEqual(samples[("sockproto_connections_accepted_total", chat)], 1)
+        web = (("service", "web"),)
+        self.assertEqual(samples[("sockproto_connections_open", web)], 0)
         self.assertEqual(samples[("sockproto_chat_lines_total", ())], 1)
         self.assertIn(("process_open_fds", ()), samples)
         status, _ = yield http_get(host, port, "/")

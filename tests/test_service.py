@@ -3,10 +3,13 @@ import os
 import sys
 from typing import Any, List
 
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.coucou import CoucouServerFactory
 from sockproto.echo import EchoFactory
@@ -17,6 +20,7 @@ from sockproto.service import (
     ProtocolService,
     makeService,
 )
+from sockproto.testing import connect_line_client
 
 
 def parse(*args: str) -> Options:
@@ -308,3 +312,66 @@ class OptionMessagesTests(SynchronousTestCase):
             "echo", "--listen", f"ssl:0:privateKey={garbage}:certKey={cert}"
         )
         self.assertIn("bad key or certificate", message)
+
+
+class _Support(Service):
+    """
+    A support service that is ready when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: List[Deferred[None]] = []
+
+    def whenReady(self) -> "Deferred[None]":
+        d: Deferred[None] = Deferred()
+        self.waiting.append(d)
+        return d
+
+
+class ReadinessTests(TestCase):
+    """
+    Ports accept connections only once the factory's support services
+    are ready (the chat has reached Redis): a client that comes earlier
+    waits in the listen backlog, and is then served.
+    """
+
+    @inlineCallbacks
+    def test_connections_wait_in_the_backlog_until_support_is_ready(self) -> Any:
+        from twisted.internet import reactor
+
+        support = _Support()
+        factory = EchoFactory()
+        factory.supportServices = lambda: [support]  # type: ignore[method-assign]
+        service = ProtocolService.listening(
+            factory, "tcp:0:interface=127.0.0.1", reactor=reactor
+        )
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        (port,) = service
+        host = port.port.getHost()
+        client = yield connect_line_client(
+            TCP4ClientEndpoint(reactor, host.host, host.port)
+        )
+        self.addCleanup(client.transport.loseConnection)
+        client.send("early")
+        for _ in range(20):
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(factory.connections, set())
+        self.assertEqual(client.lines, [])
+        (ready,) = support.waiting
+        ready.callback(None)
+        yield client.expect("early")
+        self.assertEqual(len(factory.connections), 1)
+
+    def test_a_port_not_waiting_for_anything_accepts_at_once(self) -> None:
+        reactor = MemoryReactor()
+        from twisted.internet.endpoints import serverFromString
+
+        service = ProtocolService(
+            EchoFactory(), {"tcp:1": serverFromString(reactor, "tcp:1")}
+        )
+        service.privilegedStartService()
+        service.startService()
+        (port,) = service
+        self.assertIsNotNone(port.port)

@@ -130,7 +130,8 @@ class SoakTests(TestCase):
     def test_thousands_of_connections_leave_no_trace(self) -> Any:
         cwd = temporary_directory(self)
         services = ["echo", "coucou", "chat"]
-        args = ["--max-per-peer=0"] + [f"--{name}={LOCAL}" for name in services]
+        args = ["--max-per-peer=0", f"--web={LOCAL}"]
+        args += [f"--{name}={LOCAL}" for name in services]
         process = yield start_twistd(args, services, cwd=cwd)
         self.addCleanup(lambda: None if process.ended.called else process.stop("KILL"))
         pid = process.transport.pid

@@ -12,6 +12,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
 
 from sockproto.coucou import send_message
 from sockproto.testing import (
@@ -45,8 +46,13 @@ class TwistdTests(TestCase):
     @inlineCallbacks
     def test_all_in_one_serves_every_service_and_stops_on_sigterm(self) -> Any:
         process = yield self.start(
-            "--echo", LOCAL, "--coucou", LOCAL, services=["echo", "coucou"]
+            *("--echo", LOCAL, "--coucou", LOCAL, "--chat", LOCAL, "--web", LOCAL),
+            services=["echo", "coucou", "chat", "web"],
         )
+        host, port = process.address("web")
+        page = yield Agent(reactor).request(b"GET", f"http://{host}:{port}/".encode())
+        self.assertEqual(page.code, 200)
+        self.assertIn(b"sockproto chat", (yield readBody(page)))
         host, port = process.address("echo")
         client = yield TCP4ClientEndpoint(reactor, host, port).connect(
             Factory.forProtocol(LineClient)

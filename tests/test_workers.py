@@ -19,6 +19,7 @@ from sockproto.testing import (
     RedisServer,
     TwistdProcess,
     connect_line_client,
+    connect_websocket,
     make_certificate,
     start_twistd,
     temporary_directory,
@@ -120,6 +121,37 @@ class WorkersTests(TestCase):
         folders = re.findall(rb"unix://(\S+)/redis.sock", process.output)
         self.assertFalse(os.path.exists(folders[0].decode()))
         self.assertNotIn(b"Traceback", process.output + process.errors)
+
+    @inlineCallbacks
+    def test_the_web_page_is_served_by_the_workers_in_the_same_rooms(self) -> Any:
+        if not RedisServer.available():
+            raise SkipTest(REDIS_MISSING)
+        process = yield self.start(
+            "chat", "--workers", "2", "--listen", LOCAL, "--web", LOCAL
+        )
+        self.assertIn(b"web in 2 workers", process.output)
+        host, port = process.address("web")
+        browsers = []
+        for _ in range(40):
+            browser = yield connect_websocket(
+                TCP4ClientEndpoint(reactor, host, port), host=f"{host}:{port}"
+            )
+            self.addCleanup(browser.transport.loseConnection)
+            yield browser.expect("you")
+            browsers.append(browser)
+            if workers_serving(process) == {1, 2}:
+                break
+        self.assertEqual(workers_serving(process), {1, 2})
+        first, last = browsers[0], browsers[-1]  # on two workers
+        first.say("/nick webby")
+        yield last.expect("nick", timeout=10)
+        first.say("hello across workers")
+        said = yield last.expect("message", "hello across workers")
+        self.assertEqual(said["nick"], "webby")
+        yield process.stop()
+        yield last.expect("notice", "server shutting down")
+        code = yield last.closed
+        self.assertEqual(code, 1001)
 
     @inlineCallbacks
     def test_usage_errors_of_workers_are_one_line(self) -> Any:

@@ -5,7 +5,7 @@ L{ChatFactory}.
 """
 
 import socket
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
@@ -15,6 +15,7 @@ from twisted.python import usage
 from ..base import ServiceFactory, default_reactor
 from ..options import (
     ServiceOptions,
+    check_endpoint,
     count,
     describe_error,
     rate,
@@ -116,6 +117,38 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
 
     supportedInterfaces = [IUsernamePassword]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["web"] = []
+        self["web-origin"] = []
+
+    def opt_web(self, description: str) -> None:
+        """
+        Also serve the chat's web page and its WebSocket here: tcp:8080,
+        ssl:8443:privateKey=KEY:certKey=CERT, ...; repeatable
+        """
+        self["web"].append(check_endpoint(description))
+
+    def opt_web_origin(self, origin: str) -> None:
+        """
+        Let pages from this origin (https://example.org) use the WebSocket,
+        besides the chat's own page; repeatable
+        """
+        if "://" not in origin:
+            raise usage.UsageError(
+                f"--web-origin takes SCHEME://HOST[:PORT], not {origin!r}"
+            )
+        self["web-origin"].append(origin)
+
+    def otherPorts(self) -> Dict[str, List[str]]:
+        return {"web": self["web"]} if self["web"] else {}
+
+    def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
+        from .web import WebChatFactory
+
+        assert isinstance(factory, ChatFactory)
+        return WebChatFactory(factory, self["web-origin"])
+
     def postOptions(self) -> None:
         super().postOptions()
         checkers = self.get("credCheckers", [])
@@ -129,6 +162,8 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         if clients is not None:
             self["max-connections"] = clients
         self.redisAddress = self._redisAddress()
+        if self["web-origin"] and not self["web"]:
+            raise usage.UsageError("--web-origin needs --web")
 
     def _redisAddress(self) -> Optional[RedisAddress]:
         url = self["redis"]

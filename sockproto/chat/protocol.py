@@ -83,9 +83,16 @@ class ChatProtocol(LineProtocol):
     # --- connection -------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.watchOutput()
+        super().connectionMade()
+
+    def watchOutput(self) -> None:
+        """
+        Register as the transport's producer, to be told when the client
+        stops reading (see L{writeOut}).
+        """
         self.transport.registerProducer(self, True)
         self._producing = True
-        super().connectionMade()
 
     def closeConnection(self) -> None:
         # A TLS transport does not start its close while a producer is

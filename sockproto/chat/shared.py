@@ -479,6 +479,11 @@ class RedisChatServer(ChatServer):
     historyScan = 4
     lag = 0.0
     """Seconds the last heartbeat took to Redis and back."""
+    startupWait = 5.0
+    """
+    Seconds the ports wait at start-up for Redis, at most, before they
+    accept connections anyway (see L{whenReady}).
+    """
 
     def __init__(
         self,
@@ -505,12 +510,14 @@ class RedisChatServer(ChatServer):
         self._beat.clock = self.clock
         self._roomsByChannel: Dict[bytes, SharedRoom] = {}
         self._privateChannel = self.key(f"node:{self.node}").encode()
+        self._waiting: Optional[List[Deferred[None]]] = []
         link.channels.add(self._privateChannel)
         link.onUp, link.onDown, link.onMessage = (
             self.linkUp,
             self.linkDown,
             self.message,
         )
+        link.onUnreachable = self.ready
         self.service = BrokerService(self)
 
     def key(self, name: str) -> str:
@@ -548,6 +555,27 @@ class RedisChatServer(ChatServer):
 
     # --- the link ---------------------------------------------------------
 
+    def whenReady(self) -> "Deferred[None]":
+        """
+        Fires once this process is ready to take clients: it shares rooms
+        through Redis, or the first attempt to reach Redis failed (it then
+        serves its clients alone until Redis is back), or L{startupWait}
+        passed.  A client accepted before would miss the shared rooms.
+        """
+        if self._waiting is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def ready(self) -> None:
+        """
+        Fire every L{whenReady}: from now on, ports accept connections.
+        """
+        waiting, self._waiting = self._waiting, None
+        for d in waiting or ():
+            d.callback(None)
+
     def linkUp(self) -> None:
         """
         Redis is reachable: claim our nicknames and rooms again, fill what
@@ -556,6 +584,7 @@ class RedisChatServer(ChatServer):
         d = self.beat()
         d.addCallback(lambda _: self.reclaim())
         d.addErrback(self.logFailure, "rejoining the chat network")
+        d.addCallback(lambda _: self.ready())
         if not self._beat.running:
             self._beat.start(self.heartbeat, now=False)
 
@@ -927,15 +956,33 @@ class BrokerService(Service):
     reaches the other processes.
     """
 
+    _timeout: Optional[IDelayedCall] = None
+
     def __init__(self, server: RedisChatServer) -> None:
         self.server = server
 
+    def whenReady(self) -> "Deferred[None]":
+        """
+        See L{RedisChatServer.whenReady}.
+        """
+        return self.server.whenReady()
+
     def startService(self) -> None:
         super().startService()
-        self.server.link.startService()
+        server = self.server
+        self._timeout = server.clock.callLater(server.startupWait, server.ready)
+        server.whenReady().addCallback(lambda _: self._stopWaiting())
+        server.link.startService()
+
+    def _stopWaiting(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
 
     def stopService(self) -> "Deferred[Any]":
         super().stopService()
+        self._stopWaiting()
+        self.server.ready()
         d = self.server.stop()
         d.addBoth(lambda _: self.server.link.stopService())
         return d

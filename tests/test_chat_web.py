@@ -1,0 +1,465 @@
+"""
+The chat's web front end: the WebSocket member in memory on a Clock (JSON
+in, JSON out, limits, bad frames, origins), and the page and the
+WebSocket over real loopback sockets, with a line client in the same room.
+"""
+
+import json
+from typing import Any, Dict, List
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from wsproto.events import CloseConnection
+
+from sockproto.chat import ChatFactory
+from sockproto.chat.web import WebChatFactory, text_frame
+from sockproto.testing import (
+    ChatOnClock,
+    WebSocketClient,
+    connect_in_memory,
+    connect_line_client,
+    connect_websocket,
+    listen_on_loopback,
+    listen_tls_on_loopback,
+    make_certificate,
+    temporary_directory,
+    tls_client_endpoint,
+)
+
+
+def kinds(client: WebSocketClient) -> List[str]:
+    return [m["type"] for m in client.messages]
+
+
+def last(client: WebSocketClient, kind: str) -> Dict[str, Any]:
+    return [m for m in client.messages if m["type"] == kind][-1]
+
+
+class WebMemberTests(SynchronousTestCase):
+    """
+    A browser's WebSocket, in memory: a member of the same chat as the
+    line clients.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+
+    def test_a_browser_is_welcomed_and_told_its_nick_and_room(self) -> None:
+        client, server, pump = self.chat.browser()
+        self.assertIn("notice", kinds(client))
+        you = last(client, "you")
+        self.assertEqual(you, {"type": "you", "nick": server.nick, "room": "lobby"})
+        join = last(client, "join")
+        self.assertEqual((join["nick"], join["room"]), (server.nick, "lobby"))
+
+    def test_a_line_from_the_browser_reaches_a_line_client_and_back(self) -> None:
+        client, server, pump = self.chat.browser()
+        line, transport = self.chat.join()
+        transport.clear()
+        client.say("hello from the browser")
+        pump.flush()
+        self.assertIn(
+            f"<{server.nick}> hello from the browser", transport.value().decode()
+        )
+        self.chat.send(line, "hello from nc")
+        pump.flush()
+        said = last(client, "message")
+        self.assertEqual(
+            (said["nick"], said["text"], said["room"]),
+            (line.nick, "hello from nc", "lobby"),
+        )
+        self.assertEqual(said["ts"], self.chat.clock.seconds())
+
+    def test_commands_nick_join_msg_from_the_browser(self) -> None:
+        client, server, pump = self.chat.browser()
+        line, transport = self.chat.join()
+        client.say("/nick alice")
+        pump.flush()
+        self.assertEqual(last(client, "you")["nick"], "alice")
+        client.say(f"/msg {line.nick} psst")
+        pump.flush()
+        self.assertIn("*alice* -> *", transport.value().decode())
+        self.chat.send(line, "/msg alice hi back")
+        pump.flush()
+        private = last(client, "private")
+        self.assertEqual((private["nick"], private["target"]), (line.nick, "alice"))
+        client.say("/join #web")
+        pump.flush()
+        self.assertEqual(
+            last(client, "you"), {"type": "you", "nick": "alice", "room": "web"}
+        )
+
+    def test_who_and_rooms_answer_as_values(self) -> None:
+        client, server, pump = self.chat.browser()
+        line, _ = self.chat.join()
+        client.send(type="who")
+        client.send(type="rooms")
+        pump.flush()
+        self.assertEqual(
+            last(client, "who"),
+            {"type": "who", "room": "lobby", "nicks": [server.nick, line.nick]},
+        )
+        self.assertEqual(
+            last(client, "rooms"),
+            {"type": "rooms", "rooms": [{"name": "lobby", "count": 2}]},
+        )
+
+    def test_history_comes_as_one_message(self) -> None:
+        line, _ = self.chat.join()
+        self.chat.send(line, "before you came")
+        client, server, pump = self.chat.browser()
+        history = last(client, "history")
+        self.assertEqual(history["room"], "lobby")
+        self.assertEqual(
+            [(e["type"], e["text"]) for e in history["events"]],
+            [("message", "before you came")],
+        )
+
+    def test_markup_is_sent_as_text(self) -> None:
+        client, server, pump = self.chat.browser()
+        client.say("<script>alert(1)</script>")
+        pump.flush()
+        self.assertEqual(last(client, "message")["text"], "<script>alert(1)</script>")
+
+
+class BadInputTests(SynchronousTestCase):
+    """
+    Bad frames and messages get an error and lose nothing; protocol
+    violations close with the right code; every one is logged with the
+    peer's address.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.client, self.server, self.pump = self.chat.browser()
+        self.logged: List[str] = []
+        self.patch(type(self.server), "log", _Recorder(self.logged))
+
+    def stillServed(self) -> None:
+        self.client.say("still here")
+        self.pump.flush()
+        self.assertEqual(last(self.client, "message")["text"], "still here")
+
+    def assertErrorThenServed(self, text: str) -> None:
+        self.pump.flush()
+        self.assertIn(text, last(self.client, "error")["text"])
+        self.stillServed()
+
+    def test_binary_frame(self) -> None:
+        self.client.sendBytes(b"\x00\x01")
+        self.assertErrorThenServed("binary messages are not understood")
+
+    def test_invalid_json(self) -> None:
+        self.client.sendText("{nope")
+        self.assertErrorThenServed("bad message: not JSON")
+        self.assertIn("127.0.0.1:40000", " ".join(self.logged))
+
+    def test_json_that_is_not_a_request(self) -> None:
+        for text in ["[1, 2]", '"line"', '{"type": "launch"}', '{"text": "hi"}']:
+            self.client.messages.clear()
+            self.client._unread = 0
+            self.client.sendText(text)
+            self.assertErrorThenServed("bad message: not a request")
+
+    def test_text_that_is_not_a_string(self) -> None:
+        self.client.send(type="line", text=42)
+        self.assertErrorThenServed('"text" must be a string')
+
+    def test_a_line_over_the_limit(self) -> None:
+        self.client.say("x" * 600)
+        self.assertErrorThenServed("line too long (600 bytes, limit 512)")
+
+    def test_a_message_over_the_limit(self) -> None:
+        self.client.sendText(json.dumps({"type": "line", "text": "y" * 2000}))
+        self.assertErrorThenServed("too long")
+
+    def test_a_huge_message_closes_with_1009(self) -> None:
+        self.client.sendText("z" * (WebChatFactory(self.chat.factory).maxMessage * 17))
+        self.pump.flush()
+        self.assertEqual(self.client.closeCode, 1009)
+        self.assertFalse(self.server.connected)
+
+    def test_invalid_utf8_closes_with_1007(self) -> None:
+        self.client.transport.write(_masked_frame(0x81, b"\xff\xfe"))
+        self.pump.flush()
+        self.assertEqual(self.client.closeCode, 1007)
+        self.assertFalse(self.server.connected)
+        self.assertIn("127.0.0.1:40000", " ".join(self.logged))
+
+    def test_others_are_still_served(self) -> None:
+        other, _, otherPump = self.chat.browser()
+        self.client.transport.write(_masked_frame(0x81, b"\xff\xfe"))
+        self.pump.flush()
+        other.say("and on we go")
+        otherPump.flush()
+        self.assertEqual(last(other, "message")["text"], "and on we go")
+
+    def test_the_browser_closing_is_answered(self) -> None:
+        self.client.transport.write(
+            self.client.connection.send(CloseConnection(code=1000))
+        )
+        self.pump.flush()
+        self.assertEqual(self.client.closeCode, 1000)
+        self.assertFalse(self.server.connected)
+
+
+class _Recorder:
+    """
+    A logger that keeps each event's text.
+    """
+
+    def __init__(self, lines: List[str]) -> None:
+        self.lines = lines
+
+    def __get__(self, instance: Any, owner: Any) -> "_Recorder":
+        return self
+
+    def _emit(self, format: str, **fields: Any) -> None:
+        self.lines.append(format.format(**fields))
+
+    info = warn = error = debug = _emit
+
+    def failure(self, format: str, failure: Any = None, **fields: Any) -> None:
+        self._emit(format, **fields)
+
+
+def _masked_frame(opcode_byte: int, payload: bytes) -> bytes:
+    """
+    A client frame, masked (with a zero key), whatever its payload.
+    """
+    assert len(payload) < 126
+    return bytes([opcode_byte, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    The line protocol's limits, applied to WebSocket messages.
+    """
+
+    def test_lines_over_the_rate_wait_then_all_arrive_in_order(self) -> None:
+        chat = ChatOnClock(rateLimit=5)
+        client, server, pump = chat.browser()
+        line, transport = chat.join()
+        for i in range(15):
+            client.say(f"line {i}")
+        pump.flush()
+        self.assertIn("slow down", last(client, "notice")["text"])
+        for _ in range(40):
+            chat.clock.advance(0.1)
+            pump.flush()
+        said = [m["text"] for m in client.messages if m["type"] == "message"]
+        self.assertEqual(said, [f"line {i}" for i in range(15)])
+
+    def test_an_excess_flood_closes_with_1008(self) -> None:
+        chat = ChatOnClock(rateLimit=5)
+        client, server, pump = chat.browser()
+        for i in range(200):
+            client.say(f"flood {i} " + "x" * 100)
+        pump.flush()
+        self.assertEqual(client.closeCode, 1008)
+        self.assertIn("excess flood", last(client, "error")["text"])
+
+    def test_an_idle_browser_is_closed(self) -> None:
+        chat = ChatOnClock(timeout=60)
+        client, server, pump = chat.browser()
+        chat.clock.advance(59)
+        pump.flush()
+        self.assertTrue(server.connected)
+        client.send(type="who")  # any message counts as activity
+        pump.flush()
+        chat.clock.advance(59)
+        pump.flush()
+        self.assertTrue(server.connected)
+        chat.clock.advance(2)
+        pump.flush()
+        self.assertFalse(server.connected)
+
+    def test_a_browser_that_stops_reading_is_dropped(self) -> None:
+        chat = ChatOnClock(maxOutput=2000)
+        client, server, pump = chat.browser()
+        line, _ = chat.join()
+        pump.clientIO.pauseProducing()  # the tab stops reading
+        server.transport.producer.pauseProducing()  # its buffer is full
+        for i in range(40):
+            chat.send(line, f"line {i} " + "x" * 100)
+        self.assertTrue(server.transport.disconnected)
+        self.assertEqual(chat.web().drops["slow_reader"], 1)
+
+    def test_too_many_from_one_address_get_429(self) -> None:
+        chat = ChatOnClock()
+        chat.web(maxPerPeer=1)
+        first, _, _ = chat.browser()
+        factory = Factory.forProtocol(lambda: WebSocketClient(clock=chat.clock))
+        second, _, pump = connect_in_memory(chat.web(), factory, chat.clock)
+        pump.flush()
+        self.assertEqual(second.status, 429)
+        self.failureResultOf(second.opened, ConnectionError)
+
+    def test_the_server_stopping_says_so_and_closes_with_1001(self) -> None:
+        chat = ChatOnClock()
+        client, server, pump = chat.browser()
+        chat.web().closeAll()
+        pump.flush()
+        self.assertEqual(last(client, "notice")["text"], "server shutting down")
+        self.assertEqual(client.closeCode, 1001)
+
+
+class OriginTests(SynchronousTestCase):
+    """
+    Only the page's own origin, and those allowed, may open the WebSocket.
+    """
+
+    def test_the_page_s_own_origin_is_accepted(self) -> None:
+        client, server, pump = ChatOnClock().browser(origin="http://localhost")
+        self.assertTrue(client.opened.called)
+        self.assertIn("you", kinds(client))
+
+    def test_another_origin_is_refused_with_403(self) -> None:
+        client, server, pump = ChatOnClock().browser(origin="https://evil.example")
+        self.failureResultOf(client.opened, ConnectionError)
+        self.assertEqual(client.status, 403)
+        self.assertEqual(server.session, None)
+
+    def test_an_allowed_origin_is_accepted(self) -> None:
+        chat = ChatOnClock()
+        chat.web(origins=["https://chat.example.org/"])
+        client, server, pump = chat.browser(origin="https://chat.example.org")
+        self.assertIn("you", kinds(client))
+
+
+class FramingTests(SynchronousTestCase):
+    def test_text_frames_of_every_length_class(self) -> None:
+        for size, header in [(5, b"\x81\x05"), (300, b"\x81\x7e\x01\x2c")]:
+            self.assertEqual(text_frame(b"a" * size)[: len(header)], header)
+        big = text_frame(b"b" * 70000)
+        self.assertEqual(big[:10], b"\x81\x7f" + (70000).to_bytes(8, "big"))
+
+
+class LoopbackTests(TestCase):
+    """
+    The page and the WebSocket over real loopback sockets, beside the line
+    protocol.
+    """
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.chat = ChatFactory(rateLimit=0)
+        self.web = WebChatFactory(self.chat)
+        self.lines = yield listen_on_loopback(self.chat)
+        self.addCleanup(self.lines.stop)
+        self.http = yield listen_on_loopback(self.web)
+        self.addCleanup(self.http.stop)
+        self.base = f"http://127.0.0.1:{self.http.portNumber}"
+
+    @inlineCallbacks
+    def get(self, path: str, method: bytes = b"GET") -> Any:
+        response = yield Agent(reactor).request(method, (self.base + path).encode())
+        body = yield readBody(response)
+        return response, body
+
+    @inlineCallbacks
+    def test_the_page_and_its_files_with_security_headers(self) -> Any:
+        for path, kind in [
+            ("/", "text/html"),
+            ("/chat.js", "text/javascript"),
+            ("/chat.css", "text/css"),
+        ]:
+            response, body = yield self.get(path)
+            self.assertEqual(response.code, 200, path)
+            headers: Headers = response.headers
+            self.assertIn(kind, headers.getRawHeaders("content-type")[0])
+            csp = headers.getRawHeaders("content-security-policy")[0]
+            self.assertIn("script-src 'self'", csp)
+            self.assertNotIn("unsafe-inline", csp)
+            self.assertEqual(
+                headers.getRawHeaders("x-content-type-options"), ["nosniff"]
+            )
+            self.assertEqual(headers.getRawHeaders("referrer-policy"), ["no-referrer"])
+        response, body = yield self.get("/")
+        self.assertIn(b'<script src="chat.js"', body)
+        self.assertNotIn(b"<script>", body)  # no inline script
+
+    @inlineCallbacks
+    def test_anything_else_is_404(self) -> Any:
+        for path in ["/nope", "/chat.js/x", "/ws/x", "/static/", "/../", "//"]:
+            response, body = yield self.get(path)
+            self.assertEqual(response.code, 404, path)
+
+    @inlineCallbacks
+    def test_ws_without_a_handshake_is_400(self) -> Any:
+        response, body = yield self.get("/ws")
+        self.assertEqual(response.code, 400)
+        self.assertIn(b"not a WebSocket handshake", body)
+
+    @inlineCallbacks
+    def test_a_browser_and_nc_talk_in_one_room(self) -> Any:
+        browser = yield connect_websocket(
+            self.http.endpoint(), origin=self.base, host=self.base[7:]
+        )
+        self.addCleanup(browser.transport.loseConnection)
+        you = yield browser.expect("you")
+        nc = yield connect_line_client(self.lines.endpoint())
+        self.addCleanup(nc.transport.loseConnection)
+        yield nc.expect("you are in #lobby")
+        browser.say("/nick webby")
+        yield nc.expect("is now known as webby")
+        browser.say("hi from the browser")
+        yield nc.expect("<webby> hi from the browser")
+        nc.send("hi from nc")
+        said = yield browser.expect("message", "hi from nc")
+        self.assertEqual(said["room"], "lobby")
+        self.assertNotEqual(you["nick"], "webby")
+
+
+class HTTPSTests(TestCase):
+    """
+    C{--web ssl:...}: HTTPS and wss, for a client that offers ALPN as every
+    browser does.
+    """
+
+    @inlineCallbacks
+    def test_https_with_alpn_and_wss(self) -> Any:
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise SkipTest(
+                "pyOpenSSL is missing: pip install 'sockproto[tls]'"
+            ) from None
+        cert, key = make_certificate(temporary_directory(self))
+        web = WebChatFactory(ChatFactory(rateLimit=0))
+        server = yield listen_tls_on_loopback(web, cert, key)
+        self.addCleanup(server.stop)
+        answer = yield deferToThread(_https_get, server.portNumber, cert)
+        protocol, head = answer
+        self.assertEqual(protocol, "http/1.1")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK"), head)
+        browser = yield connect_websocket(
+            tls_client_endpoint(server, cert),
+            origin=f"https://localhost:{server.portNumber}",
+            host=f"localhost:{server.portNumber}",
+        )
+        self.addCleanup(browser.transport.loseConnection)
+        yield browser.expect("you")
+
+
+def _https_get(port: int, cert: str) -> Any:
+    """
+    GET / over TLS, offering h2 and http/1.1 with ALPN, as a browser does.
+    """
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=cert)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            head = tls.recv(100)
+            return tls.selected_alpn_protocol(), head
