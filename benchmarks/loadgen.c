@@ -9,9 +9,11 @@
  *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO [SETTLE]
  *       CLIENTS chat clients; RATE lines a second offered in all, round
  *       robin; every delivery is counted and timed.  HELLO is "none" (the
- *       server greets each client), "silent" (it does not), or "name" (it
- *       asks for a name first).  SETTLE: seconds to wait, reading, between
- *       the last client's greeting and the first line (default 0).
+ *       server greets each client), "silent" (it does not), "name" (it
+ *       asks for a name first), or "ws" (a WebSocket at /ws, as the chat's
+ *       web page speaks it: JSON messages, the client's frames masked, as
+ *       a browser's are).  SETTLE: seconds to wait, reading, between the
+ *       last client's greeting and the first line (default 0).
  *   loadgen idle HOST PORT CLIENTS HELLO
  *       CLIENTS idle clients; prints {"ready": N} once each got a line,
  *       waits for a line on standard input, then times one line's
@@ -257,7 +259,10 @@ typedef struct {
     char *out;
     size_t out_len, out_cap;
     uint64_t lines_in, deliveries;
+    int upgraded; /* WebSocket mode: the server answered 101 */
 } chat_client_t;
+
+static int websocket; /* HELLO "ws" */
 
 static chat_client_t *clients;
 static int client_count;
@@ -273,6 +278,24 @@ static void queue_text(chat_client_t *k, const char *text, size_t len) {
     }
     memcpy(k->out + k->out_len, text, len);
     k->out_len += len;
+}
+
+/* A line to send: as it is, or as a masked WebSocket text frame of JSON. */
+static void queue_line(chat_client_t *k, const char *text, size_t len) {
+    if (!websocket) {
+        queue_text(k, text, len);
+        return;
+    }
+    char json[160];
+    int size = snprintf(json, sizeof json, "{\"type\":\"line\",\"text\":\"%.*s\"}",
+                        (int)(len && text[len - 1] == '\n' ? len - 1 : len), text);
+    unsigned char frame[8 + sizeof json];
+    const unsigned char mask[4] = {0x37, 0xfa, 0x21, 0x3d};
+    frame[0] = 0x81;
+    frame[1] = (unsigned char)(0x80 | size); /* size < 126 */
+    memcpy(frame + 2, mask, 4);
+    for (int i = 0; i < size; i++) frame[6 + i] = (unsigned char)json[i] ^ mask[i % 4];
+    queue_text(k, (const char *)frame, (size_t)size + 6);
 }
 
 static void flush_client(int ep, chat_client_t *k, int index) {
@@ -294,9 +317,15 @@ static void flush_client(int ep, chat_client_t *k, int index) {
 static void chat_line(int index, const char *line, size_t len) {
     chat_client_t *k = &clients[index];
     k->lines_in++;
-    /* "<nick> m ..." from most servers, "m ..." from a bare broadcast. */
+    /* "<nick> m ..." from most servers, "m ..." from a bare broadcast,
+       "text": "m ..." in JSON. */
     const char *mark = memmem(line, len, "> m ", 4);
     const char *cursor = mark ? mark + 4 : line + 2, *end = line + len;
+    if (websocket) {
+        mark = memmem(line, len, "\"text\": \"m ", 11);
+        if (!mark) return;
+        cursor = mark + 11;
+    }
     if (!mark && (len < 2 || memcmp(line, "m ", 2))) return;
     int ok = 1;
     uint64_t sender = parse_uint(&cursor, end, &ok);
@@ -310,6 +339,42 @@ static void chat_line(int index, const char *line, size_t len) {
     add_sample(&chat_latency, t - sent_at);
 }
 
+/* The server's answer to the upgrade, then its frames (never masked):
+   each complete text frame is a "line".  Returns where the unread part
+   starts. */
+static char *read_frames(int index, char *start, char *end) {
+    chat_client_t *k = &clients[index];
+    if (!k->upgraded) {
+        char *blank = memmem(start, (size_t)(end - start), "\r\n\r\n", 4);
+        if (!blank) return start;
+        if (memcmp(start, "HTTP/1.1 101", 12)) {
+            fprintf(stderr, "loadgen: the server refused the WebSocket: %.40s\n", start);
+            exit(2);
+        }
+        k->upgraded = 1;
+        start = blank + 4;
+    }
+    for (;;) {
+        size_t have = (size_t)(end - start), header = 2, size;
+        if (have < 2) return start;
+        const unsigned char *b = (const unsigned char *)start;
+        size = b[1] & 0x7f;
+        if (size == 126) {
+            header = 4;
+            if (have < header) return start;
+            size = (size_t)b[2] << 8 | b[3];
+        } else if (size == 127) {
+            header = 10;
+            if (have < header) return start;
+            size = 0;
+            for (int i = 2; i < 10; i++) size = size << 8 | b[i];
+        }
+        if (have < header + size) return start;
+        if ((b[0] & 0x0f) == 1) chat_line(index, start + header, size);
+        start += header + size;
+    }
+}
+
 static void read_client(int index) {
     chat_client_t *k = &clients[index];
     for (;;) {
@@ -321,9 +386,13 @@ static void read_client(int index) {
         }
         k->in_len += (size_t)got;
         char *start = k->in, *end = k->in + k->in_len, *nl;
-        while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
-            chat_line(index, start, (size_t)(nl - start));
-            start = nl + 1;
+        if (websocket) {
+            start = read_frames(index, start, end);
+        } else {
+            while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
+                chat_line(index, start, (size_t)(nl - start));
+                start = nl + 1;
+            }
         }
         k->in_len = (size_t)(end - start);
         memmove(k->in, start, k->in_len);
@@ -344,12 +413,23 @@ static int pump(int ep, int timeout_ms) {
 
 static int connect_clients(const char *host, int port, int count, const char *hello) {
     int ep = epoll_create1(0);
+    websocket = !strcmp(hello, "ws");
     client_count = count;
     clients = calloc((size_t)count, sizeof *clients);
     for (int i = 0; i < count; i++) {
         clients[i].fd = connect_to(host, port);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, clients[i].fd, &ev);
+        if (websocket) {
+            char request[256];
+            int len = snprintf(request, sizeof request,
+                               "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                               host, port);
+            queue_text(&clients[i], request, (size_t)len);
+            flush_client(ep, &clients[i], i);
+        }
         if (!strcmp(hello, "name")) {
             char name[32];
             int len = snprintf(name, sizeof name, "c%d\n", i);
@@ -394,7 +474,7 @@ static int run_chat(const char *host, int port, int count, double rate, double s
             char line[96];
             int len = snprintf(line, sizeof line, "m %d %llu %llu\n", next,
                                (unsigned long long)sent, (unsigned long long)now_us());
-            queue_text(&clients[next], line, (size_t)len);
+            queue_line(&clients[next], line, (size_t)len);
             flush_client(ep, &clients[next], next);
             next = (next + 1) % count;
             sent++;
@@ -428,7 +508,7 @@ static int run_idle(const char *host, int port, int count, const char *hello) {
     chat_start = start;
     char line[96];
     int len = snprintf(line, sizeof line, "m 0 0 %llu\n", (unsigned long long)start);
-    queue_text(&clients[0], line, (size_t)len);
+    queue_line(&clients[0], line, (size_t)len);
     flush_client(ep, &clients[0], 0);
     uint64_t deadline = start + 60000000;
     while (total_deliveries < (uint64_t)(count - 1) && now_us() < deadline) pump(ep, 10);

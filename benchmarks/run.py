@@ -608,6 +608,53 @@ def metrics_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
     return {"off": off, "on": on, "ratio": on / off, "runs": runs}
 
 
+def web_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
+    """
+    Chat fan-out to 500 clients at 4,000 lines/s offered, over raw TCP (the
+    line protocol) and over WebSocket (C{--web}, the loadgen's frames
+    masked as a browser's), from one server process serving both, in
+    interleaved rounds, a fresh server each; medians.
+    """
+    rounds, seconds = (1, 2.0) if quick else (3, 3.0)
+    runs: Dict[str, List[Dict[str, Any]]] = {"tcp": [], "ws": []}
+    for _ in range(rounds):
+        for mode in ("tcp", "ws"):
+            command = twistd("chat", "--listen", LISTEN, "--web", LISTEN)
+            command += ["--rate-limit", "0", "--max-per-peer", "0"]
+            command.remove("--logfile=/dev/null")
+            service = "chat" if mode == "tcp" else "web"
+            pattern = service + r" listening on [\d.]+:(\d+)"
+            server = Server(f"chat over {mode}", command, pattern)
+            hello = "none" if mode == "tcp" else "ws"
+            try:
+                time.sleep(0.5)
+                result = loadgen(
+                    programs,
+                    "chat",
+                    LOOPBACK,
+                    server.port,
+                    500,
+                    4000,
+                    seconds,
+                    hello,
+                    2,
+                )
+                runs[mode].append(result)
+            finally:
+                server.stop()
+    tcp = median(runs["tcp"], "deliveries_per_second")
+    ws = median(runs["ws"], "deliveries_per_second")
+    return {
+        "tcp": tcp,
+        "ws": ws,
+        "ratio": ws / tcp,
+        "ws_p99_ms": median(runs["ws"], "p99_ms"),
+        "tcp_p99_ms": median(runs["tcp"], "p99_ms"),
+        "complete": all(r.get("complete") for r in runs["ws"]),
+        "runs": runs,
+    }
+
+
 SCRAPER = """
 import sys, time, urllib.request
 port = sys.argv[1]
@@ -743,7 +790,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-PARTS = {"echo", "chat", "sustainable", "scale", "shared", "metrics"}
+PARTS = {"echo", "chat", "sustainable", "scale", "shared", "metrics", "web"}
 
 
 def main() -> None:
@@ -753,8 +800,8 @@ def main() -> None:
     parser.add_argument("--idle-clients", type=int, default=10_000)
     parser.add_argument(
         "--only",
-        default="echo,chat,sustainable,scale,shared,metrics",
-        help="which parts: echo,chat,sustainable,scale,shared,metrics",
+        default="echo,chat,sustainable,scale,shared,metrics,web",
+        help="which parts: echo,chat,sustainable,scale,shared,metrics,web",
     )
     parser.add_argument(
         "--python",
@@ -799,6 +846,9 @@ def main() -> None:
     if "metrics" in parts:
         print("the cost of --metrics ...", file=sys.stderr)
         report["metrics"] = metrics_runs(programs, options.quick)
+    if "web" in parts:
+        print("chat over WebSocket ...", file=sys.stderr)
+        report["web"] = web_runs(programs, options.quick)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = results / f"benchmark-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
@@ -831,6 +881,16 @@ def summary(report: Dict[str, Any]) -> List[str]:
             f"chat fan-out, 500 clients, 16,000 lines/s offered: --metrics off"
             f" {m['off']:.0f} deliveries/s, on (scraped every 0.5 s) {m['on']:.0f}"
             f" ({m['ratio']:.3f}x)",
+            "",
+        ]
+    if "web" in report:
+        w = report["web"]
+        lines += [
+            f"chat fan-out, 500 clients, 4,000 lines/s offered, one process:"
+            f" raw TCP {w['tcp']:.0f} deliveries/s (p99 {w['tcp_p99_ms']:.1f} ms),"
+            f" WebSocket {w['ws']:.0f} (p99 {w['ws_p99_ms']:.1f} ms,"
+            f" {'every message delivered' if w['complete'] else 'INCOMPLETE'})"
+            f" ({w['ratio']:.2f}x)",
             "",
         ]
     if "scale" in report:
