@@ -12,7 +12,7 @@ overrides L{newServer}.  The combinations run below.
 """
 
 import re
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
@@ -366,6 +366,70 @@ class LineFrontEndInProcessTests(ChatBehaviour, TestCase):
 
     def connect(self) -> User:
         return LineUser(self.chat)
+
+
+# --- the web page's WebSocket -------------------------------------------------
+
+
+def message_seen(message: Dict[str, Any]) -> List[Seen]:
+    """
+    A JSON message of the WebSocket, as tuples (a history, several).
+    """
+    kind = message["type"]
+    if kind == "history":
+        return [message_seen(dict(e, ts=0))[0] for e in message["events"]]
+    if kind in ("notice", "error"):
+        return [(kind, message["text"])]
+    if kind in ("you", "who", "rooms"):
+        return []  # the page's state, shown otherwise by lines and notices
+    return [
+        event_seen(
+            ChatEvent(
+                kind,
+                message["room"],
+                message["nick"],
+                message["text"],
+                message.get("target", ""),
+            )
+        )
+    ]
+
+
+class BrowserUser(User):
+    def __init__(self, chat: ChatOnClock) -> None:
+        self.client, self.protocol, self.pump = chat.browser()
+        self._read = 0
+
+    def send(self, text: str) -> None:
+        self.client.say(text)
+        self.pump.flush()
+
+    def seen(self) -> List[Seen]:
+        self.pump.flush()
+        messages = self.client.messages[self._read :]
+        self._read = len(self.client.messages)
+        return [seen for message in messages for seen in message_seen(message)]
+
+    def leave(self) -> None:
+        self.client.transport.loseConnection()
+        self.pump.flush()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.protocol.transport.disconnecting)
+
+
+class WebFrontEndInProcessTests(ChatBehaviour, TestCase):
+    """
+    The web page's WebSocket, on the in-process back end.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.chat = ChatOnClock(self.server, self.clock)
+
+    def connect(self) -> User:
+        return BrowserUser(self.chat)
 
 
 # --- a session with no front end at all -------------------------------------

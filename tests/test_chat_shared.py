@@ -33,7 +33,13 @@ from sockproto.testing import (
     wait_for,
 )
 
-from .test_chat_behaviour import ChatBehaviour, LineUser, SessionUser, User
+from .test_chat_behaviour import (
+    BrowserUser,
+    ChatBehaviour,
+    LineUser,
+    SessionUser,
+    User,
+)
 from .test_metrics import need_prometheus_client, scrape
 
 _prefixes = itertools.count(1)
@@ -125,6 +131,21 @@ class LineFrontEndOnTwoSharedNodesTests(SharedBehaviour, TestCase):
 
     def connect(self) -> User:
         return LineUser(self.chats[next(self._next)])
+
+
+class WebFrontEndOnTwoSharedNodesTests(SharedBehaviour, TestCase):
+    """
+    The web page's WebSocket, with users alternating between two back
+    ends that share one Redis.
+    """
+
+    def setUp(self) -> Any:
+        d = super().setUp()
+        self.chats = [ChatOnClock(server, self.clock) for server in self.servers]
+        return d
+
+    def connect(self) -> User:
+        return BrowserUser(self.chats[next(self._next)])
 
 
 class SessionOnSharedNodeTests(SharedBehaviour, TestCase):
