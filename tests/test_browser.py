@@ -219,6 +219,13 @@ class BrowserTests(TestCase):
         keep = os.environ.get("SOCKPROTO_SCREENSHOT")
         if keep:
             shutil.copyfile(screenshot, keep)
+        # A phone-sized screen: nothing wider than it.
+        yield self.inThread(alice.driver.set_window_size, 390, 800)
+        overflow = yield self.inThread(
+            alice.driver.execute_script,
+            "return document.documentElement.scrollWidth - window.innerWidth",
+        )
+        self.assertLessEqual(overflow, 0)
         yield self.inThread(alice.type, "/join #web")
         yield self.inThread(
             alice.wait,

@@ -176,13 +176,20 @@ class BadInputTests(SynchronousTestCase):
 
     def test_a_message_over_the_limit(self) -> None:
         self.client.sendText(json.dumps({"type": "line", "text": "y" * 2000}))
-        self.assertErrorThenServed("too long")
+        self.assertErrorThenServed("message too long (2028 characters, limit 1280)")
 
     def test_a_huge_message_closes_with_1009(self) -> None:
         self.client.sendText("z" * (WebChatFactory(self.chat.factory).maxMessage * 17))
         self.pump.flush()
         self.assertEqual(self.client.closeCode, 1009)
         self.assertFalse(self.server.connected)
+
+    def test_a_huge_binary_message_closes_with_1009(self) -> None:
+        self.client.sendBytes(
+            b"\0" * (WebChatFactory(self.chat.factory).maxMessage * 17)
+        )
+        self.pump.flush()
+        self.assertEqual(self.client.closeCode, 1009)
 
     def test_invalid_utf8_closes_with_1007(self) -> None:
         self.client.transport.write(_masked_frame(0x81, b"\xff\xfe"))

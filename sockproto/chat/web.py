@@ -27,7 +27,7 @@ either changes).
 import json
 import struct
 from importlib.resources import files
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.python.failure import Failure
@@ -297,30 +297,36 @@ class WebChatProtocol(ChatProtocol):
         Handle one wsproto event; a complete message goes to C{messages}
         (its UTF-8, or a L{LineTooLong} or L{Overflow}).
         """
-        if isinstance(event, TextMessage):
-            self.messagePart(event.data, event.message_finished, messages)
-        elif isinstance(event, BytesMessage):
-            if event.message_finished:
-                messages.append(BINARY)
+        if isinstance(event, (TextMessage, BytesMessage)):
+            self.messagePart(event, messages)
         elif isinstance(event, Ping):
             self.send(self.websocket.send(event.response()))  # type: ignore
         elif isinstance(event, CloseConnection):
             self.peerClosed(event)
 
-    def messagePart(self, text: str, finished: bool, messages: List[Any]) -> None:
+    def messagePart(
+        self, event: Union[TextMessage, BytesMessage], messages: List[Any]
+    ) -> None:
+        """
+        Add a part of a message; once it is complete, put it in
+        C{messages}.  Only the first L{WebChatFactory.maxMessage}
+        characters of a message are kept.
+        """
         limit = self.factory.maxMessage
         if self._parts is None:
             self._parts, self._partSize = [], 0
-        self._partSize += len(text)
+        self._partSize += len(event.data)
         if self._partSize > limit * self.unterminatedFactor:
             messages.append(Overflow())
             self._parts = None
             return
-        if self._partSize <= limit:
-            self._parts.append(text)
-        if finished:
+        if self._partSize <= limit and isinstance(event, TextMessage):
+            self._parts.append(event.data)
+        if event.message_finished:
             parts, size, self._parts = self._parts, self._partSize, None
-            if size > limit:
+            if isinstance(event, BytesMessage):
+                messages.append(BINARY)
+            elif size > limit:
                 messages.append(LineTooLong(size))
             else:
                 messages.append("".join(parts).encode("utf-8"))
@@ -369,7 +375,7 @@ class WebChatProtocol(ChatProtocol):
             return self.badMessage('"text" must be a string')
         size = len(text.encode("utf-8", "replace"))
         if size > self.factory.maxLineLength:
-            return self.lineTooLong(size)
+            return super().lineTooLong(size)
         text = sanitize(text).strip()
         if text and self.session is not None:
             self.session.textReceived(text)
@@ -444,10 +450,25 @@ class WebChatProtocol(ChatProtocol):
         self.closeCode = POLICY_VIOLATION
         super().excessFlood()
 
+    def lineTooLong(self, length: int) -> None:
+        """
+        A whole message over L{WebChatFactory.maxMessage}: dropped.
+        """
+        limit = self.factory.maxMessage
+        self.log.info(
+            "web: {peer} sent a message of {length} characters: dropped",
+            peer=self.peer,
+            length=length,
+        )
+        self.error(f"message too long ({length} characters, limit {limit}): dropped")
+
     def overflow(self) -> None:
         self.closeCode = TOO_BIG
         self.quit("sent too big a message")
-        self.error(f"message over {self.factory.maxMessage} bytes: disconnecting")
+        self.error(
+            f"message over {self.factory.maxMessage * self.unterminatedFactor}"
+            f" characters: disconnecting"
+        )
         self.closeConnection()
 
     def shutdownConnection(self) -> None:
