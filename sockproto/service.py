@@ -122,10 +122,7 @@ class Options(usage.Options):
         self.chosen: List[ServiceOptions] = []
 
     def opt_web(self, description: str) -> None:
-        """
-        Where the chat's web page listens when all services run
-        [default: tcp:12348]; repeatable
-        """
+        """Where the chat's web page listens [default: tcp:12348]; repeatable"""
         self["web"].append(check_endpoint(description))
 
     def opt_set(self, setting: str) -> None:
@@ -186,6 +183,8 @@ class Options(usage.Options):
             )
         if self["web"] and self["no-web"]:
             raise usage.UsageError("--web and --no-web contradict")
+        if self["web"] and self["no-chat"]:
+            raise usage.UsageError("--web serves the chat: it needs the chat")
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
         if self.subCommand is None:

@@ -307,6 +307,16 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(second.status, 429)
         self.failureResultOf(second.opened, ConnectionError)
 
+    def test_past_max_clients_get_503(self) -> None:
+        chat = ChatOnClock()
+        chat.web(maxConnections=1)
+        chat.browser()
+        factory = Factory.forProtocol(lambda: WebSocketClient(clock=chat.clock))
+        second, _, pump = connect_in_memory(chat.web(), factory, chat.clock)
+        pump.flush()
+        self.assertEqual(second.status, 503)
+        self.failureResultOf(second.opened, ConnectionError)
+
     def test_the_server_stopping_says_so_and_closes_with_1001(self) -> None:
         chat = ChatOnClock()
         client, server, pump = chat.browser()

@@ -43,6 +43,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(chosen["coucou"], ["tcp:12345"])
         self.assertEqual(chosen["echo"], ["tcp:12346"])
 
+    def test_all_in_one_serves_the_web_page_unless_told_not_to(self) -> None:
+        chat = {o.serviceName: o for o in parse().serviceOptions()}["chat"]
+        self.assertEqual(chat.otherPorts(), {"web": ["tcp:12348"]})
+        chat = {o.serviceName: o for o in parse("--web", "tcp:0").serviceOptions()}
+        self.assertEqual(chat["chat"].otherPorts(), {"web": ["tcp:0"]})
+        chat = {o.serviceName: o for o in parse("--no-web").serviceOptions()}
+        self.assertEqual(chat["chat"].otherPorts(), {})
+        [alone] = parse("chat").serviceOptions()
+        self.assertEqual(alone.otherPorts(), {})
+
     def test_all_in_one_endpoint_options_repeat(self) -> None:
         options = parse(
             "--echo", "tcp:0", "--echo", "tcp6:0", "--no-coucou", "--no-chat"
@@ -227,6 +237,19 @@ class OptionMessagesTests(SynchronousTestCase):
             self.error("--echo", "tcp:0", "chat", "--listen", "tcp:0"),
         )
         self.assertIn("left out", self.error("--no-echo", "--no-chat", "--no-coucou"))
+        self.assertIn("contradict", self.error("--web", "tcp:0", "--no-web"))
+        self.assertIn("needs the chat", self.error("--web", "tcp:0", "--no-chat"))
+        self.assertIn(
+            "--web and --no-web before chat",
+            self.error("--no-web", "chat", "--listen", "tcp:0"),
+        )
+        self.assertIn(
+            "--web-origin needs --web", self.error("chat", "--web-origin", "http://a")
+        )
+        self.assertIn(
+            "--web-origin takes SCHEME://HOST[:PORT]",
+            self.error("chat", "--web", "tcp:0", "--web-origin", "example.org"),
+        )
         self.assertIn(
             "disagree",
             self.error("chat", "--max-clients", "1", "--max-connections", "2"),

@@ -123,17 +123,11 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         self["web-origin"] = []
 
     def opt_web(self, description: str) -> None:
-        """
-        Also serve the chat's web page and its WebSocket here: tcp:8080,
-        ssl:8443:privateKey=KEY:certKey=CERT, ...; repeatable
-        """
+        """Also serve the web page and /ws here (tcp:8080, ssl:...); repeatable"""
         self["web"].append(check_endpoint(description))
 
     def opt_web_origin(self, origin: str) -> None:
-        """
-        Let pages from this origin (https://example.org) use the WebSocket,
-        besides the chat's own page; repeatable
-        """
+        """Let pages from this origin (https://example.org) use /ws too; repeatable"""
         if "://" not in origin:
             raise usage.UsageError(
                 f"--web-origin takes SCHEME://HOST[:PORT], not {origin!r}"
