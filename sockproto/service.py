@@ -68,6 +68,8 @@ log = Logger()
 
 DEFAULT_WEB = "tcp:12348"
 """Where the chat's web page listens when every service runs."""
+DEFAULT_IRC = "tcp:6667"
+"""Where the chat speaks IRC when every service runs (IRC's own port)."""
 
 SERVICES: Dict[str, Type[ServiceOptions]] = {
     "coucou": CoucouOptions,
@@ -92,7 +94,8 @@ class Options(usage.Options):
         [name, None, options, options.description] for name, options in SERVICES.items()
     ]
     optFlags = [[f"no-{name}", None, f"Do not run {name}"] for name in SERVICES] + [
-        ["no-web", None, "Do not serve the chat's web page"]
+        ["no-web", None, "Do not serve the chat's web page"],
+        ["no-irc", None, "Do not serve the chat over IRC"],
     ]
     optParameters = [
         [
@@ -118,12 +121,17 @@ class Options(usage.Options):
         for name in SERVICES:
             self[name] = []
         self["web"] = []
+        self["irc"] = []
         self["set"] = {name: [] for name in SERVICES}
         self.chosen: List[ServiceOptions] = []
 
     def opt_web(self, description: str) -> None:
         """Where the chat's web page listens [default: tcp:12348]; repeatable"""
         self["web"].append(check_endpoint(description))
+
+    def opt_irc(self, description: str) -> None:
+        """Where the chat speaks IRC [default: tcp:6667]; repeatable"""
+        self["irc"].append(check_endpoint(description))
 
     def opt_set(self, setting: str) -> None:
         name, dot, rest = setting.partition(".")
@@ -175,16 +183,8 @@ class Options(usage.Options):
                 f" service; to run {self.subCommand} alone, give it after"
                 f" {self.subCommand}"
             )
-        if self.subCommand is not None and (self["web"] or self["no-web"]):
-            raise usage.UsageError(
-                f"--web and --no-web before {self.subCommand} are for running"
-                f" every service; to run {self.subCommand} alone, give --web"
-                f" after it"
-            )
-        if self["web"] and self["no-web"]:
-            raise usage.UsageError("--web and --no-web contradict")
-        if self["web"] and self["no-chat"]:
-            raise usage.UsageError("--web serves the chat: it needs the chat")
+        for front in ("web", "irc"):
+            self._checkFrontEnd(front)
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
         if self.subCommand is None:
@@ -201,6 +201,21 @@ class Options(usage.Options):
             self._checkWorkers()
         if self.metrics() is not None:
             self._checkMetrics()
+
+    def _checkFrontEnd(self, name: str) -> None:
+        """
+        The chat's C{--web} or C{--irc} in the all-in-one form.
+        """
+        if self.subCommand is not None and (self[name] or self[f"no-{name}"]):
+            raise usage.UsageError(
+                f"--{name} and --no-{name} before {self.subCommand} are for"
+                f" running every service; to run {self.subCommand} alone, give"
+                f" --{name} after it"
+            )
+        if self[name] and self[f"no-{name}"]:
+            raise usage.UsageError(f"--{name} and --no-{name} contradict")
+        if self[name] and self["no-chat"]:
+            raise usage.UsageError(f"--{name} serves the chat: it needs the chat")
 
     def metrics(self) -> Optional[str]:
         """
@@ -248,8 +263,10 @@ class Options(usage.Options):
     def _parseService(self, name: str) -> ServiceOptions:
         options = SERVICES[name]()
         args = [f"--listen={d}" for d in self[name]]
-        if name == "chat" and not self["no-web"]:
-            args += [f"--web={d}" for d in self["web"] or [DEFAULT_WEB]]
+        if name == "chat":
+            for front, default in (("web", DEFAULT_WEB), ("irc", DEFAULT_IRC)):
+                if not self[f"no-{front}"]:
+                    args += [f"--{front}={d}" for d in self[front] or [default]]
         if self["max-per-peer"] is not None:
             args.append(f"--max-per-peer={self['max-per-peer']}")
         try:

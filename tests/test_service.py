@@ -43,13 +43,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(chosen["coucou"], ["tcp:12345"])
         self.assertEqual(chosen["echo"], ["tcp:12346"])
 
-    def test_all_in_one_serves_the_web_page_unless_told_not_to(self) -> None:
-        chat = {o.serviceName: o for o in parse().serviceOptions()}["chat"]
-        self.assertEqual(chat.otherPorts(), {"web": ["tcp:12348"]})
-        chat = {o.serviceName: o for o in parse("--web", "tcp:0").serviceOptions()}
-        self.assertEqual(chat["chat"].otherPorts(), {"web": ["tcp:0"]})
-        chat = {o.serviceName: o for o in parse("--no-web").serviceOptions()}
-        self.assertEqual(chat["chat"].otherPorts(), {})
+    def test_all_in_one_serves_the_web_page_and_irc_unless_told_not_to(self) -> None:
+        def ports(*args: str) -> Any:
+            return {o.serviceName: o for o in parse(*args).serviceOptions()}[
+                "chat"
+            ].otherPorts()
+
+        self.assertEqual(ports(), {"web": ["tcp:12348"], "irc": ["tcp:6667"]})
+        self.assertEqual(ports("--web", "tcp:0", "--no-irc"), {"web": ["tcp:0"]})
+        self.assertEqual(ports("--no-web", "--irc", "tcp:1"), {"irc": ["tcp:1"]})
         [alone] = parse("chat").serviceOptions()
         self.assertEqual(alone.otherPorts(), {})
 
@@ -239,6 +241,7 @@ class OptionMessagesTests(SynchronousTestCase):
         self.assertIn("left out", self.error("--no-echo", "--no-chat", "--no-coucou"))
         self.assertIn("contradict", self.error("--web", "tcp:0", "--no-web"))
         self.assertIn("needs the chat", self.error("--web", "tcp:0", "--no-chat"))
+        self.assertIn("contradict", self.error("--irc", "tcp:0", "--no-irc"))
         self.assertIn(
             "--web and --no-web before chat",
             self.error("--no-web", "chat", "--listen", "tcp:0"),

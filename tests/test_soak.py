@@ -130,7 +130,7 @@ class SoakTests(TestCase):
     def test_thousands_of_connections_leave_no_trace(self) -> Any:
         cwd = temporary_directory(self)
         services = ["echo", "coucou", "chat"]
-        args = ["--max-per-peer=0", f"--web={LOCAL}"]
+        args = ["--max-per-peer=0", f"--web={LOCAL}", f"--irc={LOCAL}"]
         args += [f"--{name}={LOCAL}" for name in services]
         process = yield start_twistd(args, services, cwd=cwd)
         self.addCleanup(lambda: None if process.ended.called else process.stop("KILL"))

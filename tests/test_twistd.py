@@ -46,8 +46,9 @@ class TwistdTests(TestCase):
     @inlineCallbacks
     def test_all_in_one_serves_every_service_and_stops_on_sigterm(self) -> Any:
         process = yield self.start(
-            *("--echo", LOCAL, "--coucou", LOCAL, "--chat", LOCAL, "--web", LOCAL),
-            services=["echo", "coucou", "chat", "web"],
+            *("--echo", LOCAL, "--coucou", LOCAL, "--chat", LOCAL),
+            *("--web", LOCAL, "--irc", LOCAL),
+            services=["echo", "coucou", "chat", "web", "irc"],
         )
         host, port = process.address("web")
         page = yield Agent(reactor).request(b"GET", f"http://{host}:{port}/".encode())

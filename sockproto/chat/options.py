@@ -121,6 +121,11 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         super().__init__()
         self["web"] = []
         self["web-origin"] = []
+        self["irc"] = []
+
+    def opt_irc(self, description: str) -> None:
+        """Also speak IRC here (tcp:6667, ssl:6697:...); repeatable"""
+        self["irc"].append(check_endpoint(description))
 
     def opt_web(self, description: str) -> None:
         """Also serve the web page and /ws here (tcp:8080, ssl:...); repeatable"""
@@ -135,12 +140,16 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         self["web-origin"].append(origin)
 
     def otherPorts(self) -> Dict[str, List[str]]:
-        return {"web": self["web"]} if self["web"] else {}
+        return {name: self[name] for name in ("web", "irc") if self[name]}
 
     def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
+        assert isinstance(factory, ChatFactory)
+        if name == "irc":
+            from .irc import IrcChatFactory
+
+            return IrcChatFactory(factory)
         from .web import WebChatFactory
 
-        assert isinstance(factory, ChatFactory)
         return WebChatFactory(factory, self["web-origin"])
 
     def postOptions(self) -> None:

@@ -1,0 +1,471 @@
+"""
+The chat's IRC front end: registration, commands and numerics in memory on
+a Clock, beside line clients in the same rooms; and an IRC bot written with
+the C{irc} library from PyPI over real loopback sockets.
+"""
+
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from typing import Any, List, Tuple
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from sockproto.chat import ChatFactory
+from sockproto.chat.irc import IrcChatFactory, irc_line
+from sockproto.testing import (
+    ChatOnClock,
+    connect,
+    connect_line_client,
+    listen_on_loopback,
+    start_twistd,
+    temporary_directory,
+    wait_for,
+)
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+# What irssi 1.4.3 (Debian 12) sent on connecting, captured: "JOIN :"
+# before registering tells it whether the server speaks CAP (451 if so);
+# the rest follows the server's answer to CAP LS.
+IRSSI = b"CAP LS 302\r\nJOIN :\r\n"
+IRSSI_AFTER_CAP = b"CAP END\r\nNICK alice\r\nUSER root root 127.0.0.1 :root\r\n"
+# WeeChat's order, from its documentation: CAP LS 302, NICK, USER, then CAP
+# END once the capabilities are listed.
+WEECHAT = b"CAP LS 302\r\nNICK bob\r\nUSER bob 0 * :bob\r\n"
+
+
+class IrcClient:
+    """
+    An IRC connection in memory: what it sent, and the lines it got.
+    """
+
+    def __init__(self, chat: ChatOnClock, port: int) -> None:
+        from twisted.internet.address import IPv4Address
+
+        self.chat = chat
+        factory = getattr(chat, "_irc", None)
+        if factory is None:
+            factory = chat._irc = IrcChatFactory(chat.factory)  # type: ignore
+        self.protocol, self.transport = connect(
+            factory, IPv4Address("TCP", "127.0.0.1", port)
+        )
+        self.chat.clock.advance(0)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+        self.chat.clock.advance(0)
+
+    def lines(self) -> List[str]:
+        data = self.transport.value().decode("utf-8")
+        self.transport.clear()
+        return [line for line in data.split("\r\n") if line]
+
+    def register(self, nick: str) -> List[str]:
+        self.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+        return self.lines()
+
+
+def codes(lines: List[str]) -> List[str]:
+    return [line.split()[1] for line in lines]
+
+
+class RegistrationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+
+    def test_irssi_registers_after_cap_end(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(IRSSI)
+        self.assertEqual(
+            client.lines(),
+            [":sockproto CAP * LS :", ":sockproto 451 * :You have not registered"],
+        )
+        client.send(IRSSI_AFTER_CAP)
+        lines = client.lines()
+        self.assertEqual(codes(lines), ["001", "002", "003", "004", "005", "422"])
+        self.assertTrue(lines[0].startswith(":sockproto 001 alice :Welcome"))
+        self.assertIn("CHANTYPES=#", lines[4])
+        self.assertIn("NICKLEN=16", lines[4])
+        self.assertIn("CASEMAPPING=ascii", lines[4])
+
+    def test_weechat_registers(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(WEECHAT + b"CAP END\r\n")
+        self.assertIn("001", codes(client.lines()))
+
+    def test_commands_before_registering_get_451(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(b"JOIN #lobby\r\n")
+        self.assertEqual(client.lines(), [":sockproto 451 * :You have not registered"])
+
+    def test_a_nick_in_use_gets_433_and_another_can_follow(self) -> None:
+        IrcClient(self.chat, 1).register("alice")
+        second = IrcClient(self.chat, 2)
+        self.assertEqual(
+            second.register("alice"),
+            [":sockproto 433 * alice :Nickname is already in use"],
+        )
+        second.send(b"NICK alice_\r\n")
+        self.assertIn("001", codes(second.lines()))
+
+    def test_bad_nicks_and_missing_parameters(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(b"NICK 1abc\r\nNICK\r\nUSER x\r\n")
+        self.assertEqual(codes(client.lines()), ["432", "431", "461"])
+
+    def test_a_line_user_s_nick_is_in_use_for_irc_too(self) -> None:
+        line, _ = self.chat.join()
+        client = IrcClient(self.chat, 1)
+        self.assertEqual(codes(client.register(line.nick)), ["433"])
+
+    def test_a_registered_nick_needs_pass(self) -> None:
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+        checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
+        self.chat = ChatOnClock(checker=checker)
+        client = IrcClient(self.chat, 1)
+        self.assertEqual(codes(client.register("carol")), ["433"])
+        client = IrcClient(self.chat, 2)
+        client.send(b"PASS secret\r\n")
+        self.assertIn("001", codes(client.register("carol")))
+
+
+class CommandTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.alice = IrcClient(self.chat, 1)
+        self.alice.register("alice")
+        self.line, self.lineIO = self.chat.join()
+        self.chat.send(self.line, "/nick bob")
+        self.lineIO.clear()
+
+    def joined(self) -> List[str]:
+        self.alice.send(b"JOIN #lobby\r\n")
+        return self.alice.lines()
+
+    def test_join_shows_the_join_topic_and_names(self) -> None:
+        lines = self.joined()
+        self.assertEqual(lines[0], ":alice!alice@sockproto JOIN #lobby")
+        self.assertEqual(codes(lines[1:]), ["353", "366"])
+        self.assertEqual(lines[1], ":sockproto 353 alice = #lobby :bob alice")
+        self.assertIn("-!- alice joined #lobby", self.lineIO.value().decode())
+
+    def test_several_rooms_at_once(self) -> None:
+        self.alice.send(b"JOIN #lobby,#dev\r\n")
+        lines = self.alice.lines()
+        self.assertIn(":alice!alice@sockproto JOIN #dev", lines)
+        self.chat.send(self.line, "/join #dev", "in dev")
+        self.assertIn(":bob!bob@sockproto PRIVMSG #dev :in dev", self.alice.lines())
+        self.alice.send(b"PRIVMSG #lobby :still in the lobby too\r\n")
+        self.assertNotIn("still in the lobby", self.lineIO.value().decode())
+        self.alice.send(b"PRIVMSG #dev :and here\r\n")
+        self.assertIn("<alice> and here", self.lineIO.value().decode())
+
+    def test_privmsg_both_ways_with_no_echo(self) -> None:
+        self.joined()
+        self.alice.send(b"PRIVMSG #lobby :hello nc\r\n")
+        self.assertIn("<alice> hello nc", self.lineIO.value().decode())
+        self.assertEqual(self.alice.lines(), [])  # IRC clients show their own
+        self.chat.send(self.line, "hello irc")
+        self.assertEqual(
+            self.alice.lines(), [":bob!bob@sockproto PRIVMSG #lobby :hello irc"]
+        )
+
+    def test_ctcp_action_is_me(self) -> None:
+        self.joined()
+        self.alice.send(b"PRIVMSG #lobby :\x01ACTION waves\x01\r\n")
+        self.assertIn("* alice waves", self.lineIO.value().decode())
+        self.chat.send(self.line, "/me nods")
+        self.assertEqual(
+            self.alice.lines(),
+            [":bob!bob@sockproto PRIVMSG #lobby :\x01ACTION nods\x01"],
+        )
+
+    def test_private_messages_to_and_from_a_nick(self) -> None:
+        self.alice.send(b"PRIVMSG bob :psst\r\n")
+        self.assertIn("*alice* -> *bob* psst", self.lineIO.value().decode())
+        self.chat.send(self.line, "/msg alice hi")
+        self.assertEqual(self.alice.lines(), [":bob!bob@sockproto PRIVMSG alice :hi"])
+        self.alice.send(b"PRIVMSG nobody :hello?\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["401"])
+
+    def test_part_and_quit_reach_the_room(self) -> None:
+        self.joined()
+        self.alice.send(b"PART #lobby :later\r\n")
+        self.assertEqual(
+            self.alice.lines(), [":alice!alice@sockproto PART #lobby :later"]
+        )
+        self.assertIn("alice left #lobby (later)", self.lineIO.value().decode())
+        self.joined()
+        self.alice.send(b"QUIT :bye now\r\n")
+        self.assertEqual(self.alice.lines(), ["ERROR :Closing link: quit"])
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.alice.protocol.connectionLost()  # as the transport does, once closed
+        self.chat.clock.advance(0)
+        self.assertIn("alice left #lobby (Quit: bye now)", self.lineIO.value().decode())
+
+    def test_nick_change_is_seen_once_even_in_two_rooms(self) -> None:
+        self.alice.send(b"JOIN #lobby,#dev\r\n")
+        self.chat.send(self.line, "/join #dev")
+        self.alice.lines()
+        self.chat.send(self.line, "/nick robert")
+        self.assertEqual(self.alice.lines(), [":bob!bob@sockproto NICK robert"])
+        self.alice.send(b"NICK alicia\r\n")
+        self.assertEqual(self.alice.lines(), [":alice!alice@sockproto NICK alicia"])
+        self.assertIn("alice is now known as alicia", self.lineIO.value().decode())
+
+    def test_a_nick_change_out_of_any_room_is_told(self) -> None:
+        self.alice.send(b"NICK alicia\r\n")
+        self.assertEqual(self.alice.lines(), [":alice!alice@sockproto NICK alicia"])
+
+    def test_names_who_list_topic_mode(self) -> None:
+        self.joined()
+        self.alice.send(b"NAMES #lobby\r\nWHO #lobby\r\nLIST\r\nTOPIC #lobby\r\n")
+        lines = self.alice.lines()
+        self.assertEqual(
+            codes(lines),
+            ["353", "366", "352", "352", "315", "321", "322", "323", "331"],
+        )
+        self.assertIn(":sockproto 322 alice #lobby 2 :", lines)
+        self.alice.send(b"MODE #lobby\r\nMODE #lobby b\r\nMODE alice\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["324", "368", "221"])
+
+    def test_ping_away_userhost_ison(self) -> None:
+        self.alice.send(b"PING :abc\r\n")
+        self.assertEqual(self.alice.lines(), [":sockproto PONG sockproto :abc"])
+        self.alice.send(b"AWAY :lunch\r\nAWAY\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["306", "305"])
+        self.alice.send(b"USERHOST bob\r\nISON bob carol\r\n")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":sockproto 302 alice :bob=+bob@sockproto",
+                ":sockproto 303 alice :bob",
+            ],
+        )
+
+    def test_unknown_and_bad_input_get_numerics(self) -> None:
+        self.alice.send(b"FROB x\r\nJOIN\r\nJOIN #no!pe\r\nPART #dev\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["421", "461", "403", "442"])
+        self.alice.send(b"PRIVMSG #dev :not joined\r\n\xff\xfe\r\n:\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["404", "421", "421"])
+        self.alice.send(b"x" * 600 + b"\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["417"])
+        self.assertFalse(self.alice.transport.disconnecting)
+
+    def test_an_idle_client_is_pinged_then_dropped(self) -> None:
+        clock = self.chat.clock
+        clock.advance(IrcChatFactory.pingInterval)
+        self.assertEqual(self.alice.lines(), ["PING sockproto"])
+        self.alice.send(b"PONG sockproto\r\n")
+        clock.advance(IrcChatFactory.pingInterval)
+        self.assertEqual(self.alice.lines(), ["PING sockproto"])
+        clock.advance(IrcChatFactory.pingInterval)
+        self.assertEqual(self.alice.lines(), ["ERROR :Closing link: ping timeout"])
+        self.assertTrue(self.alice.transport.disconnecting)
+
+    def test_the_server_stopping_says_error(self) -> None:
+        self.chat._irc.closeAll()  # type: ignore[attr-defined]
+        self.assertEqual(
+            self.alice.lines(), ["ERROR :Closing link: server shutting down"]
+        )
+
+    def test_server_commands_through_privmsg_to_the_server(self) -> None:
+        self.joined()
+        self.alice.send(b"PRIVMSG sockproto :rooms\r\n")
+        self.assertEqual(
+            self.alice.lines(), [":sockproto NOTICE alice :rooms (1): #lobby (2)"]
+        )
+
+
+class FormatTests(SynchronousTestCase):
+    def test_the_trailing_parameter(self) -> None:
+        self.assertEqual(
+            irc_line("s", "PRIVMSG", "#a", "hi there"), ":s PRIVMSG #a :hi there"
+        )
+        self.assertEqual(irc_line(None, "PING", "s"), "PING s")
+        self.assertEqual(irc_line("s", "CAP", "*", "LS", ""), ":s CAP * LS :")
+        self.assertEqual(irc_line("s", "X", ":colon"), ":s X ::colon")
+        self.assertEqual(irc_line("s", "JOIN", "#a"), ":s JOIN #a")
+
+
+class IrcLibraryTests(TestCase):
+    """
+    A bot written with the C{irc} library from PyPI, not by us, in a
+    thread of its own, and a line client, over real loopback sockets.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_an_irc_bot_talks_with_an_nc_user(self) -> Any:
+        try:
+            import irc.client  # noqa: F401
+        except ImportError:
+            raise SkipTest(
+                "the irc library is missing: pip install -e '.[test]'"
+            ) from None
+        chat = ChatFactory(rateLimit=0)
+        lines = yield listen_on_loopback(chat)
+        self.addCleanup(lines.stop)
+        ircd = yield listen_on_loopback(IrcChatFactory(chat))
+        self.addCleanup(ircd.stop)
+        nc = yield connect_line_client(lines.endpoint())
+        self.addCleanup(nc.transport.loseConnection)
+        yield nc.expect("you are in #lobby")
+        nc.send("/nick ncuser")
+        yield nc.expect("is now known as ncuser")
+        bot = Bot(ircd.portNumber)
+        thread = threading.Thread(target=bot.run, daemon=True)
+        thread.start()
+        self.addCleanup(bot.stop)
+        yield nc.expect("ircbot joined #lobby")
+        nc.send("hello bot")
+        yield wait_for(lambda: ("ncuser", "#lobby", "hello bot") in bot.heard)
+        yield nc.expect("<ircbot> hello ncuser")
+        nc.send("/msg ircbot a secret")
+        yield wait_for(lambda: ("ncuser", "ircbot", "a secret") in bot.heard)
+        yield nc.expect("*ircbot* -> *ncuser* psst")
+        bot.do(lambda c: c.nick("botty"))
+        yield nc.expect("ircbot is now known as botty")
+        self.assertEqual(bot.errors, [])
+        bot.do(lambda c: c.quit("done"))
+        yield nc.expect("botty left #lobby (Quit: done)")
+
+
+class Bot:
+    """
+    An IRC bot on the irc library's own reactor (its thread): joins
+    #lobby, answers "hello bot", and answers a private message privately.
+    """
+
+    def __init__(self, port: int) -> None:
+        import irc.client
+
+        self.reactor = irc.client.Reactor()
+        self.connection = self.reactor.server().connect("127.0.0.1", port, "ircbot")
+        self.heard: List[Tuple[str, str, str]] = []
+        self.errors: List[str] = []
+        self.running = True
+        self.actions: queue.Queue[Any] = queue.Queue()
+        for kind in ("welcome", "pubmsg", "privmsg", "error", "nicknameinuse"):
+            self.connection.add_global_handler(kind, getattr(self, "on_" + kind))
+
+    def run(self) -> None:
+        while self.running:
+            self.doActions()
+            self.reactor.process_once(0.05)
+        self.doActions()
+
+    def doActions(self) -> None:
+        while not self.actions.empty():
+            self.actions.get()(self.connection)
+
+    def do(self, action: Any) -> None:
+        """
+        Have the bot's thread do C{action} (the irc library is not
+        thread-safe).
+        """
+        self.actions.put(action)
+
+    def stop(self) -> None:
+        self.do(lambda c: c.disconnect() if c.is_connected() else None)
+        self.running = False
+
+    def on_welcome(self, connection: Any, event: Any) -> None:
+        connection.join("#lobby")
+
+    def on_pubmsg(self, connection: Any, event: Any) -> None:
+        self.heard.append((event.source.nick, event.target, event.arguments[0]))
+        if event.arguments[0] == "hello bot":
+            connection.privmsg("#lobby", f"hello {event.source.nick}")
+
+    def on_privmsg(self, connection: Any, event: Any) -> None:
+        self.heard.append((event.source.nick, event.target, event.arguments[0]))
+        connection.privmsg(event.source.nick, "psst")
+
+    def on_error(self, connection: Any, event: Any) -> None:
+        self.errors.append(str(event.arguments))
+
+    def on_nicknameinuse(self, connection: Any, event: Any) -> None:
+        self.errors.append("nickname in use")
+
+
+class IrssiTests(TestCase):
+    """
+    Debian's irssi, in tmux, against C{twistd -n sockproto chat --irc ...}
+    as a user starts both, beside a line client.
+    """
+
+    timeout = 90
+
+    def setUp(self) -> None:
+        if not (shutil.which("irssi") and shutil.which("tmux")):
+            raise SkipTest("needs irssi and tmux: apt-get install irssi tmux")
+        self.directory = temporary_directory(self)
+        self.session = f"sockproto-{os.getpid()}-{id(self)}"
+
+    def tmux(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.session, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return result.stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", self.session, "-S", "-200")
+
+    def typed(self, text: str) -> None:
+        self.tmux("send-keys", "-t", self.session, text, "Enter")
+
+    @inlineCallbacks
+    def onScreen(self, text: str) -> Any:
+        try:
+            yield wait_for(lambda: text in self.screen(), timeout=20)
+        except Exception:
+            self.fail(f"{text!r} not on irssi's screen:\n{self.screen()}")
+
+    @inlineCallbacks
+    def test_irssi_joins_the_lobby_and_talks_with_nc(self) -> Any:
+        args = ["chat", "--listen", LOCAL, "--irc", LOCAL]
+        server = yield start_twistd(args, ["chat", "irc"], cwd=self.directory)
+        self.addCleanup(lambda: None if server.ended.called else server.stop("KILL"))
+        host, port = server.address("irc")
+        nc = yield connect_line_client(
+            TCP4ClientEndpoint(reactor, *server.address("chat"))
+        )
+        self.addCleanup(nc.transport.loseConnection)
+        yield nc.expect("you are in #lobby")
+        home = os.path.join(self.directory, "irssi")
+        os.mkdir(home)
+        command = f"irssi --home={home} -n irssiuser -c {host} -p {port}"
+        self.tmux(
+            "new-session", "-d", "-s", self.session, "-x", "150", "-y", "40", command
+        )
+        self.addCleanup(self.tmux, "kill-server")
+        yield self.onScreen("Welcome to sockproto chat")
+        self.typed("/join #lobby")
+        yield nc.expect("irssiuser joined #lobby")
+        nc.send("hello irssi")
+        yield self.onScreen("hello irssi")
+        self.typed("hello nc, from irssi")
+        yield nc.expect("<irssiuser> hello nc, from irssi")
+        self.typed("/me waves")
+        yield nc.expect("* irssiuser waves")
+        channel = self.screen()
+        self.typed("/window 1")  # the status window: the server's replies
+        yield self.onScreen("No MOTD")
+        status = self.screen().split("Welcome to sockproto chat", 1)[1]
+        for bad in ("Unknown command", "parameters", "rror", "warning"):
+            self.assertNotIn(bad, channel)
+            self.assertNotIn(bad, status)
+        self.typed("/quit bye")
+        yield nc.expect("irssiuser left #lobby (Quit: bye)")
