@@ -469,3 +469,27 @@ class IrssiTests(TestCase):
             self.assertNotIn(bad, status)
         self.typed("/quit bye")
         yield nc.expect("irssiuser left #lobby (Quit: bye)")
+
+
+class PipelinedRegistrationTests(SynchronousTestCase):
+    def test_lines_sent_while_registering_wait_for_it(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        chat = ChatOnClock()
+        pending: List[Deferred[str]] = []
+        register = chat.server.register
+
+        def slowly(member: Any) -> Any:  # as a back end over the network
+            d: Deferred[str] = Deferred()
+            pending.append(d)
+            return d.addCallback(lambda _: register(member))
+
+        chat.server.register = slowly  # type: ignore[method-assign]
+        client = IrcClient(chat, 1)
+        client.send(b"NICK alice\r\nUSER a 0 * :a\r\nJOIN #lobby\r\n")
+        self.assertEqual(client.lines(), [])
+        pending[0].callback("")
+        chat.clock.advance(0)
+        lines = client.lines()
+        self.assertEqual(codes(lines)[:6], ["001", "002", "003", "004", "005", "422"])
+        self.assertIn(":alice!alice@sockproto JOIN #lobby", lines)

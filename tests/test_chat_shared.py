@@ -496,3 +496,41 @@ class ReconnectionCollisionTests(ThreeNodes, TestCase):
         [who] = [s for s in carol.seen() if s[0] == "notice" and "in #lobby" in s[1]]
         self.assertIn("zed", who[1])
         self.assertRegex(who[1], r"guest\d+")
+
+
+class IrcOnSharedNodesTests(ThreeNodes, TestCase):
+    """
+    An IRC user in two rooms at once on one node; line users on another.
+    """
+
+    @inlineCallbacks
+    def test_an_irc_user_in_two_rooms_across_nodes(self) -> Any:
+        from .test_chat_irc import IrcClient
+
+        irc = IrcClient(self.chats[0], 1)
+        irc.send(b"NICK ircy\r\nUSER i 0 * :i\r\n")
+        yield self.turn()
+        irc.send(b"JOIN #lobby,#dev\r\n")
+        yield self.turn()
+        lobby, lobbyIO = self.chats[1].join()
+        dev, devIO = self.chats[1].join()
+        yield self.turn()
+        self.chats[1].send(dev, "/join #dev")
+        yield self.turn()
+        irc.lines()
+        self.chats[1].send(dev, "hi in dev")
+        yield self.turn()
+        said = f":{dev.nick}!{dev.nick}@sockproto PRIVMSG #dev :hi in dev"
+        self.assertIn(said, irc.lines())
+        irc.send(b"PRIVMSG #lobby :hello lobby\r\n")
+        yield self.turn()
+        self.assertIn("<ircy> hello lobby", lobbyIO.value().decode())
+        self.assertNotIn("hello lobby", devIO.value().decode())
+        irc.send(b"QUIT :gone\r\n")
+        irc.protocol.connectionLost()
+        yield self.turn()
+        self.assertIn("ircy left #lobby (Quit: gone)", lobbyIO.value().decode())
+        self.assertIn("ircy left #dev (Quit: gone)", devIO.value().decode())
+        who = yield self.servers[2].room("dev")
+        nicks = yield who.nicks()
+        self.assertEqual(nicks, [dev.nick])

@@ -154,6 +154,30 @@ class WorkersTests(TestCase):
         self.assertEqual(code, 1001)
 
     @inlineCallbacks
+    def test_irc_is_served_by_the_workers_in_the_same_rooms(self) -> Any:
+        if not RedisServer.available():
+            raise SkipTest(REDIS_MISSING)
+        process = yield self.start(
+            "chat", "--workers", "2", "--listen", LOCAL, "--irc", LOCAL
+        )
+        host, port = process.address("irc")
+        clients: List[LineClient] = []
+        for number in range(40):
+            client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+            self.addCleanup(client.transport.loseConnection)
+            client.send(f"NICK irc{number}\r\nUSER u 0 * :u\r\nJOIN #lobby")
+            yield client.expect("JOIN #lobby")
+            clients.append(client)
+            if workers_serving(process) == {1, 2}:
+                break
+        self.assertEqual(workers_serving(process), {1, 2})
+        first, last = clients[0], clients[-1]  # on two workers
+        first.send("PRIVMSG #lobby :hello across workers")
+        yield last.expect(":irc0!irc0@sockproto PRIVMSG #lobby :hello across workers")
+        yield process.stop()
+        yield last.expect("ERROR :Closing link: server shutting down")
+
+    @inlineCallbacks
     def test_usage_errors_of_workers_are_one_line(self) -> Any:
         path = os.path.dirname(twistd_command()[0])  # no redis-server here
         tls = tls_endpoint_description(*make_certificate(self.directory))

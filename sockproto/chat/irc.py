@@ -158,6 +158,9 @@ class IrcChatProtocol(ChatProtocol):
     away = ""
     _negotiating = False
     _pinged = False
+    _held: Optional[List[bytes]] = None
+    maxHeld = 32
+    """Lines a client may send while its registration is under way."""
 
     def connectionReady(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
@@ -177,6 +180,10 @@ class IrcChatProtocol(ChatProtocol):
 
     def lineReceived(self, line: bytes) -> None:
         self._pinged = False
+        if self._held is not None:  # registering: in order, once done
+            if len(self._held) < self.maxHeld:
+                self._held.append(line)
+            return
         text = line.decode("utf-8", "replace").strip("\r\n ")
         if not text:
             return
@@ -257,21 +264,41 @@ class IrcChatProtocol(ChatProtocol):
     def maybeRegister(self) -> None:
         if self.registered or self._negotiating or not (self.wantedNick and self.user):
             return
+        self._held = []
         if self.session is None:
             session = self.factory.buildSession(self)
             assert isinstance(session, IrcSession)
             self.session = session
-            session.start().addCallback(lambda _: self.claimWantedNick())
+            d = session.start().addCallback(lambda _: self.claimWantedNick())
         else:
-            self.claimWantedNick()
+            d = self.claimWantedNick()
+        d.addBoth(self.release)
+        d.addErrback(
+            lambda f: self.log.failure("irc: registering {peer}", f, peer=self.peer)
+        )
 
-    def claimWantedNick(self) -> None:
+    def claimWantedNick(self) -> "Deferred[None]":
         nick = self.wantedNick
         if self.session is None or not self.session.joined or not nick:
-            return
+            return succeed(None)
         if nick == self.nick:
-            return self.welcome()
-        self.takeNick(nick).addCallback(lambda taken: self.welcome() if taken else None)
+            self.welcome()
+            return succeed(None)
+        d = self.takeNick(nick)
+        return d.addCallback(lambda taken: self.welcome() if taken else None)
+
+    def release(self, result: object) -> object:
+        """
+        Registration is done (or refused): handle the lines that came
+        meanwhile, in order.
+        """
+        held, self._held = self._held or [], None
+        while held and self.connected:
+            if self._held is not None:  # registering again (another NICK)
+                self._held.extend(held)
+                break
+            self.lineReceived(held.pop(0))
+        return result
 
     def takeNick(self, nick: str) -> "Deferred[bool]":
         """
