@@ -10,9 +10,10 @@
  *       CLIENTS chat clients; RATE lines a second offered in all, round
  *       robin; every delivery is counted and timed.  HELLO is "none" (the
  *       server greets each client), "silent" (it does not), "name" (it
- *       asks for a name first), or "ws" (a WebSocket at /ws, as the chat's
+ *       asks for a name first), "ws" (a WebSocket at /ws, as the chat's
  *       web page speaks it: JSON messages, the client's frames masked, as
- *       a browser's are).  SETTLE: seconds to wait, reading, between the
+ *       a browser's are), or "irc" (NICK, USER, JOIN #lobby; lines are
+ *       PRIVMSG #lobby).  SETTLE: seconds to wait, reading, between the
  *       last client's greeting and the first line (default 0).
  *   loadgen idle HOST PORT CLIENTS HELLO
  *       CLIENTS idle clients; prints {"ready": N} once each got a line,
@@ -263,6 +264,7 @@ typedef struct {
 } chat_client_t;
 
 static int websocket; /* HELLO "ws" */
+static int irc;       /* HELLO "irc" */
 
 static chat_client_t *clients;
 static int client_count;
@@ -282,6 +284,11 @@ static void queue_text(chat_client_t *k, const char *text, size_t len) {
 
 /* A line to send: as it is, or as a masked WebSocket text frame of JSON. */
 static void queue_line(chat_client_t *k, const char *text, size_t len) {
+    if (irc) {
+        queue_text(k, "PRIVMSG #lobby :", 16);
+        queue_text(k, text, len);
+        return;
+    }
     if (!websocket) {
         queue_text(k, text, len);
         return;
@@ -325,6 +332,10 @@ static void chat_line(int index, const char *line, size_t len) {
         mark = memmem(line, len, "\"text\": \"m ", 11);
         if (!mark) return;
         cursor = mark + 11;
+    } else if (irc) {
+        mark = memmem(line, len, " :m ", 4);
+        if (!mark) return;
+        cursor = mark + 4;
     }
     if (!mark && (len < 2 || memcmp(line, "m ", 2))) return;
     int ok = 1;
@@ -414,6 +425,7 @@ static int pump(int ep, int timeout_ms) {
 static int connect_clients(const char *host, int port, int count, const char *hello) {
     int ep = epoll_create1(0);
     websocket = !strcmp(hello, "ws");
+    irc = !strcmp(hello, "irc");
     client_count = count;
     clients = calloc((size_t)count, sizeof *clients);
     for (int i = 0; i < count; i++) {
@@ -428,6 +440,13 @@ static int connect_clients(const char *host, int port, int count, const char *he
                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
                                host, port);
             queue_text(&clients[i], request, (size_t)len);
+            flush_client(ep, &clients[i], i);
+        }
+        if (irc) {
+            char hello_irc[96];
+            int len = snprintf(hello_irc, sizeof hello_irc,
+                               "NICK c%d\r\nUSER c 0 * :c\r\nJOIN #lobby\r\n", i);
+            queue_text(&clients[i], hello_irc, (size_t)len);
             flush_client(ep, &clients[i], i);
         }
         if (!strcmp(hello, "name")) {

@@ -608,24 +608,26 @@ def metrics_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
     return {"off": off, "on": on, "ratio": on / off, "runs": runs}
 
 
-def web_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
+FRONT_ENDS = {"tcp": ("chat", "none"), "ws": ("web", "ws"), "irc": ("irc", "irc")}
+"""Each front end of the chat: the service whose port it is, the loadgen's HELLO."""
+
+
+def front_end_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
     """
     Chat fan-out to 500 clients at 4,000 lines/s offered, over raw TCP (the
-    line protocol) and over WebSocket (C{--web}, the loadgen's frames
-    masked as a browser's), from one server process serving both, in
-    interleaved rounds, a fresh server each; medians.
+    line protocol), WebSocket (C{--web}, the loadgen's frames masked as a
+    browser's) and IRC (C{--irc}), from one server process serving all
+    three, in interleaved rounds, a fresh server each; medians.
     """
     rounds, seconds = (1, 2.0) if quick else (3, 3.0)
-    runs: Dict[str, List[Dict[str, Any]]] = {"tcp": [], "ws": []}
+    runs: Dict[str, List[Dict[str, Any]]] = {mode: [] for mode in FRONT_ENDS}
     for _ in range(rounds):
-        for mode in ("tcp", "ws"):
+        for mode, (service, hello) in FRONT_ENDS.items():
             command = twistd("chat", "--listen", LISTEN, "--web", LISTEN)
-            command += ["--rate-limit", "0", "--max-per-peer", "0"]
+            command += ["--irc", LISTEN, "--rate-limit", "0", "--max-per-peer", "0"]
             command.remove("--logfile=/dev/null")
-            service = "chat" if mode == "tcp" else "web"
             pattern = service + r" listening on [\d.]+:(\d+)"
             server = Server(f"chat over {mode}", command, pattern)
-            hello = "none" if mode == "tcp" else "ws"
             try:
                 time.sleep(0.5)
                 result = loadgen(
@@ -642,17 +644,32 @@ def web_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
                 runs[mode].append(result)
             finally:
                 server.stop()
+    report: Dict[str, Any] = {"runs": runs}
     tcp = median(runs["tcp"], "deliveries_per_second")
-    ws = median(runs["ws"], "deliveries_per_second")
-    return {
-        "tcp": tcp,
-        "ws": ws,
-        "ratio": ws / tcp,
-        "ws_p99_ms": median(runs["ws"], "p99_ms"),
-        "tcp_p99_ms": median(runs["tcp"], "p99_ms"),
-        "complete": all(r.get("complete") for r in runs["ws"]),
-        "runs": runs,
-    }
+    for mode in FRONT_ENDS:
+        rate = median(runs[mode], "deliveries_per_second")
+        report[mode] = {
+            "deliveries_per_second": rate,
+            "ratio": rate / tcp,
+            "p99_ms": median(runs[mode], "p99_ms"),
+            "complete": all(r.get("complete") for r in runs[mode]),
+        }
+    return report
+
+
+def front_end_table(report: Dict[str, Any]) -> List[str]:
+    lines = [
+        "chat fan-out, 500 clients, 4,000 lines/s offered, one process serving"
+        " every front end:"
+    ]
+    for mode in FRONT_ENDS:
+        row = report[mode]
+        done = "every message delivered" if row["complete"] else "INCOMPLETE"
+        lines.append(
+            f"  {mode:4} {row['deliveries_per_second']:>12,.0f} deliveries/s"
+            f" ({row['ratio']:.2f}x raw TCP), p99 {row['p99_ms']:.1f} ms, {done}"
+        )
+    return lines
 
 
 SCRAPER = """
@@ -790,7 +807,7 @@ def chart(report: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-PARTS = {"echo", "chat", "sustainable", "scale", "shared", "metrics", "web"}
+PARTS = {"echo", "chat", "sustainable", "scale", "shared", "metrics", "frontends"}
 
 
 def main() -> None:
@@ -800,8 +817,8 @@ def main() -> None:
     parser.add_argument("--idle-clients", type=int, default=10_000)
     parser.add_argument(
         "--only",
-        default="echo,chat,sustainable,scale,shared,metrics,web",
-        help="which parts: echo,chat,sustainable,scale,shared,metrics,web",
+        default="echo,chat,sustainable,scale,shared,metrics,frontends",
+        help="which parts: echo,chat,sustainable,scale,shared,metrics,frontends",
     )
     parser.add_argument(
         "--python",
@@ -846,9 +863,9 @@ def main() -> None:
     if "metrics" in parts:
         print("the cost of --metrics ...", file=sys.stderr)
         report["metrics"] = metrics_runs(programs, options.quick)
-    if "web" in parts:
-        print("chat over WebSocket ...", file=sys.stderr)
-        report["web"] = web_runs(programs, options.quick)
+    if "frontends" in parts:
+        print("chat over raw TCP, WebSocket and IRC ...", file=sys.stderr)
+        report["frontends"] = front_end_runs(programs, options.quick)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = results / f"benchmark-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
@@ -883,16 +900,8 @@ def summary(report: Dict[str, Any]) -> List[str]:
             f" ({m['ratio']:.3f}x)",
             "",
         ]
-    if "web" in report:
-        w = report["web"]
-        lines += [
-            f"chat fan-out, 500 clients, 4,000 lines/s offered, one process:"
-            f" raw TCP {w['tcp']:.0f} deliveries/s (p99 {w['tcp_p99_ms']:.1f} ms),"
-            f" WebSocket {w['ws']:.0f} (p99 {w['ws_p99_ms']:.1f} ms,"
-            f" {'every message delivered' if w['complete'] else 'INCOMPLETE'})"
-            f" ({w['ratio']:.2f}x)",
-            "",
-        ]
+    if "frontends" in report:
+        lines += front_end_table(report["frontends"]) + [""]
     if "scale" in report:
         s = report["scale"]
         lines.append(

@@ -4,7 +4,7 @@ What happens in a chat, as values that every front end can render its way.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Sequence, Tuple
 
 __all__ = ["ChatEvent", "EventBatch"]
 
@@ -49,6 +49,18 @@ class EventBatch:
 
     events: Tuple[ChatEvent, ...]
     _rendered: Dict[object, bytes] = field(default_factory=dict, repr=False)
+    _senders: Optional[FrozenSet[str]] = field(default=None, repr=False)
+
+    @property
+    def senders(self) -> FrozenSet[str]:
+        """
+        The nicknames of those who did something in this batch, computed
+        once (a front end that does not echo a member's own events asks it
+        for each member).
+        """
+        if self._senders is None:
+            self._senders = frozenset(event.nick for event in self.events)
+        return self._senders
 
     def rendered(self, key: object, render: Render) -> bytes:
         """

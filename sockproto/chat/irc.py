@@ -622,7 +622,7 @@ class IrcChatProtocol(ChatProtocol):
         if self.transport.disconnecting or not self.registered:
             return
         nick = self.nick
-        if any(e.nick == nick for e in batch.events):  # its own: not echoed
+        if nick in batch.senders:  # its own events are not echoed
             self.writeOut(self.renderEvents(batch.events, nick))
         else:
             self.writeOut(batch.rendered(type(self), self.renderEvents))
