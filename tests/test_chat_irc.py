@@ -136,6 +136,52 @@ class RegistrationTests(SynchronousTestCase):
         self.assertIn("001", codes(client.register("carol")))
 
 
+class SaslTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+        checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
+        self.chat = ChatOnClock(checker=checker)
+
+    def authenticate(self, password: str) -> List[str]:
+        import base64
+
+        client = self.client = IrcClient(self.chat, 1)
+        client.send(b"CAP LS 302\r\nNICK carol\r\nUSER c 0 * :c\r\n")
+        self.assertEqual(client.lines(), [":sockproto CAP * LS :sasl=PLAIN"])
+        client.send(b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
+        self.assertEqual(
+            client.lines(), [":sockproto CAP * ACK :sasl", "AUTHENTICATE +"]
+        )
+        token = base64.b64encode(f"\0carol\0{password}".encode()).decode()
+        client.send(f"AUTHENTICATE {token}\r\n".encode())
+        return client.lines()
+
+    def test_sasl_plain_logs_in_to_a_registered_nick(self) -> None:
+        self.assertEqual(codes(self.authenticate("secret")), ["900", "903"])
+        self.client.send(b"CAP END\r\n")
+        lines = self.client.lines()
+        self.assertTrue(lines[0].startswith(":sockproto 001 carol "), lines)
+
+    def test_a_wrong_sasl_password_fails_and_counts(self) -> None:
+        self.assertEqual(codes(self.authenticate("guess")), ["904"])
+        self.assertEqual(self.chat.factory.accounts.wrongPasswords, 1)
+        self.client.send(b"CAP END\r\n")
+        self.assertEqual(codes(self.client.lines()), ["433"])
+
+    def test_no_sasl_without_accounts(self) -> None:
+        client = IrcClient(ChatOnClock(), 1)
+        client.send(b"CAP LS 302\r\nCAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
+        self.assertEqual(
+            client.lines(),
+            [
+                ":sockproto CAP * LS :",
+                ":sockproto CAP * NAK :sasl",
+                ":sockproto 904 * :SASL authentication failed",
+            ],
+        )
+
+
 class CommandTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.chat = ChatOnClock()

@@ -15,6 +15,7 @@ L{ctcpExtract}; they arrive through the line protocol's machinery (512
 bytes, rate limit, bounded output), as the line protocol's do.
 """
 
+import base64
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -159,6 +160,7 @@ class IrcChatProtocol(ChatProtocol):
     _negotiating = False
     _pinged = False
     _held: Optional[List[bytes]] = None
+    _sasl = False
     maxHeld = 32
     """Lines a client may send while its registration is under way."""
 
@@ -204,7 +206,16 @@ class IrcChatProtocol(ChatProtocol):
             return self.numeric(irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")
         handler(params)
 
-    beforeRegistration = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
+    beforeRegistration = {
+        "CAP",
+        "AUTHENTICATE",
+        "PASS",
+        "NICK",
+        "USER",
+        "PING",
+        "PONG",
+        "QUIT",
+    }
 
     def need(self, params: Sequence[str], count: int, command: str) -> bool:
         """
@@ -219,19 +230,69 @@ class IrcChatProtocol(ChatProtocol):
 
     def irc_CAP(self, params: List[str]) -> None:
         sub = params[0].upper() if params else ""
+        offered = "sasl=PLAIN" if self.factory.accounts is not None else ""
         if sub == "LS":
             self._negotiating = not self.registered
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LS", ""))
+            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LS", offered))
         elif sub == "LIST":
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LIST", ""))
+            enabled = "sasl" if self._sasl else ""
+            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LIST", enabled))
         elif sub == "REQ":
             wanted = params[1] if len(params) > 1 else ""
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "NAK", wanted))
+            ok = offered and wanted.strip().lower() == "sasl" and not self.registered
+            self._negotiating = self._negotiating or bool(ok)
+            self._sasl = self._sasl or bool(ok)
+            answer = "ACK" if ok else "NAK"
+            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, answer, wanted))
         elif sub == "END":
             self._negotiating = False
             self.maybeRegister()
         else:
             self.numeric("410", sub or "*", "Invalid CAP command")
+
+    def irc_AUTHENTICATE(self, params: List[str]) -> None:
+        """
+        SASL PLAIN (once C{CAP REQ :sasl} is acknowledged): the password of
+        a registered nickname, checked now, used on registering.
+        """
+        if not self._sasl or self.registered:
+            return self.numeric("904", "SASL authentication failed")
+        if not params:
+            return
+        if params[0].upper() == "PLAIN":
+            return self.sendIrc(irc_line(None, "AUTHENTICATE", "+"))
+        if params[0] == "*":
+            return self.numeric("906", "SASL authentication aborted")
+        try:
+            fields = base64.b64decode(params[0], validate=True).split(b"\0")
+            _, name, password = (f.decode("utf-8") for f in fields)
+        except (ValueError, UnicodeDecodeError):
+            return self.numeric("904", "SASL authentication failed")
+        self.checkSasl(name, password)
+
+    def checkSasl(self, name: str, password: str) -> None:
+        accounts = self.factory.accounts
+        assert accounts is not None
+        account = accounts.registeredName(name)
+        if account is None or not accounts.mayGuess(self.peerKey):
+            return self.numeric("904", "SASL authentication failed")
+
+        def checked(right: bool) -> None:
+            if not right:
+                accounts.wrongGuess(self.peerKey)
+                self.log.warn(
+                    "irc: wrong SASL password for {nick} from {peer}",
+                    nick=account,
+                    peer=self.peer,
+                )
+                return self.numeric("904", "SASL authentication failed")
+            self.password = password
+            self.numeric(
+                "900", mask(account), account, f"You are now logged in as {account}"
+            )
+            self.numeric("903", "SASL authentication successful")
+
+        accounts.check(account, password).addCallback(checked)
 
     def irc_PASS(self, params: List[str]) -> None:
         if self.registered:
