@@ -299,6 +299,8 @@ class CommandTests(SynchronousTestCase):
     def test_unknown_and_bad_input_get_numerics(self) -> None:
         self.alice.send(b"FROB x\r\nJOIN\r\nJOIN #no!pe\r\nPART #dev\r\n")
         self.assertEqual(codes(self.alice.lines()), ["421", "461", "403", "442"])
+        self.alice.send(b"USER a 0 * :a\r\nPASS x\r\nNICK\r\nNICK 9\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["462", "462", "431", "432"])
         self.alice.send(b"PRIVMSG #dev :not joined\r\n\xff\xfe\r\n:\r\n")
         self.assertEqual(codes(self.alice.lines()), ["404", "421", "421"])
         self.alice.send(b"x" * 600 + b"\r\n")
