@@ -357,7 +357,8 @@ class IrcLibraryTests(TestCase):
             import irc.client  # noqa: F401
         except ImportError:
             raise SkipTest(
-                "the irc library is missing: pip install -e '.[test]'"
+                "the irc library is missing: pip install 'irc>=20' (the test"
+                " extra installs it on Python 3.10 and later only)"
             ) from None
         chat = ChatFactory(rateLimit=0)
         lines = yield listen_on_loopback(chat)
