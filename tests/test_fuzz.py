@@ -8,7 +8,7 @@ each.
 from typing import Any, Callable, List, Tuple
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -328,6 +328,11 @@ def cut(data: bytes, points: List[int]) -> List[bytes]:
     return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
+# Each WebSocket example makes an HTTP connection and a handshake: at most
+# 2,500 of them per test, so that CI stays within its time.
+handshaking = settings(max_examples=min(settings.default.max_examples, 2_500))
+
+
 @pytest.mark.fuzz
 class WebSocketFuzzTests(SynchronousTestCase):
     """
@@ -343,6 +348,7 @@ class WebSocketFuzzTests(SynchronousTestCase):
         self.assertEqual(said[-1]["text"], "still here")
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    @handshaking
     @given(chunks, endings)
     def test_random_bytes_after_the_upgrade(
         self, pieces: List[bytes], ending: str
@@ -352,6 +358,7 @@ class WebSocketFuzzTests(SynchronousTestCase):
         feed(server, pieces, ending, chat.clock)
         self.stillServed(chat)
 
+    @handshaking
     @given(chunks, endings)
     def test_random_bytes_as_http(self, pieces: List[bytes], ending: str) -> None:
         chat = ChatOnClock(maxLineLength=100)
@@ -359,6 +366,7 @@ class WebSocketFuzzTests(SynchronousTestCase):
         feed(victim, pieces, ending, chat.clock)
         self.stillServed(chat)
 
+    @handshaking
     @given(frames, st.lists(st.integers(0, 10000), max_size=12))
     def test_random_frames_in_random_chunks(
         self, items: Any, points: List[int]
