@@ -14,7 +14,18 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import (
@@ -72,6 +83,7 @@ __all__ = [
 ]
 
 P = TypeVar("P", bound=Protocol)
+T = TypeVar("T")
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
@@ -288,6 +300,50 @@ def listen_on_loopback(
     return d.addCallback(RunningServer, factory, reactor)
 
 
+class _Inbox(Generic[T]):
+    """
+    What a scripted client received, and who waits for what: each waiter
+    takes the next unread item that its predicate accepts, skipping those
+    before it.
+    """
+
+    def __init__(self) -> None:
+        self.items: List[T] = []
+        self._unread = 0
+        self._waiting: List[Tuple[Callable[[T], bool], Deferred[T]]] = []
+
+    def add(self, item: T) -> None:
+        self.items.append(item)
+        self._match()
+
+    def expect(
+        self, predicate: Callable[[T], bool], timeout: float, clock: Any
+    ) -> "Deferred[T]":
+        d: Deferred[T] = Deferred()
+        self._waiting.append((predicate, d))
+        self._match()
+        if not d.called:
+            d.addTimeout(timeout, clock if clock is not None else default_reactor())
+        return d
+
+    def close(self, reason: Failure) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.errback(ConnectionError(f"connection closed: {reason.value}"))
+
+    def _match(self) -> None:
+        while self._waiting and self._unread < len(self.items):
+            predicate, d = self._waiting[0]
+            item = self.items[self._unread]
+            self._unread += 1
+            if d.called:
+                self._waiting.pop(0)
+            elif predicate(item):
+                self._waiting.pop(0)
+                d.callback(item)
+
+
 class LineClient(LineOnlyReceiver):
     """
     A scripted line client: send lines, wait for the lines you expect.
@@ -306,16 +362,13 @@ class LineClient(LineOnlyReceiver):
 
     def __init__(self, clock: Optional[IReactorTime] = None) -> None:
         self.clock = clock
-        self.lines: List[str] = []
-        self._unread = 0
-        self._waiting: List[Tuple[Callable[[str], bool], Deferred[str]]] = []
+        self._inbox: _Inbox[str] = _Inbox()
+        self.lines = self._inbox.items
         self.closed: Deferred[None] = Deferred()
         self.reason: Optional[Failure] = None
 
     def lineReceived(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r")
-        self.lines.append(text)
-        self._match()
+        self._inbox.add(line.decode("utf-8", "replace").rstrip("\r"))
 
     def send(self, text: str) -> None:
         """
@@ -336,30 +389,11 @@ class LineClient(LineOnlyReceiver):
             connection closes first.
         """
         predicate = match if callable(match) else (lambda line: match in line)
-        d: Deferred[str] = Deferred()
-        self._waiting.append((predicate, d))
-        self._match()
-        if not d.called:
-            clock = self.clock if self.clock is not None else default_reactor()
-            d.addTimeout(self.timeout if timeout is None else timeout, clock)
-        return d
-
-    def _match(self) -> None:
-        while self._waiting and self._unread < len(self.lines):
-            predicate, d = self._waiting[0]
-            line = self.lines[self._unread]
-            self._unread += 1
-            if d.called:
-                self._waiting.pop(0)
-            elif predicate(line):
-                self._waiting.pop(0)
-                d.callback(line)
+        wait = self.timeout if timeout is None else timeout
+        return self._inbox.expect(predicate, wait, self.clock)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        waiting, self._waiting = self._waiting, []
-        for _, d in waiting:
-            if not d.called:
-                d.errback(ConnectionError(f"connection closed: {reason.value}"))
+        self._inbox.close(reason)
         self.reason = reason
         self.closed.callback(None)
 
@@ -402,9 +436,8 @@ class WebSocketClient(Protocol):
         self.connection = WSConnection(ConnectionType.CLIENT)
         self.host, self.path, self.origin = host, path, origin
         self.clock = clock
-        self.messages: List[Dict[str, Any]] = []
-        self._unread = 0
-        self._waiting: List[Tuple[Callable[[Dict[str, Any]], bool], Deferred[Any]]] = []
+        self._inbox: _Inbox[Dict[str, Any]] = _Inbox()
+        self.messages = self._inbox.items
         self.opened: Deferred[WebSocketClient] = Deferred()
         self.closed: Deferred[Optional[int]] = Deferred()
         self.closeCode: Optional[int] = None
@@ -437,8 +470,7 @@ class WebSocketClient(Protocol):
                 self._text = getattr(self, "_text", "") + event.data
                 if event.message_finished:
                     text, self._text = self._text, ""
-                    self.messages.append(json.loads(text))
-                    self._match()
+                    self._inbox.add(json.loads(text))
             elif isinstance(event, Ping):
                 self.transport.write(self.connection.send(event.response()))
             elif isinstance(event, CloseConnection):
@@ -489,32 +521,13 @@ class WebSocketClient(Protocol):
                 wanted = text is None or text in str(m.get("text", ""))
                 return m.get("type") == kind and wanted
 
-        d: Deferred[Dict[str, Any]] = Deferred()
-        self._waiting.append((predicate, d))
-        self._match()
-        if not d.called:
-            clock = self.clock if self.clock is not None else default_reactor()
-            d.addTimeout(self.timeout if timeout is None else timeout, clock)
-        return d
-
-    def _match(self) -> None:
-        while self._waiting and self._unread < len(self.messages):
-            predicate, d = self._waiting[0]
-            message = self.messages[self._unread]
-            self._unread += 1
-            if d.called:
-                self._waiting.pop(0)
-            elif predicate(message):
-                self._waiting.pop(0)
-                d.callback(message)
+        wait = self.timeout if timeout is None else timeout
+        return self._inbox.expect(predicate, wait, self.clock)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         if not self.opened.called:
             self.opened.errback(ConnectionError(f"refused: HTTP {self.status}"))
-        waiting, self._waiting = self._waiting, []
-        for _, d in waiting:
-            if not d.called:
-                d.errback(ConnectionError(f"connection closed: {reason.value}"))
+        self._inbox.close(reason)
         self.closed.callback(self.closeCode)
 
 

@@ -161,10 +161,14 @@ class BadInputTests(SynchronousTestCase):
 
     def test_json_that_is_not_a_request(self) -> None:
         for text in ["[1, 2]", '"line"', '{"type": "launch"}', '{"text": "hi"}']:
-            self.client.messages.clear()
-            self.client._unread = 0
+            seen = len(self.client.messages)
             self.client.sendText(text)
-            self.assertErrorThenServed("bad message: not a request")
+            self.pump.flush()
+            new = self.client.messages[seen:]
+            errors = [m["text"] for m in new if m["type"] == "error"]
+            self.assertEqual(len(errors), 1, text)
+            self.assertIn("bad message: not a request", errors[0])
+            self.stillServed()
 
     def test_text_that_is_not_a_string(self) -> None:
         self.client.send(type="line", text=42)
@@ -297,25 +301,24 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(server.transport.disconnected)
         self.assertEqual(chat.web().drops["slow_reader"], 1)
 
-    def test_too_many_from_one_address_get_429(self) -> None:
+    def assertSecondRefused(self, status: int, **limits: int) -> None:
+        """
+        With C{limits}, a second browser's upgrade gets HTTP C{status}.
+        """
         chat = ChatOnClock()
-        chat.web(maxPerPeer=1)
-        first, _, _ = chat.browser()
-        factory = Factory.forProtocol(lambda: WebSocketClient(clock=chat.clock))
-        second, _, pump = connect_in_memory(chat.web(), factory, chat.clock)
-        pump.flush()
-        self.assertEqual(second.status, 429)
-        self.failureResultOf(second.opened, ConnectionError)
-
-    def test_past_max_clients_get_503(self) -> None:
-        chat = ChatOnClock()
-        chat.web(maxConnections=1)
+        chat.web(**limits)
         chat.browser()
         factory = Factory.forProtocol(lambda: WebSocketClient(clock=chat.clock))
         second, _, pump = connect_in_memory(chat.web(), factory, chat.clock)
         pump.flush()
-        self.assertEqual(second.status, 503)
+        self.assertEqual(second.status, status)
         self.failureResultOf(second.opened, ConnectionError)
+
+    def test_too_many_from_one_address_get_429(self) -> None:
+        self.assertSecondRefused(429, maxPerPeer=1)
+
+    def test_past_max_clients_get_503(self) -> None:
+        self.assertSecondRefused(503, maxConnections=1)
 
     def test_the_server_stopping_says_so_and_closes_with_1001(self) -> None:
         chat = ChatOnClock()
