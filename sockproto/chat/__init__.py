@@ -3,13 +3,13 @@ The chat service: a multi-user line chat usable from telnet and nc.
 
 The room logic (L{ChatServer}, L{ChatRoom}) sits behind the interfaces of
 L{sockproto.chat.interfaces}, apart from the line protocol
-(L{ChatProtocol}), so that other front ends and other room back ends can
-come later without touching either.
+(L{ChatProtocol}); the web page and IRC are front ends on the same rooms
+(L{FrontEndFactory}), and Redis another room back end.
 """
 
 from .events import ChatEvent, EventBatch
 from .interfaces import ChatError, IChatClient, IChatMember, IChatRoom, IChatServer
-from .protocol import ChatFactory, ChatProtocol
+from .protocol import ChatFactory, ChatProtocol, FrontEndFactory
 from .rooms import ChatRoom, ChatServer
 from .session import ChatSession
 
@@ -23,6 +23,7 @@ __all__ = [
     "ChatRoom",
     "ChatServer",
     "EventBatch",
+    "FrontEndFactory",
     "IChatMember",
     "IChatRoom",
     "IChatServer",

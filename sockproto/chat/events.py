@@ -50,6 +50,7 @@ class EventBatch:
     events: Tuple[ChatEvent, ...]
     _rendered: Dict[object, bytes] = field(default_factory=dict, repr=False)
     _senders: Optional[FrozenSet[str]] = field(default=None, repr=False)
+    _kinds: Optional[FrozenSet[str]] = field(default=None, repr=False)
 
     @property
     def senders(self) -> FrozenSet[str]:
@@ -61,6 +62,15 @@ class EventBatch:
         if self._senders is None:
             self._senders = frozenset(event.nick for event in self.events)
         return self._senders
+
+    @property
+    def kinds(self) -> FrozenSet[str]:
+        """
+        The kinds of the events in this batch, computed once.
+        """
+        if self._kinds is None:
+            self._kinds = frozenset(event.kind for event in self.events)
+        return self._kinds
 
     def rendered(self, key: object, render: Render) -> bytes:
         """

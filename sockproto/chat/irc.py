@@ -27,7 +27,7 @@ from .. import __version__
 from ..text import sanitize
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatRoom
-from .protocol import ChatFactory, ChatProtocol
+from .protocol import ChatFactory, ChatProtocol, FrontEndFactory
 from .rooms import valid_nick, valid_room
 from .session import ChatSession
 
@@ -90,15 +90,9 @@ class IrcSession(ChatSession):
             return
         self.joined = True
 
-    def end(self) -> None:
-        self.ended = True
-        self._queue = None
-        if not self.joined:
-            return
-        self.joined = False
-        self._logFailure(self.server.unregister(self.client))
+    def leaveAll(self, reason: str) -> None:
         for name in list(self.rooms):
-            self.leave(name, self.quitReason)
+            self.leave(name, reason)
 
     def joinRoom(self, name: str) -> "Deferred[Optional[IChatRoom]]":
         """
@@ -768,7 +762,7 @@ class IrcChatProtocol(ChatProtocol):
         self.numeric("417", "Input line was too long")
 
 
-class IrcChatFactory(ChatFactory):
+class IrcChatFactory(FrontEndFactory):
     """
     The IRC port of a chat: serves L{IrcChatProtocol}, in the rooms of
     C{chat}, with its limits; idle clients are pinged after
@@ -784,21 +778,4 @@ class IrcChatFactory(ChatFactory):
     pingInterval = 120.0
 
     def __init__(self, chat: ChatFactory) -> None:
-        super().__init__(
-            chat.server,
-            maxLineLength=512,
-            rateLimit=chat.rateLimit,
-            maxOutput=chat.maxOutput,
-            maxConnections=chat.maxConnections,
-            maxPerPeer=chat.maxPerPeer,
-            timeout=self.pingInterval,
-            clock=chat.clock,
-        )
-        self.chat = chat
-        self.accounts = chat.accounts
-
-    def reload(self) -> None:
-        pass  # the chat's factory reads the accounts again
-
-    def supportServices(self) -> List[Any]:
-        return []  # the chat's own factory runs them
+        super().__init__(chat, maxLineLength=512, timeout=self.pingInterval)

@@ -8,7 +8,7 @@ you as everyone sees them, which is how you know the server took them.
 """
 
 import socket
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
@@ -26,6 +26,7 @@ from .session import ChatSession
 __all__ = [
     "ChatFactory",
     "ChatProtocol",
+    "FrontEndFactory",
     "NOTICE",
     "UnsupportedCheckerError",
     "unforgeable",
@@ -149,13 +150,22 @@ class ChatProtocol(LineProtocol):
         """
         Called when a line is over the limit: it is dropped.
         """
-        limit = self.factory.maxLineLength
+        self.tooLong("line", length, "bytes", self.factory.maxLineLength)
+
+    def tooLong(self, what: str, length: int, unit: str, limit: int) -> None:
+        """
+        Tell the user, and the log, that C{what} (a line, a message) of
+        C{length} C{unit} was over C{limit} and dropped.
+        """
         self.log.info(
-            "chat: {peer} sent a line of {length} bytes: dropped",
+            "{service}: {peer} sent a {what} of {length} {unit}: dropped",
+            service=self.factory.serviceName,
             peer=self.peer,
+            what=what,
             length=length,
+            unit=unit,
         )
-        self.error(f"line too long ({length} bytes, limit {limit}): dropped")
+        self.error(f"{what} too long ({length} {unit}, limit {limit}): dropped")
 
     def overflow(self) -> None:
         """
@@ -431,3 +441,36 @@ class ChatFactory(LineFactory):
     def supportServices(self) -> List[IService]:
         service = getattr(self.server, "service", None)
         return [service] if service is not None else []
+
+
+class FrontEndFactory(ChatFactory):
+    """
+    Another front end of a chat (a web page, IRC): its members are in the
+    rooms of C{chat}, with the same accounts and limits.  The chat's own
+    factory reads the accounts again and runs the support services.
+    """
+
+    def __init__(self, chat: ChatFactory, **overrides: Any) -> None:
+        """
+        @param overrides: limits of this front end's own (C{timeout},
+            C{maxLineLength}, ...) instead of C{chat}'s.
+        """
+        limits: Dict[str, Any] = {
+            "maxLineLength": chat.maxLineLength,
+            "rateLimit": chat.rateLimit,
+            "maxOutput": chat.maxOutput,
+            "maxConnections": chat.maxConnections,
+            "maxPerPeer": chat.maxPerPeer,
+            "timeout": chat.timeout,
+            "clock": chat.clock,
+        }
+        limits.update(overrides)
+        super().__init__(chat.server, **limits)
+        self.chat = chat
+        self.accounts = chat.accounts
+
+    def reload(self) -> None:
+        pass
+
+    def supportServices(self) -> List[IService]:
+        return []

@@ -132,7 +132,7 @@ class ChatSession:
             return
         self.joined = False
         self._logFailure(self.server.unregister(self.client))
-        self.leaveRoom(self.quitReason)
+        self.leaveAll(self.quitReason)
 
     # --- input ------------------------------------------------------------
 
@@ -473,6 +473,12 @@ class ChatSession:
                 self.client.history(room.name, history)
 
         return room.nicks().addCallback(greet)
+
+    def leaveAll(self, reason: str) -> None:
+        """
+        Leave every room the user is in, with C{reason}, as the user goes.
+        """
+        self.leaveRoom(reason)
 
     def leaveRoom(self, reason: str) -> None:
         """

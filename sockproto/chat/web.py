@@ -50,9 +50,9 @@ from zope.interface import implementer
 
 from ..lines import LineTooLong, Overflow
 from ..text import sanitize
-from .events import ChatEvent
+from .events import JOIN, LEAVE, NICK, ChatEvent, EventBatch
 from .interfaces import ChatError
-from .protocol import ChatFactory, ChatProtocol
+from .protocol import ChatFactory, ChatProtocol, FrontEndFactory
 
 __all__ = ["WebChatFactory", "WebChatProtocol", "event_json", "text_frame"]
 
@@ -72,6 +72,8 @@ BINARY = object()
 """A binary message, among the text messages: answered with an error."""
 
 # Close codes (RFC 6455, 7.4.1).
+MOVES = frozenset([JOIN, LEAVE, NICK])
+"""The kinds of event after which a member's nickname or room may differ."""
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
@@ -424,11 +426,18 @@ class WebChatProtocol(ChatProtocol):
     def error(self, text: str) -> None:
         self.direct(message(type="error", text=text))
 
+    def deliver(self, batch: EventBatch) -> None:
+        if self.websocket is None or self.transport.disconnecting:
+            return
+        data = batch.rendered(type(self), self.renderEvents)
+        if not batch.kinds.isdisjoint(MOVES):
+            data += self.youChanged()
+        super().writeOut(data)
+
     def writeOut(self, data: bytes) -> None:
         if self.websocket is None:
             return  # still HTTP: chat output has nowhere to go
-        you = self.youChanged()
-        super().writeOut(data + you if you else data)
+        super().writeOut(data + self.youChanged())
 
     def youChanged(self) -> bytes:
         """
@@ -454,13 +463,7 @@ class WebChatProtocol(ChatProtocol):
         """
         A whole message over L{WebChatFactory.maxMessage}: dropped.
         """
-        limit = self.factory.maxMessage
-        self.log.info(
-            "web: {peer} sent a message of {length} characters: dropped",
-            peer=self.peer,
-            length=length,
-        )
-        self.error(f"message too long ({length} characters, limit {limit}): dropped")
+        self.tooLong("message", length, "characters", self.factory.maxMessage)
 
     def overflow(self) -> None:
         self.closeCode = TOO_BIG
@@ -489,7 +492,7 @@ class WebChatProtocol(ChatProtocol):
 
 
 @implementer(IProtocolNegotiationFactory)
-class WebChatFactory(ChatFactory):
+class WebChatFactory(FrontEndFactory):
     """
     The web port of a chat: serves L{WebChatProtocol}, in the rooms of
     C{chat}, with its limits.
@@ -517,18 +520,7 @@ class WebChatFactory(ChatFactory):
     """Seconds an HTTP connection may stay idle (a WebSocket: see timeout)."""
 
     def __init__(self, chat: ChatFactory, origins: Sequence[str] = ()) -> None:
-        super().__init__(
-            chat.server,
-            maxLineLength=chat.maxLineLength,
-            rateLimit=chat.rateLimit,
-            maxOutput=chat.maxOutput,
-            maxConnections=chat.maxConnections,
-            maxPerPeer=chat.maxPerPeer,
-            timeout=chat.timeout,
-            clock=chat.clock,
-        )
-        self.chat = chat
-        self.accounts = chat.accounts
+        super().__init__(chat)
         self.origins: Set[str] = set(origins)
         self.site = build_site(origins, self.httpTimeout, self.clock)
 
@@ -547,9 +539,3 @@ class WebChatFactory(ChatFactory):
 
     def buildSession(self, client: ChatProtocol) -> Any:
         return self.chat.buildSession(client)
-
-    def reload(self) -> None:
-        pass  # the chat's factory reads the accounts again
-
-    def supportServices(self) -> List[Any]:
-        return []  # the chat's own factory runs them
