@@ -6,7 +6,7 @@ run it, over loopback.
 import os
 import re
 import signal
-from typing import Any, List, Set
+from typing import Any, Callable, List, Set
 
 from twisted.internet import reactor, utils
 from twisted.internet.defer import inlineCallbacks
@@ -15,7 +15,6 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from sockproto.testing import (
     REDIS_MISSING,
-    LineClient,
     RedisServer,
     TwistdProcess,
     connect_line_client,
@@ -39,6 +38,32 @@ def workers_serving(process: TwistdProcess) -> Set[int]:
     return {int(m.group(1)) for m in _WORKER.finditer(process.output)}
 
 
+def line_client(host: str, port: int, number: int) -> Any:
+    return connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+
+
+@inlineCallbacks
+def browser(host: str, port: int, number: int) -> Any:
+    """
+    A browser's WebSocket, once the chat greeted it.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, host, port)
+    client = yield connect_websocket(endpoint, host=f"{host}:{port}")
+    yield client.expect("you")
+    return client
+
+
+@inlineCallbacks
+def irc_client(host: str, port: int, number: int) -> Any:
+    """
+    An IRC client called irc<number>, once it joined #lobby.
+    """
+    client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+    client.send(f"NICK irc{number}\r\nUSER u 0 * :u\r\nJOIN #lobby")
+    yield client.expect("JOIN #lobby")
+    return client
+
+
 class WorkersTests(TestCase):
     timeout = 90
 
@@ -54,11 +79,20 @@ class WorkersTests(TestCase):
         return process
 
     @inlineCallbacks
-    def connectUntilBothWorkersServe(self, process: TwistdProcess, service: str) -> Any:
+    def connectUntilBothWorkersServe(
+        self,
+        process: TwistdProcess,
+        service: str,
+        connect: Callable[[str, int, int], Any] = line_client,
+    ) -> Any:
+        """
+        Connect clients to C{service}'s port, with C{connect(host, port,
+        number)}, until both workers have taken one; return the clients.
+        """
         host, port = process.address(service)
-        clients: List[LineClient] = []
-        for _ in range(200):
-            client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
+        clients: List[Any] = []
+        for number in range(200):
+            client = yield connect(host, port, number)
             self.addCleanup(client.transport.loseConnection)
             clients.append(client)
             yield wait_for(lambda: len(_WORKER.findall(process.output)) >= len(clients))
@@ -131,18 +165,7 @@ class WorkersTests(TestCase):
             *("--max-per-peer", "0"),  # one worker may take many in a row
         )
         self.assertIn(b"web in 2 workers", process.output)
-        host, port = process.address("web")
-        browsers = []
-        for _ in range(200):
-            browser = yield connect_websocket(
-                TCP4ClientEndpoint(reactor, host, port), host=f"{host}:{port}"
-            )
-            self.addCleanup(browser.transport.loseConnection)
-            yield browser.expect("you")
-            browsers.append(browser)
-            if workers_serving(process) == {1, 2}:
-                break
-        self.assertEqual(workers_serving(process), {1, 2})
+        browsers = yield self.connectUntilBothWorkersServe(process, "web", browser)
         first, last = browsers[0], browsers[-1]  # on two workers
         first.say("/nick webby")
         yield last.expect("nick", timeout=10)
@@ -162,17 +185,7 @@ class WorkersTests(TestCase):
             *("chat", "--workers", "2", "--listen", LOCAL, "--irc", LOCAL),
             *("--max-per-peer", "0"),  # one worker may take many in a row
         )
-        host, port = process.address("irc")
-        clients: List[LineClient] = []
-        for number in range(200):
-            client = yield connect_line_client(TCP4ClientEndpoint(reactor, host, port))
-            self.addCleanup(client.transport.loseConnection)
-            client.send(f"NICK irc{number}\r\nUSER u 0 * :u\r\nJOIN #lobby")
-            yield client.expect("JOIN #lobby")
-            clients.append(client)
-            if workers_serving(process) == {1, 2}:
-                break
-        self.assertEqual(workers_serving(process), {1, 2})
+        clients = yield self.connectUntilBothWorkersServe(process, "irc", irc_client)
         first, last = clients[0], clients[-1]  # on two workers
         first.send("PRIVMSG #lobby :hello across workers")
         yield last.expect(":irc0!irc0@sockproto PRIVMSG #lobby :hello across workers")
