@@ -827,7 +827,9 @@ def main() -> None:
     )
     options = parser.parse_args()
     global OTHER_PYTHON
-    OTHER_PYTHON = options.python
+    # Absolute (the servers run in benchmarks/), symbolic links kept (the
+    # python of a virtual environment is one).
+    OTHER_PYTHON = os.path.abspath(options.python) if options.python else None
     unknown = set(options.only.split(",")) - PARTS
     if unknown:
         parser.error(

@@ -35,6 +35,8 @@ __all__ = [
     "TokenBucket",
     "default_max_connections",
     "default_reactor",
+    "no_delay",
+    "send_now",
     "tcp_idle",
     "peer_key",
 ]
@@ -136,6 +138,35 @@ def tcp_idle(transport: Any) -> bool:
     )
 
 
+def no_delay(transport: Any) -> None:
+    """
+    Turn off Nagle's algorithm on C{transport}'s socket, if it is TCP (or
+    TLS over TCP).
+    """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is None:
+        return
+    try:
+        setTcpNoDelay(True)
+    except OSError:  # a UNIX socket
+        pass
+
+
+def send_now(transport: Any, data: bytes) -> bytes:
+    """
+    Send what the socket of the plain TCP C{transport} takes of C{data} at
+    once, in one system call, and return the rest.  (Twisted's
+    C{writeSomeData} sends 128 KiB at most a call.)  On any error, send
+    nothing: C{transport.write} then meets the error and closes the
+    connection as Twisted does.
+    """
+    try:
+        sent = transport.getHandle().send(data)
+    except OSError:  # full (EAGAIN), or the connection is lost
+        return data
+    return data[sent:]
+
+
 def default_reactor() -> Any:
     """
     The global reactor, imported only when first needed, so that importing
@@ -202,6 +233,14 @@ class ServiceProtocol(Protocol, TimeoutMixin):
 
     _eager = False
 
+    noDelay = True
+    """
+    Send small writes at once (C{TCP_NODELAY}), as asyncio does: what a
+    protocol writes is already whole (a line, a batch, an echo), and
+    Nagle's algorithm would hold its last partial segment until the peer
+    acknowledges the previous one.
+    """
+
     def connectionMade(self) -> None:
         """
         Record the peer, tell the factory, and start the idle timer (the
@@ -210,6 +249,8 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         # Plain TCP only: TLS and other transports keep their own buffers.
         writeSomeData = getattr(type(self.transport), "writeSomeData", None)
         self._eager = writeSomeData is tcp.Connection.writeSomeData
+        if self.noDelay:
+            no_delay(self.transport)
         host = getattr(self.transport.getPeer(), "host", None)
         # Interned: thousands of connections from one host share one string.
         self.peerHost = sys.intern(host) if isinstance(host, str) else None
@@ -305,12 +346,9 @@ class ServiceProtocol(Protocol, TimeoutMixin):
         self.factory.stats.bytesOut += len(data)
         transport = self.transport
         if self._eager and tcp_idle(transport):
-            sent = transport.writeSomeData(data)
-            if isinstance(sent, int):
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            # else the connection is lost: write() below notices
+            data = send_now(transport, data)
+            if not data:
+                return
         transport.write(data)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:

@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+MIN_READ = 64 * 1024
+"""What Twisted reads from a socket at a time (C{bufferSize})."""
+
+
 @implementer(IHalfCloseableProtocol)
 class EchoProtocol(ServiceProtocol):
     """
@@ -35,15 +39,25 @@ class EchoProtocol(ServiceProtocol):
 
     Flow control: the transport is registered as its own producer, so when
     the peer does not read and the unsent output passes the transport's
-    C{bufferSize} (64 KiB), the transport stops reading from the peer, and
-    starts again once the output has drained.  A client that never reads
-    therefore costs the server a bounded amount of memory.
+    C{bufferSize} (L{readSize} on plain TCP), the transport stops reading
+    from the peer, and starts again once the output has drained.  A client
+    that never reads therefore costs the server a bounded amount of memory.
+    """
+
+    readSize = 256 * 1024
+    """
+    On plain TCP, the most read from the socket at a time.  Twisted reads
+    64 KiB; while the peer keeps sending more, reads grow (up to this), as
+    fewer, larger reads and sends move bulk data faster.  Small messages
+    keep small reads: a large read buffer costs each read its allocation.
     """
 
     _transform: Optional[Callable[[bytes], bytes]] = None
+    _adaptive = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self._adaptive = self._eager and self.readSize > MIN_READ
         self.transport.registerProducer(self.transport, True)
         # Only a transform other than the identity costs a call per chunk;
         # one set on the instance counts as much as one on a subclass.
@@ -56,7 +70,11 @@ class EchoProtocol(ServiceProtocol):
         Called with each chunk received; writes back L{transform}C{(data)}.
         """
         # The hot path: no call that is not needed.
-        self.factory.stats.bytesIn += len(data)
+        size = len(data)
+        self.factory.stats.bytesIn += size
+        if self._adaptive:
+            # The next read: twice this one, from Twisted's 64 KiB to readSize.
+            self.transport.bufferSize = min(max(2 * size, MIN_READ), self.readSize)
         if self.timeOut is not None:
             self.resetTimeout()
         if self._transform is not None:

@@ -1,9 +1,11 @@
 import hashlib
 import os
+import socket
 from typing import Any, List
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -18,7 +20,13 @@ from sockproto.echo import (
     EchoProtocol,
     UDPEchoService,
 )
-from sockproto.testing import connect, listen_on_loopback, written
+from sockproto.testing import (
+    connect,
+    listen_on_loopback,
+    temporary_directory,
+    wait_for,
+    written,
+)
 
 
 class EchoUnitTests(SynchronousTestCase):
@@ -102,6 +110,7 @@ class Collector(Protocol):
 class CountingEcho(EchoProtocol):
     def dataReceived(self, data: bytes) -> None:
         self.factory.received += len(data)  # type: ignore[attr-defined]
+        self.factory.largest = max(self.factory.largest, len(data))  # type: ignore
         super().dataReceived(data)
 
 
@@ -127,6 +136,41 @@ class EchoLoopbackTests(TestCase):
         yield client.closed
         self.assertEqual(b"".join(client.chunks), data)
 
+    def countChunks(self) -> None:
+        self.factory.protocol = CountingEcho
+        self.factory.received = 0  # type: ignore[attr-defined]
+        self.factory.largest = 0  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_reads_grow_for_bulk_data_and_shrink_for_small_messages(self) -> Any:
+        """
+        While the peer sends more than a read takes, reads grow from
+        Twisted's 64 KiB up to C{readSize}; a small message brings them back.
+        """
+        self.countChunks()
+        client = yield self.connectClient()
+        data = os.urandom(8 << 20)
+        client.transport.write(data)
+        yield wait_for(lambda: sum(map(len, client.chunks)) == len(data))
+        self.assertGreater(self.factory.largest, 64 * 1024)  # type: ignore
+        self.assertLessEqual(self.factory.largest, EchoProtocol.readSize)  # type: ignore
+        [server] = self.factory.connections
+        client.transport.write(b"small")
+        yield wait_for(lambda: sum(map(len, client.chunks)) == len(data) + 5)
+        self.assertEqual(server.transport.bufferSize, 64 * 1024)
+        self.assertEqual(b"".join(client.chunks), data + b"small")
+
+    @inlineCallbacks
+    def test_small_writes_are_not_delayed(self) -> Any:
+        """
+        The server's socket has Nagle's algorithm off (C{TCP_NODELAY}).
+        """
+        yield self.connectClient()
+        yield wait_for(lambda: len(self.factory.connections) == 1)
+        [server] = self.factory.connections
+        handle = server.transport.getHandle()
+        self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
     @inlineCallbacks
     def test_client_that_does_not_read_costs_bounded_memory(self) -> Any:
         """
@@ -134,8 +178,7 @@ class EchoLoopbackTests(TestCase):
         once its output backs up, so it holds far less than 50 MB, and once
         the client reads again every byte comes back.
         """
-        self.factory.protocol = CountingEcho
-        self.factory.received = 0  # type: ignore[attr-defined]
+        self.countChunks()
         size = 50 * (1 << 20)
         data = os.urandom(1 << 20) * 50
         client = yield self.connectClient()
@@ -143,7 +186,7 @@ class EchoLoopbackTests(TestCase):
         client.transport.write(data)
         stalled = yield wait_until_stable(lambda: self.factory.received)  # type: ignore
         # What the server took is what the kernel buffers of the two sockets
-        # hold plus the server's own bound (64 KiB of output, one read).
+        # hold plus the server's own bound (256 KiB of output, one read).
         self.assertLess(stalled, 16 * (1 << 20), f"server read {stalled} bytes")
         print(
             f"\nserver read {stalled} of {size} bytes while the client was not reading"
@@ -154,6 +197,26 @@ class EchoLoopbackTests(TestCase):
         echoed = b"".join(client.chunks)
         self.assertEqual(len(echoed), size)
         self.assertEqual(hashlib.sha256(echoed).digest(), hashlib.sha256(data).digest())
+
+
+class EchoUnixSocketTests(TestCase):
+    @inlineCallbacks
+    def test_echo_over_a_unix_socket(self) -> Any:
+        """
+        A UNIX socket is no TCP socket (no C{TCP_NODELAY}): echo works there
+        all the same, bulk data included.
+        """
+        path = os.path.join(temporary_directory(self), "echo.sock")
+        port = yield serverFromString(reactor, f"unix:{path}").listen(EchoFactory())
+        self.addCleanup(port.stopListening)
+        client = Collector()
+        endpoint = clientFromString(reactor, f"unix:{path}")
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        data = os.urandom(1 << 20)
+        client.transport.write(data)
+        client.transport.loseWriteConnection()
+        yield client.closed
+        self.assertEqual(b"".join(client.chunks), data)
 
 
 @inlineCallbacks

@@ -21,6 +21,7 @@ from sockproto.base import (
     ServiceFactory,
     default_max_connections,
     peer_key,
+    send_now,
     tcp_idle,
 )
 from sockproto.chat import ChatFactory, ChatServer
@@ -235,3 +236,48 @@ class TcpIdleTests(TestCase):
         self.assertFalse(tcp_idle(transport))
         transport.loseConnection()
         self.assertFalse(tcp_idle(transport))
+
+
+class FakeSocket:
+    """
+    A socket whose C{send} takes at most C{room} bytes, or raises C{error}.
+    """
+
+    def __init__(self, room: int = 1 << 30, error: Any = None) -> None:
+        self.room, self.error = room, error
+        self.calls: List[int] = []
+
+    def send(self, data: bytes) -> int:
+        self.calls.append(len(data))
+        if self.error is not None:
+            raise self.error
+        return min(len(data), self.room)
+
+
+class FakeTcpTransport:
+    def __init__(self, sock: FakeSocket) -> None:
+        self.sock = sock
+
+    def getHandle(self) -> FakeSocket:
+        return self.sock
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    L{send_now}: one system call, whatever the size; the rest is returned.
+    """
+
+    def test_a_large_write_is_one_send(self) -> None:
+        sock = FakeSocket()
+        data = b"x" * (300 * 1024)  # more than Twisted's 128 KiB a call
+        self.assertEqual(send_now(FakeTcpTransport(sock), data), b"")
+        self.assertEqual(sock.calls, [len(data)])
+
+    def test_what_the_socket_does_not_take_is_returned(self) -> None:
+        sock = FakeSocket(room=3)
+        self.assertEqual(send_now(FakeTcpTransport(sock), b"abcdef"), b"def")
+
+    def test_a_full_socket_or_an_error_sends_nothing(self) -> None:
+        for error in [BlockingIOError(), ConnectionResetError(), BrokenPipeError()]:
+            sock = FakeSocket(error=error)
+            self.assertEqual(send_now(FakeTcpTransport(sock), b"abc"), b"abc")
