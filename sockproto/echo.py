@@ -39,8 +39,9 @@ class EchoProtocol(ServiceProtocol):
 
     Flow control: the transport is registered as its own producer, so when
     the peer does not read and the unsent output passes the transport's
-    C{bufferSize} (L{readSize} on plain TCP), the transport stops reading
-    from the peer, and starts again once the output has drained.  A client
+    C{bufferSize} (64 KiB, up to L{readSize} while reads grow), the
+    transport stops reading from the peer, and starts again once the output
+    has drained.  A client
     that never reads therefore costs the server a bounded amount of memory.
     """
 
