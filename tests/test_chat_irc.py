@@ -14,6 +14,7 @@ from typing import Any, List, Tuple
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatFactory
@@ -303,9 +304,19 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(codes(self.alice.lines()), ["462", "462", "431", "432"])
         self.alice.send(b"PRIVMSG #dev :not joined\r\n\xff\xfe\r\n:\r\n")
         self.assertEqual(codes(self.alice.lines()), ["404", "421", "421"])
+        logged: List[str] = []
+
+        def observe(event: Any) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.alice.send(b"x" * 600 + b"\r\n")
         self.assertEqual(codes(self.alice.lines()), ["417"])
         self.assertFalse(self.alice.transport.disconnecting)
+        self.assertIn(
+            "irc: 127.0.0.1:1 sent a line of 601 bytes: dropped", logged
+        )  # CR too
 
     def test_an_idle_client_is_pinged_then_dropped(self) -> None:
         clock = self.chat.clock

@@ -759,6 +759,7 @@ class IrcChatProtocol(ChatProtocol):
         super().close()
 
     def lineTooLong(self, length: int) -> None:
+        self.logTooLong("line", length, "bytes")
         self.numeric("417", "Input line was too long")
 
 

@@ -157,6 +157,10 @@ class ChatProtocol(LineProtocol):
         Tell the user, and the log, that C{what} (a line, a message) of
         C{length} C{unit} was over C{limit} and dropped.
         """
+        self.logTooLong(what, length, unit)
+        self.error(f"{what} too long ({length} {unit}, limit {limit}): dropped")
+
+    def logTooLong(self, what: str, length: int, unit: str) -> None:
         self.log.info(
             "{service}: {peer} sent a {what} of {length} {unit}: dropped",
             service=self.factory.serviceName,
@@ -165,7 +169,6 @@ class ChatProtocol(LineProtocol):
             length=length,
             unit=unit,
         )
-        self.error(f"{what} too long ({length} {unit}, limit {limit}): dropped")
 
     def overflow(self) -> None:
         """
