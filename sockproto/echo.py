@@ -41,8 +41,8 @@ class EchoProtocol(ServiceProtocol):
     the peer does not read and the unsent output passes the transport's
     C{bufferSize} (64 KiB, up to L{readSize} while reads grow), the
     transport stops reading from the peer, and starts again once the output
-    has drained.  A client
-    that never reads therefore costs the server a bounded amount of memory.
+    has drained.  A client that never reads therefore costs the server a
+    bounded amount of memory.
     """
 
     readSize = 256 * 1024
