@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.application.service import IService
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -144,12 +145,9 @@ def no_delay(transport: Any) -> None:
     TLS over TCP).
     """
     setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
-    if setTcpNoDelay is None:
-        return
-    try:
+    overTcp = isinstance(transport.getHost(), (IPv4Address, IPv6Address))
+    if setTcpNoDelay is not None and overTcp:
         setTcpNoDelay(True)
-    except OSError:  # a UNIX socket
-        pass
 
 
 def send_now(transport: Any, data: bytes) -> bytes:

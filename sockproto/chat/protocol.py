@@ -473,7 +473,13 @@ class FrontEndFactory(ChatFactory):
         self.accounts = chat.accounts
 
     def reload(self) -> None:
-        pass
+        """
+        Nothing to read again: the chat's own factory reloads the accounts
+        this front end shares.
+        """
 
     def supportServices(self) -> List[IService]:
+        """
+        None of its own: the chat's own factory runs the back end's.
+        """
         return []
