@@ -42,8 +42,8 @@ class WelcomeTests(SynchronousTestCase):
             lines(a),
             [
                 "-!- Welcome to test chat, guest1. Type /help for commands.",
-                "-!- you are in #lobby, alone",
                 "-!- guest1 joined #lobby",
+                "-!- you are in #lobby, alone",
             ],
         )
         bob, b = chat.join()
@@ -56,12 +56,13 @@ class WelcomeTests(SynchronousTestCase):
         chat.send(alice, "one", "two", "three")
         bob, b = chat.join()
         self.assertEqual(
-            lines(b)[2:],
+            lines(b)[1:],
             [
+                "-!- guest2 joined #lobby",
+                "-!- you are in #lobby with guest1",
                 "-!- last 2 lines of #lobby:",
                 "<guest1> two",
                 "<guest1> three",
-                "-!- guest2 joined #lobby",
             ],
         )
 
@@ -179,7 +180,7 @@ class CommandTests(SynchronousTestCase):
         self.chat.send(self.alice, "/join #Games")
         self.assertEqual(lines(self.b), ["-!- guest1 left #lobby (joined #games)"])
         self.assertEqual(
-            lines(self.a), ["-!- you are in #games, alone", "-!- guest1 joined #games"]
+            lines(self.a), ["-!- guest1 joined #games", "-!- you are in #games, alone"]
         )
         self.chat.send(self.bob, "only lobby")
         self.assertEqual(lines(self.b), ["<guest2> only lobby"])

@@ -40,6 +40,7 @@ from .test_chat_behaviour import (
     SessionUser,
     User,
 )
+from .test_chat_rooms import Member
 from .test_metrics import need_prometheus_client, scrape
 
 _prefixes = itertools.count(1)
@@ -257,6 +258,54 @@ class SharedGuaranteeTests(ThreeNodes, TestCase):
         alice.send("/who")
         yield self.turn()
         self.assertEqual(alice.seen(), [("notice", "in #lobby (2): bob, alice")])
+
+    @inlineCallbacks
+    def test_a_nick_change_while_someone_joins_reaches_them(self) -> Any:
+        [bob] = yield self.named("bob")  # on node 0
+        room = self.servers[1].getRoom("lobby")
+        yield wait_for(lambda: room.synced.called)
+        asked = room.nicks
+
+        @inlineCallbacks
+        def askThenRename() -> Any:
+            # bob is renamed, and node 1 hears of it, just after node 1
+            # read who is in the room for alice
+            nicks = yield asked()
+            bob.send("/nick robert")
+            yield self.turn()
+            return nicks
+
+        room.nicks = askThenRename  # type: ignore[method-assign]
+        alice = LineUser(self.chats[1])
+        seen: List[Any] = []
+
+        def greeted() -> List[str]:
+            return [s[1] for s in seen if s[1].startswith("you are in")]
+
+        yield wait_for(lambda: seen.extend(alice.seen()) or greeted())
+        yield self.turn()
+        seen.extend(alice.seen())
+        [greeting] = greeted()
+        known = greeting.partition(" with ")[2].split(", ")
+        for event in seen:
+            if event[0] == "nick":
+                known = [event[2] if n == event[1] else n for n in known]
+        self.assertEqual(known, ["robert"], seen)
+
+    @inlineCallbacks
+    def test_leaving_before_the_join_completes_leaves_no_member_behind(self) -> Any:
+        [bob] = yield self.named("bob")  # on node 0
+        room = self.servers[1].getRoom("games")
+        self.assertFalse(room.synced.called)
+        ghost = Member("ghost")
+        joined = room.join(ghost)
+        yield room.leave(ghost, "gone")
+        history = yield joined
+        yield self.turn()
+        self.assertEqual((history, room.members), ([], {}))
+        nicks = yield room.nicks()
+        self.assertEqual(nicks, [])
+        self.assertEqual(bob.seen(), [])
 
     @inlineCallbacks
     def test_a_private_message_reaches_a_nick_on_another_node(self) -> Any:

@@ -9,7 +9,7 @@ session tells its L{IChatClient}; a new front end reuses all of it.
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -456,23 +456,29 @@ class ChatSession:
     def enter(self, room: IChatRoom) -> "Deferred[None]":
         """
         Join C{room}: show who is there, then its recent history.
+
+        Who is there is asked once joined, so that a change meanwhile (a
+        nickname, an arrival) is either in the answer or delivered after.
         """
+        if self.ended:  # gone while the back end answered
+            return succeed(None)
         self.room = room
 
-        def greet(others: List[str]) -> Optional["Deferred[None]"]:
+        def greet(nicks: List[str], history: List[Any]) -> None:
             if self.ended:
-                return None
+                return
+            others = [nick for nick in nicks if nick != self.client.nick]
             limit = self.maxNicksOnEntering
             shown = ", ".join(others[:limit]) + (" ..." if len(others) > limit else "")
             where = f"you are in #{room.name}"
             self.notice(where + (f" with {shown}" if others else ", alone"))
-            return room.join(self.client).addCallback(showHistory)
-
-        def showHistory(history: List[Any]) -> None:
             if history:
                 self.client.history(room.name, history)
 
-        return room.nicks().addCallback(greet)
+        def joined(history: List[Any]) -> "Deferred[None]":
+            return room.nicks().addCallback(greet, history)
+
+        return room.join(self.client).addCallback(joined)
 
     def leaveAll(self, reason: str) -> None:
         """

@@ -207,6 +207,7 @@ class SharedRoom(ChatRoom):
         self._incomingCall: Optional[IDelayedCall] = None
         self._syncing = True
         self._queue: List[Tuple[int, List[ChatEvent]]] = []
+        self._arriving: Dict[int, IChatMember] = {}
         self.synced: Deferred[None] = Deferred()
 
     def key(self, suffix: str) -> str:
@@ -221,6 +222,7 @@ class SharedRoom(ChatRoom):
         # Once the room's channel is subscribed and synced, everything
         # published from then on reaches this process: only then does the
         # member arrive, and its history end where live delivery starts.
+        self._arriving[id(member)] = member
         return self._whenSynced().addCallback(lambda _: self._arrive(member))
 
     def _whenSynced(self) -> "Deferred[None]":
@@ -236,6 +238,8 @@ class SharedRoom(ChatRoom):
         return d
 
     def _arrive(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
+        if self._arriving.pop(id(member), None) is None:
+            return succeed([])  # it left meanwhile
         if not self.server.up:
             return ChatRoom.join(self, member)
         self.flush()
@@ -274,10 +278,11 @@ class SharedRoom(ChatRoom):
         return d.addCallback(lines)
 
     def remove(self, member: IChatMember, reason: str) -> None:
+        arriving = self._arriving.pop(id(member), None) is not None
         if not self.server.up:
             return super().remove(member, reason)
         self.flush()
-        if self.members.pop(id(member), None) is None:
+        if self.members.pop(id(member), None) is None and not arriving:
             return
         default = "1" if self.name == self.server.defaultRoom else "0"
         server = self.server
@@ -286,9 +291,10 @@ class SharedRoom(ChatRoom):
         d = self.server.execute(
             "EVAL", _LEAVE, 4, *keys, member.nick, self.name, default
         )
-        d.addCallback(self._left, member.nick, reason)
+        if not arriving:  # else its arrival was never announced
+            d.addCallback(self._left, member.nick, reason)
         d.addErrback(self.server.logFailure, "leaving #" + self.name)
-        if not self.members and self.emptied is not None:
+        if not (self.members or self._arriving) and self.emptied is not None:
             self.emptied(self)
 
     def _left(self, remaining: int, nick: str, reason: str) -> None:
