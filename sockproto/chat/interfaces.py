@@ -128,6 +128,11 @@ class IChatRoom(Interface):
         """
         The nicknames of the members, in the order they joined.
 
+        Asked once a member's L{join} has fired, the answer is read after
+        the join, and every change after the join (a nickname, an arrival)
+        is delivered to the member: it misses nothing.  Asked before, on a
+        shared back end, the answer can miss a change made meanwhile.
+
         @rtype: L{Deferred} firing with a list of str
         """
 
