@@ -131,8 +131,9 @@ def implementation(python: str) -> str:
 LISTEN = f"tcp:0:interface={LOOPBACK}:backlog=1024"
 # Every feature of the chat stays on: the rate limit counts each line, with
 # a limit (lines a second per client) that no run here reaches, so that it
-# costs what it costs and slows nobody.
+# costs what it costs and slows nobody.  Every client comes from one address.
 RATE_LIMIT = ("--rate-limit", "1000")
+CHAT_LIMITS = (*RATE_LIMIT, "--max-per-peer", "0")
 
 
 def sockproto_echo(python: Optional[str] = None) -> Server:
@@ -145,15 +146,7 @@ def sockproto_echo(python: Optional[str] = None) -> Server:
 
 
 def sockproto_chat(python: Optional[str] = None) -> Server:
-    command = twistd(
-        "chat",
-        "--listen",
-        LISTEN,
-        *RATE_LIMIT,
-        "--max-per-peer",
-        "0",
-        python=python,
-    )
+    command = twistd("chat", "--listen", LISTEN, *CHAT_LIMITS, python=python)
     command.remove("--logfile=/dev/null")
     label = "sockproto chat" + (f" ({implementation(python)})" if python else "")
     return Server(label, command, r"chat listening on [\d.]+:(\d+)")
@@ -598,8 +591,7 @@ def metrics_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
             extra = []
             if mode == "on":
                 extra = ["--metrics", f"tcp:{metricsPort}:interface={LOOPBACK}"]
-            command = twistd("chat", "--listen", LISTEN, *RATE_LIMIT)
-            command += ["--max-per-peer", "0", *extra]
+            command = twistd("chat", "--listen", LISTEN, *CHAT_LIMITS, *extra)
             command.remove("--logfile=/dev/null")
             server = Server(
                 f"chat, metrics {mode}", command, r"chat listening on [\d.]+:(\d+)"
@@ -649,7 +641,7 @@ def front_end_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
     for _ in range(rounds):
         for mode, (service, hello) in FRONT_ENDS.items():
             command = twistd("chat", "--listen", LISTEN, "--web", LISTEN)
-            command += ["--irc", LISTEN, *RATE_LIMIT, "--max-per-peer", "0"]
+            command += ["--irc", LISTEN, *CHAT_LIMITS]
             command.remove("--logfile=/dev/null")
             pattern = service + r" listening on [\d.]+:(\d+)"
             server = Server(f"chat over {mode}", command, pattern)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.internet import UDPServer
 from twisted.application.service import IService
+from twisted.internet import tcp
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
@@ -28,8 +29,8 @@ __all__ = [
 ]
 
 
-MIN_READ = 64 * 1024
-"""What Twisted reads from a socket at a time (C{bufferSize})."""
+MIN_READ: int = tcp.Connection.bufferSize
+"""What Twisted reads from a socket at a time (64 KiB)."""
 
 
 @implementer(IHalfCloseableProtocol)
