@@ -628,9 +628,9 @@ def shared_table(shared: Dict[str, Any]) -> List[str]:
 
 
 METRICS_RATE = 48000
-"""Lines/s offered in the --metrics rows: near what one process sustains,
-where a cost would show in the median latency (each reactor turn longer)
-before it shows in deliveries."""
+"""Lines/s offered in the --metrics rows: a high load that the load
+generator still drives with room to spare, where a cost would show in the
+median latency (each reactor turn longer) before it shows in deliveries."""
 
 
 def metrics_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
