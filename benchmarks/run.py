@@ -583,10 +583,12 @@ def shared_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
             return workers_server("chat", workers, *RATE_LIMIT)
 
         rate, trials = sustainable_rate(programs, start, "none", 500, seconds, top)
-        at4000 = next((t for t in trials if t["rate"] == 4000), None)
+        # The last trial at 4,000: the one that decided (a retry, after a miss).
+        at4000 = next((t for t in reversed(trials) if t["rate"] == 4000), None)
         if at4000 is None:  # the search failed below 4,000
             server = start()
             try:
+                warm_chat(programs, server, "none")
                 at4000 = chat_trial(programs, server, "none", 500, 4000, seconds)
             finally:
                 server.stop()
