@@ -21,8 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
@@ -58,15 +59,9 @@ class Server:
     """
 
     def __init__(
-        self,
-        name: str,
-        command: List[str],
-        pattern: str,
-        cpus: set = SERVER_CPU,
-        jit: bool = False,
+        self, name: str, command: List[str], pattern: str, cpus: set = SERVER_CPU
     ) -> None:
         self.name = name
-        self.jit = jit  # runs on another interpreter (--python): warm it first
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -148,7 +143,7 @@ def sockproto_echo(python: Optional[str] = None) -> Server:
     command = twistd("echo", "--listen", LISTEN, "--max-per-peer", "0", python=python)
     command.remove("--logfile=/dev/null")
     label = "sockproto echo" + (f" ({implementation(python)})" if python else "")
-    return Server(label, command, r"echo listening on [\d.]+:(\d+)", jit=bool(python))
+    return Server(label, command, r"echo listening on [\d.]+:(\d+)")
 
 
 def sockproto_chat(python: Optional[str] = None) -> Server:
@@ -160,12 +155,11 @@ def sockproto_chat(python: Optional[str] = None) -> Server:
 
 def warm_echo(programs: Dict[str, str], server: Server) -> Server:
     """
-    C{server}, after a second of each load if it runs on another
-    interpreter (a JIT compiles the hot paths first).
+    C{server} (on another interpreter), after a second of each load: a JIT
+    compiles the hot paths first.
     """
-    if server.jit:
-        loadgen(programs, "echo", LOOPBACK, server.port, 10, 64, 1, 1.0)
-        loadgen(programs, "echo", LOOPBACK, server.port, 10, 65536, 4, 1.0)
+    loadgen(programs, "echo", LOOPBACK, server.port, 10, 64, 1, 1.0)
+    loadgen(programs, "echo", LOOPBACK, server.port, 10, 65536, 4, 1.0)
     return server
 
 
@@ -188,6 +182,25 @@ def warm_chat(programs: Dict[str, str], server: Server, hello: str) -> None:
         except RuntimeError:
             pass  # overloaded, or it fell over: the measured runs say so
         time.sleep(QUIET)
+
+
+@contextmanager
+def warmed(
+    programs: Dict[str, str], start: Callable[[], Optional[Server]], hello: str
+) -> Iterator[Optional[Server]]:
+    """
+    A chat server from C{start}, warmed, stopped on the way out; None if it
+    is not installed.
+    """
+    server = start()
+    if server is None:
+        yield None
+        return
+    try:
+        warm_chat(programs, server, hello)
+        yield server
+    finally:
+        server.stop()
 
 
 def peer(name: str, label: str) -> Server:
@@ -333,22 +346,20 @@ def chat_runs(
     """
     rows = []
     for label, start, hello in chat_servers(programs):
-        server = start()
-        if server is None:
-            rows += [
-                {"server": label, "clients": c, "rate": r, "missing": "not installed"}
-                for c in sizes
-                for r in rates
-            ]
-            continue
-        try:
-            warm_chat(programs, server, hello)
+        with warmed(programs, start, hello) as server:
             for clients in sizes:
                 for rate in rates:
-                    row = chat_trial(programs, server, hello, clients, rate, seconds, 0)
+                    if server is None:
+                        row = {
+                            "clients": clients,
+                            "rate": rate,
+                            "missing": "not installed",
+                        }
+                    else:
+                        row = chat_trial(
+                            programs, server, hello, clients, rate, seconds, 0
+                        )
                     rows.append({"server": label, **row})
-        finally:
-            server.stop()
     return rows
 
 
@@ -472,14 +483,10 @@ def sustainable_rate(
     most 100 ms: doubling from 1,000 until a rate fails (or C{top}), then
     two steps of bisection, all on one server, warmed first.
     """
-    server = start()
-    if server is None:
-        return 0, [{"missing": True, "rate": 1000, "complete": False}]
-    try:
-        warm_chat(programs, server, hello)
+    with warmed(programs, start, hello) as server:
+        if server is None:
+            return 0, [{"missing": True, "rate": 1000, "complete": False}]
         return search(programs, server, hello, clients, seconds, top)
-    finally:
-        server.stop()
 
 
 def search(
@@ -586,12 +593,9 @@ def shared_runs(programs: Dict[str, str], quick: bool) -> Dict[str, Any]:
         # The last trial at 4,000: the one that decided (a retry, after a miss).
         at4000 = next((t for t in reversed(trials) if t["rate"] == 4000), None)
         if at4000 is None:  # the search failed below 4,000
-            server = start()
-            try:
-                warm_chat(programs, server, "none")
-                at4000 = chat_trial(programs, server, "none", 500, 4000, seconds)
-            finally:
-                server.stop()
+            with warmed(programs, start, "none") as again:
+                assert again is not None  # workers_server always starts one
+                at4000 = chat_trial(programs, again, "none", 500, 4000, seconds)
         report["chat"][str(workers)] = {
             "sustainable_rate": rate,
             "at_4000": at4000,
