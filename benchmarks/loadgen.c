@@ -5,7 +5,8 @@
  *
  *   loadgen echo HOST PORT CONNS SIZE INFLIGHT SECONDS
  *       CONNS connections, each keeping INFLIGHT messages of SIZE bytes in
- *       flight; every echoed byte is compared with what was sent.
+ *       flight; every 8th message echoed is compared byte for byte with what
+ *       was sent, the rest are counted and dropped unread (MSG_TRUNC).
  *   loadgen chat HOST PORT CLIENTS RATE SECONDS HELLO [SETTLE]
  *       CLIENTS chat clients; RATE lines a second offered in all, round
  *       robin, each "m SENDER SEQ STAMP" (fixed-width hexadecimal, 23
@@ -195,6 +196,13 @@ typedef struct {
 
 static const unsigned char *pattern;
 
+/* One message in VERIFY_EVERY is compared byte for byte with what was sent;
+   the others are counted and dropped in the kernel (MSG_TRUNC, which TCP
+   takes to mean "discard"): copying every echoed byte out was more than
+   half of the load generator's time in bulk runs, which made it, not the
+   servers, the limit. */
+#define VERIFY_EVERY 8
+
 static const unsigned char *message_bytes(uint64_t k) { return pattern + (k & 0xff); }
 
 static int run_echo(const char *host, int port, int conns, size_t size, int inflight,
@@ -228,14 +236,21 @@ static int run_echo(const char *host, int port, int conns, size_t size, int infl
         for (int e = 0; e < n; e++) {
             echo_conn_t *k = &c[events[e].data.u32];
             if (events[e].events & EPOLLIN) {
-                ssize_t got = read(k->fd, buffer, 1 << 20);
+                /* A checked message is read on its own and compared; up to
+                   the next one, bytes are counted and dropped unread. */
+                uint64_t left = VERIFY_EVERY - k->recv_msgs % VERIFY_EVERY;
+                int check = left == VERIFY_EVERY;
+                size_t want = check ? size - k->recv_off : left * size - k->recv_off;
+                if (want > 1 << 20) want = 1 << 20;
+                ssize_t got = recv(k->fd, buffer, want, check ? 0 : MSG_TRUNC);
                 if (got == 0) die("server closed");
                 if (got < 0 && errno != EAGAIN) die("read");
                 size_t pos = 0;
                 while (got > 0 && pos < (size_t)got) {
                     size_t take = size - k->recv_off;
                     if (take > (size_t)got - pos) take = (size_t)got - pos;
-                    if (memcmp(buffer + pos, message_bytes(k->recv_msgs) + k->recv_off, take))
+                    if (check &&
+                        memcmp(buffer + pos, message_bytes(k->recv_msgs) + k->recv_off, take))
                         errors++;
                     pos += take;
                     k->recv_off += take;
