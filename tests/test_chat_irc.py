@@ -18,7 +18,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatFactory
-from sockproto.chat.irc import IrcChatFactory, irc_line
+from sockproto.chat.irc import IrcChatFactory, IrcChatProtocol, irc_line
 from sockproto.testing import (
     ChatOnClock,
     connect,
@@ -266,6 +266,31 @@ class CommandTests(SynchronousTestCase):
         self.alice.send(b"NICK alicia\r\n")
         self.assertEqual(self.alice.lines(), [":alice!alice@sockproto NICK alicia"])
         self.assertIn("alice is now known as alicia", self.lineIO.value().decode())
+
+    def test_a_batch_all_members_spoke_in_is_formatted_once(self) -> None:
+        clients = [IrcClient(self.chat, port) for port in range(2, 22)]
+        for number, client in enumerate(clients):
+            client.register(f"irc{number}")
+            client.send(b"JOIN #lobby\r\n")
+        for client in clients:
+            client.lines()
+        formatted = []
+        format = IrcChatProtocol.formatIrc
+
+        def counted(protocol: IrcChatProtocol, *args: Any) -> str:
+            formatted.append(args)
+            return format(protocol, *args)
+
+        self.patch(IrcChatProtocol, "formatIrc", counted)
+        for number, client in enumerate(clients):  # in one reactor turn
+            client.protocol.dataReceived(f"PRIVMSG #lobby :from {number}\r\n".encode())
+        self.chat.clock.advance(0)
+        for number, client in enumerate(clients):
+            said = [line.rpartition(":")[2] for line in client.lines()]
+            others = [f"from {n}" for n in range(len(clients)) if n != number]
+            self.assertEqual(said, others)
+        # Each of the 20 lines once, not once for each of the 20 senders.
+        self.assertEqual(len(formatted), len(clients))
 
     def test_a_nick_change_out_of_any_room_is_told(self) -> None:
         self.alice.send(b"NICK alicia\r\n")

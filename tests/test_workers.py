@@ -6,7 +6,7 @@ run it, over loopback.
 import os
 import re
 import signal
-from typing import Any, Callable, List, Set
+from typing import Any, Callable, Set
 
 from twisted.internet import reactor, utils
 from twisted.internet.defer import inlineCallbacks
@@ -36,6 +36,14 @@ def workers_serving(process: TwistdProcess) -> Set[int]:
     The workers the parent's log names as having taken a connection.
     """
     return {int(m.group(1)) for m in _WORKER.finditer(process.output)}
+
+
+def worker_pid(process: TwistdProcess, number: int) -> int:
+    """
+    The process id of worker C{number}, as it logged it.
+    """
+    pids = re.findall(rb"\[worker %d\] pid (\d+)" % number, process.output)
+    return int(pids[-1])
 
 
 def line_client(host: str, port: int, number: int) -> Any:
@@ -86,19 +94,28 @@ class WorkersTests(TestCase):
         connect: Callable[[str, int, int], Any] = line_client,
     ) -> Any:
         """
-        Connect clients to C{service}'s port, with C{connect(host, port,
-        number)}, until both workers have taken one; return the clients.
+        Connect two clients to C{service}'s port, with C{connect(host, port,
+        number)}, one served by each worker; return them.
+
+        The kernel hands a new connection to whichever worker takes it
+        first, and on two cores the same one can win every time; so while
+        the second client connects, the worker that took the first is
+        paused (SIGSTOP), and the other one must take it.
         """
         host, port = process.address(service)
-        clients: List[Any] = []
-        for number in range(200):
-            client = yield connect(host, port, number)
-            self.addCleanup(client.transport.loseConnection)
-            clients.append(client)
-            yield wait_for(lambda: len(_WORKER.findall(process.output)) >= len(clients))
-            if workers_serving(process) == {1, 2}:
-                return clients
-        self.fail(f"one worker took every connection: {process.output!r}")
+        first = yield connect(host, port, 0)
+        self.addCleanup(first.transport.loseConnection)
+        yield wait_for(lambda: len(workers_serving(process)) == 1)
+        (busy,) = workers_serving(process)
+        pid = worker_pid(process, busy)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            second = yield connect(host, port, 1)
+            self.addCleanup(second.transport.loseConnection)
+            yield wait_for(lambda: workers_serving(process) == {1, 2})
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return [first, second]
 
     @inlineCallbacks
     def test_echo_connections_spread_over_two_workers(self) -> Any:
@@ -162,7 +179,6 @@ class WorkersTests(TestCase):
             raise SkipTest(REDIS_MISSING)
         process = yield self.start(
             *("chat", "--workers", "2", "--listen", LOCAL, "--web", LOCAL),
-            *("--max-per-peer", "0"),  # one worker may take many in a row
         )
         self.assertIn(b"web in 2 workers", process.output)
         browsers = yield self.connectUntilBothWorkersServe(process, "web", browser)
@@ -183,7 +199,6 @@ class WorkersTests(TestCase):
             raise SkipTest(REDIS_MISSING)
         process = yield self.start(
             *("chat", "--workers", "2", "--listen", LOCAL, "--irc", LOCAL),
-            *("--max-per-peer", "0"),  # one worker may take many in a row
         )
         clients = yield self.connectUntilBothWorkersServe(process, "irc", irc_client)
         first, last = clients[0], clients[-1]  # on two workers

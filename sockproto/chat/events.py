@@ -51,6 +51,7 @@ class EventBatch:
     _rendered: Dict[object, bytes] = field(default_factory=dict, repr=False)
     _senders: Optional[FrozenSet[str]] = field(default=None, repr=False)
     _kinds: Optional[FrozenSet[str]] = field(default=None, repr=False)
+    _each: Dict[object, Tuple[bytes, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def senders(self) -> FrozenSet[str]:
@@ -71,6 +72,18 @@ class EventBatch:
         if self._kinds is None:
             self._kinds = frozenset(event.kind for event in self.events)
         return self._kinds
+
+    def each(
+        self, key: object, render: Callable[[ChatEvent], bytes]
+    ) -> Tuple[bytes, ...]:
+        """
+        C{render(event)} for each event, computed once per C{key}: for a
+        front end that sends some members only some of the events.
+        """
+        pieces = self._each.get(key)
+        if pieces is None:
+            pieces = self._each[key] = tuple(render(e) for e in self.events)
+        return pieces
 
     def rendered(self, key: object, render: Render) -> bytes:
         """

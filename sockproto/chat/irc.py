@@ -678,9 +678,36 @@ class IrcChatProtocol(ChatProtocol):
             return
         nick = self.nick
         if nick in batch.senders:  # its own events are not echoed
-            self.writeOut(self.renderEvents(batch.events, nick))
+            self.writeOut(self.renderOthers(batch, nick))
         else:
             self.writeOut(batch.rendered(type(self), self.renderEvents))
+
+    def renderOthers(self, batch: EventBatch, nick: str) -> bytes:
+        """
+        C{batch} for C{nick}, one of its senders: the events of the others,
+        each formatted once for all the senders (in a busy room, most
+        members are senders of each batch; formatting the batch again for
+        each of them made the cost grow with the square of the room).
+        Nickname changes are formatted for each client, which shows each
+        change once, whichever rooms it came from.
+        """
+        pieces = batch.each(type(self), self.renderOne)
+        if NICK not in batch.kinds:
+            return b"".join([p for e, p in zip(batch.events, pieces) if e.nick != nick])
+        return b"".join(
+            [
+                self.renderEvents([e]) if e.kind == NICK else p
+                for e, p in zip(batch.events, pieces)
+                if e.kind == NICK or e.nick != nick
+            ]
+        )
+
+    def renderOne(self, event: ChatEvent) -> bytes:
+        """
+        One event, but for a nickname change, as one IRC message.
+        """
+        line = "" if event.kind == NICK else self.formatIrc(event, "")
+        return (line + "\r\n").encode("utf-8") if line else b""
 
     def receive(self, event: ChatEvent) -> None:
         if event.nick != self.nick:  # not its own copy of what it sent
