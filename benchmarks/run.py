@@ -129,7 +129,7 @@ PYPY_GC_NURSERY = "16MB"
 """The young generation of PyPy's GC in the PyPy rows (unless the environment
 sets PYPY_GC_NURSERY): PyPy sizes it from the L2 cache, 1 MB here, and with
 that a busy chat promotes what is in flight to the old generation, whose
-collections then stall it (p99 above 100 ms at 12,000 lines/s)."""
+collections then stall it (p99 near or above 100 ms from 12,000 lines/s)."""
 
 
 def server_env(python: Optional[str]) -> Optional[Dict[str, str]]:
@@ -584,14 +584,13 @@ def interpreters(rows: List[Dict[str, Any]]) -> List[str]:
         return []
     ratio = other["sustainable_rate"] / base["sustainable_rate"]
     line = f"{other['server']} against {base['server']}: {ratio:.2f}x sustainable"
-    best = {r["server"]: passing(r) for r in (base, other)}
-    common = set(best[base["server"]]) & set(best[other["server"]])
+    mine, theirs = passing(base), passing(other)
+    common = set(mine) & set(theirs)
     if common:
         rate = max(common)
-        a, b = best[other["server"]][rate], best[base["server"]][rate]
         line += (
             f"; at {rate} lines/s, the highest rate both searches passed, p99"
-            f" {a['p99_ms']:.1f} against {b['p99_ms']:.1f} ms"
+            f" {theirs[rate]['p99_ms']:.1f} against {mine[rate]['p99_ms']:.1f} ms"
         )
     return [line]
 
