@@ -267,6 +267,21 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.alice.lines(), [":alice!alice@sockproto NICK alicia"])
         self.assertIn("alice is now known as alicia", self.lineIO.value().decode())
 
+    def test_each_client_sees_a_nick_change_whatever_the_others_saw(self) -> None:
+        xavier, carol, dave = (IrcClient(self.chat, port) for port in (30, 31, 32))
+        xavier.register("xavier")
+        xavier.send(b"JOIN #lobby,#dev\r\n")
+        self.alice.send(b"JOIN #lobby,#dev\r\n")  # seen first in both rooms
+        carol.register("carol")
+        carol.send(b"JOIN #lobby\r\n")
+        dave.register("dave")
+        dave.send(b"JOIN #dev\r\n")
+        for client in (self.alice, carol, dave):
+            client.lines()
+        xavier.send(b"NICK xavi\r\n")  # in #lobby and in #dev
+        for client in (self.alice, carol, dave):
+            self.assertEqual(client.lines(), [":xavier!xavier@sockproto NICK xavi"])
+
     def test_a_batch_all_members_spoke_in_is_formatted_once(self) -> None:
         clients = [IrcClient(self.chat, port) for port in range(2, 22)]
         for number, client in enumerate(clients):

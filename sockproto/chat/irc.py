@@ -677,19 +677,22 @@ class IrcChatProtocol(ChatProtocol):
         if self.transport.disconnecting or not self.registered:
             return
         nick = self.nick
-        if nick in batch.senders:  # its own events are not echoed
+        # Its own events are not echoed, and each client shows a nickname
+        # change once, whichever of its rooms it came from: those batches
+        # are put together for each client, from events formatted once.
+        if nick in batch.senders or NICK in batch.kinds:
             self.writeOut(self.renderOthers(batch, nick))
         else:
             self.writeOut(batch.rendered(type(self), self.renderEvents))
 
     def renderOthers(self, batch: EventBatch, nick: str) -> bytes:
         """
-        C{batch} for C{nick}, one of its senders: the events of the others,
-        each formatted once for all the senders (in a busy room, most
-        members are senders of each batch; formatting the batch again for
-        each of them made the cost grow with the square of the room).
-        Nickname changes are formatted for each client, which shows each
-        change once, whichever rooms it came from.
+        C{batch} for the client of C{nick}: the events of the others, each
+        formatted once for all the clients (in a busy room, most members
+        are senders of each batch; formatting the batch again for each of
+        them made the cost grow with the square of the room).  Nickname
+        changes are formatted for each client, which shows each change
+        once, whichever rooms it came from.
         """
         pieces = batch.each(type(self), self.renderOne)
         if NICK not in batch.kinds:
