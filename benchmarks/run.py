@@ -11,6 +11,7 @@ matplotlib is installed) into benchmarks/results/, which is not committed.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -141,6 +142,7 @@ def server_env(python: Optional[str]) -> Optional[Dict[str, str]]:
     return {"PYPY_GC_NURSERY": PYPY_GC_NURSERY, **os.environ}
 
 
+@functools.cache
 def implementation(python: str) -> str:
     """
     A short name of the interpreter at C{python}, as "PyPy 3.9.16".
@@ -608,7 +610,7 @@ def missed(row: Dict[str, Any]) -> str:
     and how: p99, lines lost, and how busy the load generator was (near
     100%, the limit may be the load generator's own).
     """
-    passed = {t["rate"] for t in row["trials"] if sustains(t)}
+    passed = set(passing(row))
     failed = [t for t in row["trials"] if t["rate"] not in passed]
     if not failed:
         return "(missed none up to the top of the search)"

@@ -677,26 +677,26 @@ class IrcChatProtocol(ChatProtocol):
         if self.transport.disconnecting or not self.registered:
             return
         nick = self.nick
+        pieces = batch.each(type(self), self.renderOne)
         # Its own events are not echoed, and each client shows a nickname
         # change once, whichever of its rooms it came from: those batches
         # are put together for each client, from events formatted once.
         if nick in batch.senders or NICK in batch.kinds:
-            self.writeOut(self.renderOthers(batch, nick))
+            self.writeOut(self.renderOthers(batch, pieces, nick))
         else:
-            self.writeOut(batch.rendered(type(self), self.renderEvents))
+            self.writeOut(batch.rendered(type(self), lambda _: b"".join(pieces)))
 
-    def renderOthers(self, batch: EventBatch, nick: str) -> bytes:
+    def renderOthers(
+        self, batch: EventBatch, pieces: Sequence[bytes], nick: str
+    ) -> bytes:
         """
-        C{batch} for the client of C{nick}: the events of the others, each
-        formatted once for all the clients (in a busy room, most members
-        are senders of each batch; formatting the batch again for each of
-        them made the cost grow with the square of the room).  Nickname
-        changes are formatted for each client, which shows each change
-        once, whichever rooms it came from.
+        C{batch} for the client of C{nick}, from its events formatted once
+        for all the clients (C{pieces}): the events of the others (in a busy
+        room, most members are senders of each batch; formatting the batch
+        again for each of them made the cost grow with the square of the
+        room).  Nickname changes are formatted for each client, which shows
+        each change once, whichever rooms it came from.
         """
-        pieces = batch.each(type(self), self.renderOne)
-        if NICK not in batch.kinds:
-            return b"".join([p for e, p in zip(batch.events, pieces) if e.nick != nick])
         return b"".join(
             [
                 self.renderEvents([e]) if e.kind == NICK else p
@@ -709,28 +709,18 @@ class IrcChatProtocol(ChatProtocol):
         """
         One event, but for a nickname change, as one IRC message.
         """
-        line = "" if event.kind == NICK else self.formatIrc(event, "")
-        return (line + "\r\n").encode("utf-8") if line else b""
+        return b"" if event.kind == NICK else self.renderEvents([event])
 
     def receive(self, event: ChatEvent) -> None:
         if event.nick != self.nick:  # not its own copy of what it sent
             self.direct(self.renderEvents([event]))
 
-    def renderEvents(  # type: ignore[override]
-        self, events: Sequence[ChatEvent], skip: str = ""
-    ) -> bytes:
+    def renderEvents(self, events: Sequence[ChatEvent]) -> bytes:
         """
-        C{events} as IRC messages, but for those of C{skip} (the client's
-        own: an IRC client shows its own lines, joins and parts itself).
+        C{events} as IRC messages.
         """
-        lines = []
-        for event in events:
-            if event.nick == skip and event.kind != NICK:
-                continue
-            line = self.formatIrc(event, skip)
-            if line:
-                lines.append(line + "\r\n")
-        return "".join(lines).encode("utf-8")
+        lines = [self.formatIrc(event, "") for event in events]
+        return "".join(line + "\r\n" for line in lines if line).encode("utf-8")
 
     def formatIrc(self, event: ChatEvent, me: str) -> str:
         who = mask(event.nick)
