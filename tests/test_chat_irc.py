@@ -497,6 +497,13 @@ class Bot:
         self.errors.append("nickname in use")
 
 
+QUICK_IRSSI = """
+settings = {
+  "irc/core" = { cmd_queue_speed = "0msec"; max_cmds_at_once = "100"; };
+};
+"""
+
+
 class IrssiTests(TestCase):
     """
     Debian's irssi, in tmux, against C{twistd -n sockproto chat --irc ...}
@@ -546,6 +553,10 @@ class IrssiTests(TestCase):
         yield nc.expect("you are in #lobby")
         home = os.path.join(self.directory, "irssi")
         os.mkdir(home)
+        with open(os.path.join(home, "config"), "w") as config:
+            # irssi paces its commands (a burst of 5, then one every 2.2 s):
+            # a test types faster than a person, so the pacing is off.
+            config.write(QUICK_IRSSI)
         command = f"irssi --home={home} -n irssiuser -c {host} -p {port}"
         self.tmux(
             "new-session", "-d", "-s", self.session, "-x", "150", "-y", "40", command

@@ -147,7 +147,7 @@ class NetcatTests(TestCase):
         yield listener.closed
 
     def test_nc(self) -> Any:
-        return self.chatWith([_tool("nc"), "-q", "5"])
+        return self.chatWith([_tool("nc"), "-q", "1"])
 
     def test_ncat(self) -> Any:
         return self.chatWith([_tool("ncat")])

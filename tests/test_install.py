@@ -166,7 +166,9 @@ class InstallTests(SynchronousTestCase):
         shutil.copytree(
             PROJECT,
             source,
-            ignore=shutil.ignore_patterns(".git", "_trial_temp*", "*.pyc"),
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv*", "*_cache", "_trial_temp*", "results", "*.pyc"
+            ),
         )
         stale = source / "twisted" / "plugins" / "dropin.cache"
         if stale.exists():
