@@ -588,6 +588,8 @@ static int run_chat(const char *host, int port, int count, double rate, double s
     uint64_t settled = now_us() + (uint64_t)(settle * 1e6);
     while (now_us() < settled) pump(ep, 10);
     double cpu_start = cpu_seconds();
+    printf("measuring\n"); /* the caller may look at the server from here */
+    fflush(stdout);
     uint64_t start = now_us(), stop = start + (uint64_t)(seconds * 1e6);
     chat_start = start; /* a room's history, from an earlier run, is not counted */
     uint64_t sent = 0;
