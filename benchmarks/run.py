@@ -344,9 +344,8 @@ def echo_runs(
     try:
         for _ in range(rounds):
             for server in servers:
-                port = server.port
-                small = loadgen(programs, "echo", LOOPBACK, port, 10, 64, 1, seconds)
-                bulk = loadgen(programs, "echo", LOOPBACK, port, 10, 65536, 4, seconds)
+                small = echo_run(programs, server, 64, 1, seconds)
+                bulk = echo_run(programs, server, 65536, 4, seconds)
                 results[server.name]["small"].append(small)
                 results[server.name]["bulk"].append(bulk)
     finally:
@@ -360,12 +359,27 @@ def echo_runs(
             "p99_us": median(runs["small"], "p99_us"),
             "mb_per_second": median(runs["bulk"], "mb_per_second"),
             "loadgen_cpu": max(r["loadgen_cpu"] for r in runs["small"] + runs["bulk"]),
+            "server_cpu": max(r["server_cpu"] for r in runs["small"] + runs["bulk"]),
             "errors": sum(
                 r["errors"] + r["unanswered"] for r in runs["small"] + runs["bulk"]
             ),
             "runs": runs,
         }
     return summary
+
+
+def echo_run(
+    programs: Dict[str, str], server: Server, size: int, inflight: int, seconds: float
+) -> Dict[str, Any]:
+    """
+    One echo run of 10 connections, with how busy the server was.
+    """
+    began = (time.monotonic(), server.cpu_seconds())
+    result = loadgen(
+        programs, "echo", LOOPBACK, server.port, 10, size, inflight, seconds
+    )
+    ended = (time.monotonic(), server.cpu_seconds())
+    return {**result, "server_cpu": (ended[1] - began[1]) / (ended[0] - began[0])}
 
 
 def median(runs: List[Dict[str, Any]], key: str) -> float:
@@ -899,7 +913,7 @@ def echo_table(echo: Dict[str, Dict[str, Any]]) -> List[str]:
     lines = [
         "echo                           round trips/s   ratio   p50 us   p99 us"
         "     MB/s   ratio"
-        "  loadgen CPU",
+        "  loadgen CPU  server CPU",
     ]
     for name, r in echo.items():
         lines.append(
@@ -907,7 +921,7 @@ def echo_table(echo: Dict[str, Dict[str, Any]]) -> List[str]:
             f"{r['round_trips_per_second'] / base['round_trips_per_second']:6.2f}x "
             f"{r['p50_us']:8.0f} {r['p99_us']:8.0f} {r['mb_per_second']:8.0f} "
             f"{r['mb_per_second'] / base['mb_per_second']:6.2f}x"
-            f" {r['loadgen_cpu']:10.0%}"
+            f" {r['loadgen_cpu']:12.0%} {r['server_cpu']:11.0%}"
             + ("" if not r["errors"] else f"  {r['errors']} ERRORS")
         )
     peer = echo.get("asyncio echo")
@@ -933,7 +947,7 @@ def bulk_spread(r: Dict[str, Any]) -> str:
 def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
     lines = [
         "chat fan-out                   clients  offered/s   deliveries/s   vs ncat"
-        "   p99 ms  all?  loadgen CPU"
+        "   p99 ms  all?  loadgen CPU  server CPU"
     ]
     ncat = {
         (r["clients"], r["rate"]): r.get("deliveries_per_second")
@@ -957,6 +971,7 @@ def chat_table(rows: List[Dict[str, Any]]) -> List[str]:
             f"{r['server']:30} {r['clients']:7} {r['rate']:10} "
             f"{r['deliveries_per_second']:14.0f}   {ratio} {r['p99_ms']:8.1f}  "
             f"{'yes' if r['complete'] else 'NO ':4} {r['loadgen_cpu']:10.0%}"
+            f" {busy(r):>11}"
         )
     return lines
 
