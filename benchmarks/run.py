@@ -117,6 +117,20 @@ class Server:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def mark(self) -> Tuple[float, float]:
+        """
+        The time now, and the server's CPU time so far: where L{busy_since}
+        starts.
+        """
+        return time.monotonic(), self.cpu_seconds()
+
+    def busy_since(self, mark: Tuple[float, float]) -> float:
+        """
+        The server's CPU time since C{mark}, over the wall time since then.
+        """
+        now, cpu = self.mark()
+        return (cpu - mark[1]) / (now - mark[0])
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -307,17 +321,17 @@ def watched_loadgen(
         last = ""
         for line in process.stdout:
             if line.startswith("measuring"):
-                began = (time.monotonic(), server.cpu_seconds())
+                began = server.mark()
             elif line.strip():
                 last = line
-        ended = (time.monotonic(), server.cpu_seconds())
+        busy = None if began is None else server.busy_since(began)
         error = process.stderr.read()
         process.wait(300)
     if not last:
         raise RuntimeError(f"loadgen: {error.strip()}")
     result = dict(json.loads(last))
-    if began is not None:
-        result["server_cpu"] = (ended[1] - began[1]) / (ended[0] - began[0])
+    if busy is not None:
+        result["server_cpu"] = busy
     return result
 
 
@@ -374,12 +388,11 @@ def echo_run(
     """
     One echo run of 10 connections, with how busy the server was.
     """
-    began = (time.monotonic(), server.cpu_seconds())
+    began = server.mark()
     result = loadgen(
         programs, "echo", LOOPBACK, server.port, 10, size, inflight, seconds
     )
-    ended = (time.monotonic(), server.cpu_seconds())
-    return {**result, "server_cpu": (ended[1] - began[1]) / (ended[0] - began[0])}
+    return {**result, "server_cpu": server.busy_since(began)}
 
 
 def median(runs: List[Dict[str, Any]], key: str) -> float:
