@@ -283,30 +283,14 @@ def ncat_chat() -> Optional[Server]:
     return server
 
 
-def loadgen(programs: Dict[str, str], *args: Any) -> Dict[str, Any]:
-    command = [programs["loadgen"], *[str(a) for a in args]]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        preexec_fn=pin(LOADGEN_CPU),
-        timeout=300,
-    )
-    if not result.stdout.strip():
-        # What it says is one line: "connect: Connection refused"; "write:
-        # Connection reset by peer" (the server dropped a client, as a chat
-        # drops one that does not read fast enough).
-        raise RuntimeError(f"loadgen: {result.stderr.strip()}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
-def watched_loadgen(
-    programs: Dict[str, str], server: Server, *args: Any
+def loadgen(
+    programs: Dict[str, str], *args: Any, watch: Optional[Server] = None
 ) -> Dict[str, Any]:
     """
-    L{loadgen} for a chat run, with how busy C{server} was (its CPU time
-    over the wall time) from the load generator's "measuring" line to its
-    result: the server's cost at that rate, whoever's limit it is.
+    The load generator's result (its last line of output).  With C{watch},
+    also how busy that server was (C{server_cpu}: its CPU time over the wall
+    time) from a chat run's "measuring" line to the result: the server's
+    cost at that rate, whoever's limit it is.
     """
     command = [programs["loadgen"], *[str(a) for a in args]]
     with subprocess.Popen(
@@ -321,13 +305,16 @@ def watched_loadgen(
         last = ""
         for line in process.stdout:
             if line.startswith("measuring"):
-                began = server.mark()
+                began = watch.mark() if watch is not None else None
             elif line.strip():
                 last = line
-        busy = None if began is None else server.busy_since(began)
+        busy = watch.busy_since(began) if watch is not None and began else None
         error = process.stderr.read()
         process.wait(300)
     if not last:
+        # What it says is one line: "connect: Connection refused"; "write:
+        # Connection reset by peer" (the server dropped a client, as a chat
+        # drops one that does not read fast enough).
         raise RuntimeError(f"loadgen: {error.strip()}")
     result = dict(json.loads(last))
     if busy is not None:
@@ -542,9 +529,8 @@ def chat_trial(
     on a running C{server}; a server that falls over is a result too.
     """
     try:
-        result = watched_loadgen(
+        result = loadgen(
             programs,
-            server,
             "chat",
             LOOPBACK,
             server.port,
@@ -553,6 +539,7 @@ def chat_trial(
             seconds,
             hello,
             settle,
+            watch=server,
         )
     except Exception as e:
         result = {"error": str(e), "complete": False, "p99_ms": float("inf")}

@@ -719,10 +719,10 @@ class IrcChatProtocol(ChatProtocol):
         """
         C{events} as IRC messages.
         """
-        lines = [self.formatIrc(event, "") for event in events]
+        lines = [self.formatIrc(event) for event in events]
         return "".join(line + "\r\n" for line in lines if line).encode("utf-8")
 
-    def formatIrc(self, event: ChatEvent, me: str) -> str:
+    def formatIrc(self, event: ChatEvent) -> str:
         who = mask(event.nick)
         room = f"#{event.room}"
         if event.kind == MESSAGE:
