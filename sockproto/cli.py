@@ -22,9 +22,11 @@ from .chat.client import (
     KeyboardProtocol,
     NickRefusedError,
     ServerClosedError,
+    TLSHandshakeFailed,
     terminal_keyboard,
 )
 from .coucou import send_message
+from .tlsclient import HostnameMismatch
 
 __all__ = ["main", "run"]
 
@@ -242,6 +244,10 @@ def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> No
         raise CommandError(f"connection refused by {where}")
     if failure.check(defer.TimeoutError, error.TimeoutError):
         raise CommandError(f"timed out after {timeout:g} seconds talking to {where}")
+    if failure.check(HostnameMismatch):
+        raise CommandError(f"TLS with {where} failed: {failure.getErrorMessage()}")
+    if failure.check(TLSHandshakeFailed):
+        raise CommandError(f"TLS with {where} failed: {failure.getErrorMessage()}")
     if failure.check("OpenSSL.SSL.Error"):
         raise CommandError(f"TLS with {where} failed: {_ssl_reason(failure)}")
     if failure.check(ServerClosedError):
@@ -275,7 +281,9 @@ def client_endpoint(reactor: Any, options: usage.Options) -> Any:
     if not options["tls"]:
         return endpoint
     try:
-        from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+        from twisted.internet.ssl import Certificate, platformTrust
+
+        from .tlsclient import client_tls_options
     except ImportError:
         raise CommandError("--tls needs: pip install 'sockproto[tls]'") from None
     trust: Any = platformTrust()
@@ -285,7 +293,7 @@ def client_endpoint(reactor: Any, options: usage.Options) -> Any:
                 trust = Certificate.loadPEM(f.read())
         except Exception as e:
             raise CommandError(f"cannot read CA file {options['ca']!r}: {e}") from None
-    return wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), endpoint)
+    return wrapClientTLS(client_tls_options(host, trustRoot=trust), endpoint)
 
 
 @defer.inlineCallbacks

@@ -678,12 +678,19 @@ def wait_for(
         yield deferLater(reactor, interval, lambda: None)
 
 
-def make_certificate(directory: str, hostname: str = "localhost") -> Tuple[str, str]:
+def make_certificate(
+    directory: str,
+    hostname: str = "localhost",
+    names: Optional[Sequence[str]] = None,
+) -> Tuple[str, str]:
     """
     Write a self-signed certificate for C{hostname} (and for 127.0.0.1 and
     ::1) and its private key into C{directory}, for TLS tests.  Needs the
     C{tls} extra (it uses C{cryptography}, which pyOpenSSL brings).
 
+    @param names: the DNS names and IP addresses of its subjectAltName
+        instead (C{hostname} stays its common name); C{()} makes a
+        certificate without one, as C{openssl req -x509 -subj /CN=...} does.
     @return: the paths of the certificate and of the key, both PEM.
     """
     import datetime
@@ -697,12 +704,15 @@ def make_certificate(directory: str, hostname: str = "localhost") -> Tuple[str, 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    alternatives = [
-        x509.DNSName(hostname),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    certificate = (
+    if names is None:
+        names = [hostname, "127.0.0.1", "::1"]
+    alternatives: List[Any] = []
+    for alternative in names:
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(alternative)))
+        except ValueError:
+            alternatives.append(x509.DNSName(alternative))
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -710,10 +720,13 @@ def make_certificate(directory: str, hostname: str = "localhost") -> Tuple[str, 
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if alternatives:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(alternatives), critical=False
+        )
+    certificate = builder.sign(key, hashes.SHA256())
     certPath = os.path.abspath(os.path.join(directory, "cert.pem"))
     keyPath = os.path.abspath(os.path.join(directory, "key.pem"))
     with open(certPath, "wb") as f:
@@ -766,11 +779,13 @@ def tls_client_endpoint(
     A client endpoint to C{server} over TLS, trusting only C{certPath}.
     """
     from twisted.internet.endpoints import wrapClientTLS
-    from twisted.internet.ssl import Certificate, optionsForClientTLS
+    from twisted.internet.ssl import Certificate
+
+    from .tlsclient import client_tls_options
 
     with open(certPath, "rb") as f:
         trust = Certificate.loadPEM(f.read())
-    options = optionsForClientTLS(hostname, trustRoot=trust)
+    options = client_tls_options(hostname, trustRoot=trust)
     return wrapClientTLS(options, server.endpoint())
 
 

@@ -194,3 +194,116 @@ class TLSTests(TestCase):
         # Closed by the TLS shutdown, not by the abort timer 10 s later:
         self.assertIn(b"closed: Connection was closed cleanly.", server.output)
         self.assertNotIn(b"non-clean", server.output)
+
+
+class HostnameTests(TestCase):
+    """
+    A trusted certificate is not enough: it must name the host, in its
+    subjectAltName, or every client refuses it in one line, exit 1.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        if OpenSSL is None:
+            raise SkipTest("pyOpenSSL is missing: pip install 'sockproto[tls]'")
+        self.directory = temporary_directory(self)
+
+    @inlineCallbacks
+    def serve(self, names: Any, factory: Any = None) -> Any:
+        folder = os.path.join(self.directory, str(len(os.listdir(self.directory))))
+        os.mkdir(folder)
+        cert, key = make_certificate(folder, "localhost", names)
+        sink = MessageList()
+        if factory is None:
+            factory = CoucouServerFactory(sink)
+        server = yield listen_tls_on_loopback(factory, cert, key)
+        self.addCleanup(server.stop)
+        return server, cert, sink
+
+    @inlineCallbacks
+    def send(self, names: Any) -> Any:
+        server, cert, sink = yield self.serve(names)
+        port = str(server.portNumber)
+        result = yield run_sockproto(
+            self, "send", "--tls", "--ca", cert, "localhost", port, "secret"
+        )
+        return result, sink, port
+
+    @inlineCallbacks
+    def test_send_refuses_a_certificate_without_subject_alt_name(self) -> Any:
+        (out, err, code), sink, port = yield self.send(())
+        self.assertEqual((code, err.count("\n")), (1, 1), err)
+        self.assertEqual(
+            err,
+            f"sockproto: TLS with localhost:{port} failed: the certificate has"
+            " no subjectAltName, so it names no host\n",
+        )
+        self.assertEqual(sink.messages, [])
+
+    @inlineCallbacks
+    def test_send_refuses_a_certificate_for_another_host(self) -> Any:
+        (out, err, code), sink, port = yield self.send(["example.com"])
+        self.assertEqual(
+            (err, code),
+            (
+                f"sockproto: TLS with localhost:{port} failed: the certificate"
+                " is not for localhost\n",
+                1,
+            ),
+        )
+        self.assertEqual(sink.messages, [])
+
+    @inlineCallbacks
+    def test_send_accepts_the_right_certificate(self) -> Any:
+        (out, err, code), sink, port = yield self.send(["localhost"])
+        self.assertEqual((err, code), ("", 0))
+        self.assertEqual(sink.messages, ["secret"])
+
+    @inlineCallbacks
+    def test_send_checks_an_ip_address_against_the_ip_names(self) -> Any:
+        server, cert, sink = yield self.serve(["localhost"])
+        port = str(server.portNumber)
+        out, err, code = yield run_sockproto(
+            self, "send", "--tls", "--ca", cert, "127.0.0.1", port, "x"
+        )
+        self.assertEqual(code, 1, err)
+        self.assertIn("the certificate is not for 127.0.0.1", err)
+        self.assertEqual(sink.messages, [])
+
+    @inlineCallbacks
+    def chat(self, names: Any, stdin: bytes) -> Any:
+        server, cert, sink = yield self.serve(names, ChatFactory(rateLimit=0))
+        command = sockproto_command() + [
+            "chat",
+            "--tls",
+            "--ca",
+            cert,
+            "localhost",
+            str(server.portNumber),
+        ]
+        out, err, code = yield utils.getProcessOutputAndValue(
+            command[0], command[1:], env=os.environ, stdinBytes=stdin
+        )
+        self.assertNotIn(b"Traceback", out + err)
+        return out.decode(), err.decode(), code, server
+
+    @inlineCallbacks
+    def test_chat_refuses_a_certificate_without_subject_alt_name(self) -> Any:
+        out, err, code, server = yield self.chat((), b"hello\n")
+        self.assertEqual((code, err.count("\n")), (1, 1), err)
+        self.assertIn("failed: the certificate has no subjectAltName", err)
+        self.assertEqual(list(server.factory.server.getRoom("lobby").history), [])
+
+    @inlineCallbacks
+    def test_chat_fails_the_handshake_even_when_input_ends_first(self) -> Any:
+        for stdin in (b"/quit\n", b""):
+            out, err, code, server = yield self.chat(["example.com"], stdin)
+            self.assertEqual((code, err.count("\n")), (1, 1), (stdin, err))
+            self.assertIn("failed: the certificate is not for localhost", err)
+
+    @inlineCallbacks
+    def test_chat_with_the_right_certificate_talks(self) -> Any:
+        out, err, code, server = yield self.chat(["localhost"], b"hi\n/quit\n")
+        self.assertEqual((err, code), ("", 0))
+        self.assertIn("<guest1> hi", out)

@@ -11,7 +11,11 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -25,11 +29,13 @@ __all__ = [
     "KeyboardProtocol",
     "NickRefusedError",
     "ServerClosedError",
+    "TLSHandshakeFailed",
     "TerminalKeyboard",
     "terminal_keyboard",
 ]
 
 
+@implementer(IHandshakeListener)
 class ChatClientProtocol(Protocol):
     """
     The network side: each line from the server goes to C{output}, cleaned
@@ -37,11 +43,15 @@ class ChatClientProtocol(Protocol):
     as a note of its length: whatever the server sends, the client stays.
 
     @ivar done: fires when the server closes the connection cleanly, or
-        fails with the reason it was lost.
+        fails with the reason it was lost.  Over TLS, a connection lost
+        before its handshake finished always fails it, even after
+        C{/quit} (the end of standard input): nothing was said.
     """
 
     maxLineLength = 1 << 16
     transport: Any
+    secured = False
+    """True once a TLS handshake has finished."""
     awaitingNick = False
     """True from asking for the nickname until the server answers."""
 
@@ -113,10 +123,20 @@ class ChatClientProtocol(Protocol):
         if not (self.done.called or self.quitting or self.transport.disconnecting):
             self.sendText("/quit")
 
+    def handshakeCompleted(self) -> None:
+        """
+        Called by a TLS transport once the server's certificate is checked.
+        """
+        self.secured = True
+
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         if self.done.called:
             return
-        if self.quitting:
+        if ISSLTransport.providedBy(self.transport) and not self.secured:
+            if reason.check(ConnectionDone):
+                reason = Failure(TLSHandshakeFailed("the server closed the handshake"))
+            self.done.errback(reason)
+        elif self.quitting:
             # After /quit, how the server closed does not matter.
             self.done.callback(None)
         elif reason.check(ConnectionDone):
@@ -128,6 +148,12 @@ class ChatClientProtocol(Protocol):
 class NickRefusedError(Exception):
     """
     The server refused the nickname asked for; the message is its reason.
+    """
+
+
+class TLSHandshakeFailed(Exception):
+    """
+    The connection ended before its TLS handshake was done.
     """
 
 
