@@ -22,11 +22,11 @@ from .chat.client import (
     KeyboardProtocol,
     NickRefusedError,
     ServerClosedError,
-    TLSHandshakeFailed,
+    TLSHandshakeError,
     terminal_keyboard,
 )
 from .coucou import send_message
-from .tlsclient import HostnameMismatch
+from .tlsclient import HostnameMismatchError
 
 __all__ = ["main", "run"]
 
@@ -244,9 +244,9 @@ def _connect_error(failure: Failure, host: str, port: int, timeout: float) -> No
         raise CommandError(f"connection refused by {where}")
     if failure.check(defer.TimeoutError, error.TimeoutError):
         raise CommandError(f"timed out after {timeout:g} seconds talking to {where}")
-    if failure.check(HostnameMismatch):
+    if failure.check(HostnameMismatchError):
         raise CommandError(f"TLS with {where} failed: {failure.getErrorMessage()}")
-    if failure.check(TLSHandshakeFailed):
+    if failure.check(TLSHandshakeError):
         raise CommandError(f"TLS with {where} failed: {failure.getErrorMessage()}")
     if failure.check("OpenSSL.SSL.Error"):
         raise CommandError(f"TLS with {where} failed: {_ssl_reason(failure)}")

@@ -18,10 +18,15 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["HostnameMismatch", "StrictClientTLS", "check_hostname", "client_tls_options"]
+__all__ = [
+    "HostnameMismatchError",
+    "StrictClientTLS",
+    "check_hostname",
+    "client_tls_options",
+]
 
 
-class HostnameMismatch(Exception):
+class HostnameMismatchError(Exception):
     """
     The server's certificate is trusted but does not name the host: the
     message says why, in one line.
@@ -38,7 +43,7 @@ def _patterns(cert: Any) -> List[Any]:
 
 def check_hostname(cert: Any, hostname: str) -> None:
     """
-    Raise L{HostnameMismatch} unless the pyOpenSSL certificate C{cert}
+    Raise L{HostnameMismatchError} unless the pyOpenSSL certificate C{cert}
     names C{hostname} (a DNS name or an IP address) in its subjectAltName.
     The subject's common name is never used (RFC 6125 6.4.4).
     """
@@ -48,16 +53,16 @@ def check_hostname(cert: Any, hostname: str) -> None:
     try:
         patterns = _patterns(cert)
     except Exception as e:
-        raise HostnameMismatch(f"unreadable subjectAltName ({e})") from None
+        raise HostnameMismatchError(f"unreadable subjectAltName ({e})") from None
     if not patterns:
-        raise HostnameMismatch(
+        raise HostnameMismatchError(
             "the certificate has no subjectAltName, so it names no host"
         )
     wanted = IPAddress_ID(hostname) if ip else DNS_ID(hostname)
     try:
         verify_service_identity(patterns, [wanted], [])
     except Exception:
-        raise HostnameMismatch(f"the certificate is not for {hostname}") from None
+        raise HostnameMismatchError(f"the certificate is not for {hostname}") from None
 
 
 def client_tls_options(hostname: str, trustRoot: Any = None) -> "StrictClientTLS":
@@ -102,13 +107,13 @@ def _verify_callback(
             return bool(ok)
         try:
             check_hostname(cert, hostname)
-        except HostnameMismatch as e:
+        except HostnameMismatchError as e:
             if failed[0] is None:
                 failed[0] = Failure(e)
                 fail(failed[0])
             return False
         except Exception as e:  # a bug here must not let a connection through
-            failed[0] = Failure(HostnameMismatch(f"cannot check the name ({e})"))
+            failed[0] = Failure(HostnameMismatchError(f"cannot check the name ({e})"))
             fail(failed[0])
             return False
         return True

@@ -29,7 +29,7 @@ __all__ = [
     "KeyboardProtocol",
     "NickRefusedError",
     "ServerClosedError",
-    "TLSHandshakeFailed",
+    "TLSHandshakeError",
     "TerminalKeyboard",
     "terminal_keyboard",
 ]
@@ -134,7 +134,7 @@ class ChatClientProtocol(Protocol):
             return
         if ISSLTransport.providedBy(self.transport) and not self.secured:
             if reason.check(ConnectionDone):
-                reason = Failure(TLSHandshakeFailed("the server closed the handshake"))
+                reason = Failure(TLSHandshakeError("the server closed the handshake"))
             self.done.errback(reason)
         elif self.quitting:
             # After /quit, how the server closed does not matter.
@@ -151,7 +151,7 @@ class NickRefusedError(Exception):
     """
 
 
-class TLSHandshakeFailed(Exception):
+class TLSHandshakeError(Exception):
     """
     The connection ended before its TLS handshake was done.
     """
