@@ -21,11 +21,11 @@ from twisted.internet.interfaces import (
     ISSLTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .logs import SafeLogger
 from .text import format_address, plural
 
 __all__ = [
@@ -215,7 +215,7 @@ class ServiceProtocol(Protocol, TimeoutMixin):
     @ivar peerKey: what the per-peer limit counts (L{peer_key}).
     """
 
-    log = Logger()
+    log = SafeLogger()
     factory: "ServiceFactory"
     transport: Any  # a TCP, TLS or UNIX transport: also a consumer and producer
     peerHost: Optional[str] = None
@@ -431,7 +431,7 @@ class ServiceFactory(ServerFactory):
         or L{None} for never.
     """
 
-    log = Logger()
+    log = SafeLogger()
     noisy = False  # the service logs "listening on" itself
     protocol = ServiceProtocol  # type: ignore[assignment]
     serviceName = "sockproto"
@@ -442,6 +442,9 @@ class ServiceFactory(ServerFactory):
     notTLSMessage: Optional[bytes] = None
     """A line sent in plain text to a client that does not speak TLS on a
     TLS port, or None."""
+    plainMessage: Optional[bytes] = None
+    """A line sent to a TLS client on a plain port (whose first bytes are a
+    TLS handshake record), or None."""
     refusalLogInterval = 10.0
     """Seconds between two log lines about refused connections of one kind."""
     peerRefill = 10.0

@@ -262,7 +262,10 @@ def _ssl_reason(failure: Failure) -> str:
     value: Any = failure.value
     errors = value.args[0] if value.args else []
     reasons = [e[-1] for e in errors if isinstance(e, tuple) and e and e[-1]]
-    return ", ".join(reasons) or failure.getErrorMessage()
+    reason = ", ".join(reasons) or failure.getErrorMessage()
+    if "wrong version number" in reason or "packet length too long" in reason:
+        reason += " (does this port speak plain text? try without --tls)"
+    return reason
 
 
 def client_endpoint(reactor: Any, options: usage.Options) -> Any:

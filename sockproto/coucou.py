@@ -22,12 +22,12 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from .base import ServiceFactory, default_reactor
 from .lines import LineFactory, LineProtocol
+from .logs import SafeLogger
 from .options import ServiceOptions, count, rate, timeout_option
 from .text import decode_line
 
@@ -74,7 +74,7 @@ class StreamSink:
         to its log.
     """
 
-    log = Logger()
+    log = SafeLogger()
     maxPending = 1000
 
     def __init__(self, stream: Optional[IO[str]] = None) -> None:
@@ -247,6 +247,7 @@ class CoucouServerFactory(LineFactory):
     serviceName = "coucou"
     fullMessage = b"error: server full, try again later\n"
     perPeerMessage = b"error: too many connections from your address\n"
+    plainMessage = b"error: this port speaks plain text, not TLS\n"
     notTLSMessage = (
         b"error: this port speaks TLS: use a TLS client (sockproto send --tls)\n"
     )

@@ -13,11 +13,11 @@ from twisted.internet import tcp
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
 from .base import ServiceFactory, ServiceProtocol, default_reactor
+from .logs import SafeLogger
 from .options import ServiceOptions, describe_error, timeout_option
 
 __all__ = [
@@ -134,7 +134,7 @@ class EchoDatagramProtocol(DatagramProtocol):
     Each sender is logged at most once every L{logInterval} seconds.
     """
 
-    log = Logger()
+    log = SafeLogger()
     maxDatagram = MAX_DATAGRAM
     logInterval = 60.0
     maxRemembered = 10000
@@ -181,7 +181,7 @@ class UDPEchoService(UDPServer):
     L{sockproto.service.startupFailed}).
     """
 
-    log = Logger()
+    log = SafeLogger()
     daemon = False
     logOnTerminal = False
 

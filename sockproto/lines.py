@@ -13,12 +13,20 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Deque, Iterable, List, Optional, Union
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
 from .base import ServiceFactory, ServiceProtocol, TokenBucket
 
-__all__ = ["LineParser", "LineProtocol", "LineTooLong", "Overflow", "TokenBucket"]
+__all__ = [
+    "LineFactory",
+    "LineParser",
+    "LineProtocol",
+    "LineTooLong",
+    "Overflow",
+    "Rated",
+    "TokenBucket",
+]
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,10 @@ class LineParser:
             self._discarded = 0
 
 
+TLS_HANDSHAKE = b"\x16"
+"""The first byte of a TLS client's first record; no line starts with it."""
+
+
 def burst_for(rate: float) -> float:
     """
     The burst allowed at C{rate} lines a second: two seconds' worth, at
@@ -175,9 +187,31 @@ class LineFactory(ServiceFactory):
     rateLimit = 0.0
 
 
-def _cost(event: Event) -> int:
+class Rated:
+    """
+    Base class of the events a subclass puts among the lines that count
+    against the rate limit as a line does (a WebSocket ping, a fragment),
+    handled by L{LineProtocol.otherEvent} in their turn.
+
+    @ivar cost: what it counts for, in bytes, against L{LineProtocol.maxQueued}
+        while it waits.
+    """
+
+    __slots__ = ("cost",)
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+
+
+def _rated(event: object) -> bool:
+    return type(event) is bytes or isinstance(event, Rated)
+
+
+def _cost(event: object) -> int:
     # A line costs its bytes and its line end: blank lines count too.
-    return len(event) + 1 if isinstance(event, bytes) else 1
+    if type(event) is bytes:
+        return len(event) + 1
+    return event.cost if isinstance(event, Rated) else 1
 
 
 class LineProtocol(ServiceProtocol):
@@ -239,8 +273,17 @@ class LineProtocol(ServiceProtocol):
         """
         return self.factory.maxLineLength * self.queuedFactor
 
+    _firstData = True
+
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
+        if self._firstData:
+            self._firstData = False
+            if data[:1] == TLS_HANDSHAKE and not ISSLTransport.providedBy(
+                self.transport
+            ):
+                self.parser.overflowed = True  # parse nothing more
+                return self.tlsOnPlainPort()
         if self.bucket is not None and self._flooding(data):
             self._dropQueue()
             self.parser.overflowed = True  # parse nothing more
@@ -265,7 +308,7 @@ class LineProtocol(ServiceProtocol):
         for index, event in enumerate(events):
             if not self.connected or self.transport.disconnecting:
                 return
-            if isinstance(event, bytes) and not self._take():
+            if _rated(event) and not self._take():
                 self._startLag(events[index:])
                 return
             self._handle(event)
@@ -290,7 +333,7 @@ class LineProtocol(ServiceProtocol):
         """
         Called, in order with the lines, with an event of a kind a
         subclass put among them (the WebSocket front end's binary
-        messages); it does not count against the rate limit.
+        messages); a L{Rated} one counts against the rate limit.
         """
 
     def _startLag(self, events: List[Event]) -> None:
@@ -324,7 +367,7 @@ class LineProtocol(ServiceProtocol):
         queue = self._queue
         while queue and self.connected and not self.transport.disconnecting:
             event = queue[0]
-            if isinstance(event, bytes) and not self._take():
+            if _rated(event) and not self._take():
                 return self._scheduleLag()
             queue.popleft()
             self._queued -= _cost(event)
@@ -367,6 +410,23 @@ class LineProtocol(ServiceProtocol):
             )
 
     # --- hooks ----------------------------------------------------------
+
+    def tlsOnPlainPort(self) -> None:
+        """
+        Called when the first bytes on a plain port are a TLS handshake (a
+        TLS client on the wrong port): none of it is read as lines.  Log
+        it, answer with the factory's C{plainMessage}, and close.
+        """
+        self.factory.drop("tls_on_plain_port")
+        self.log.info(
+            "{service}: {peer} speaks TLS on a plain port: closing",
+            service=self.factory.serviceName,
+            peer=self.peer,
+        )
+        message = self.factory.plainMessage
+        if message:
+            self.send(message)
+        self.closeConnection()
 
     def lineReceived(self, line: bytes) -> None:
         """

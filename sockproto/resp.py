@@ -26,6 +26,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
+from .logs import SafeLogger
+
 __all__ = [
     "RedisAddress",
     "RedisError",
@@ -37,7 +39,7 @@ __all__ = [
 
 Argument = Union[bytes, str, int, float]
 
-log = Logger()
+log = SafeLogger()
 
 
 class RedisError(Exception):

@@ -28,7 +28,6 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
 from twisted.python import usage
 
 import twisted
@@ -42,6 +41,7 @@ from .base import (
 from .chat.options import ChatOptions
 from .coucou import CoucouOptions
 from .echo import EchoOptions
+from .logs import SafeLogger
 from .options import (
     METRICS,
     WORKERS,
@@ -64,7 +64,7 @@ __all__ = [
     "makeService",
 ]
 
-log = Logger()
+log = SafeLogger()
 
 DEFAULT_WEB = "tcp:12348"
 """Where the chat's web page listens when every service runs."""

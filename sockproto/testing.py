@@ -862,7 +862,9 @@ class ChatOnClock:
             protocol.dataReceived(line.encode("utf-8") + b"\n")
         self.clock.advance(0)
 
-    def web(self, origins: Sequence[str] = (), **limits: Any) -> Any:
+    def web(
+        self, origins: Sequence[str] = (), hosts: Sequence[str] = (), **limits: Any
+    ) -> Any:
         """
         The chat's web front end (a L{WebChatFactory}), made once: C{limits}
         override the chat's own (C{maxPerPeer}, C{timeout}, ...).
@@ -870,7 +872,7 @@ class ChatOnClock:
         if getattr(self, "_web", None) is None:
             from .chat.web import WebChatFactory
 
-            self._web = WebChatFactory(self.factory, origins)
+            self._web = WebChatFactory(self.factory, origins, hosts)
             for name, value in limits.items():
                 setattr(self._web, name, value)
         return self._web

@@ -9,7 +9,13 @@ import struct
 import unicodedata
 from typing import Any, Optional
 
-__all__ = ["MAX_COMBINING", "decode_line", "format_address", "sanitize"]
+__all__ = [
+    "MAX_COMBINING",
+    "decode_line",
+    "escape_for_log",
+    "format_address",
+    "sanitize",
+]
 
 # CSI and OSC sequences (colours, cursor moves, window titles, ...).
 _ESCAPE_SEQUENCE = re.compile(
@@ -26,6 +32,28 @@ _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 MAX_COMBINING = 4
 """Combining marks kept on one character; more are dropped (no 'Zalgo')."""
+
+
+def escape_for_log(text: str) -> str:
+    """
+    C{text} from a peer, fit for one log line: every character that is not
+    printable (line breaks, controls, format characters, separators) is
+    written as a Python escape (C{\\n} as C{\\x0a}), so that no text can
+    start a log line of its own.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c == " " or c.isprintable() else _escape_char_code(ord(c)) for c in text
+    )
+
+
+def _escape_char_code(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def _noncharacter(code: int) -> bool:

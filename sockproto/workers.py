@@ -34,17 +34,18 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.logger import ILogObserver, Logger, eventAsText, globalLogBeginner
+from twisted.logger import ILogObserver, eventAsText, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .base import ServiceFactory, default_reactor
+from .logs import SafeLogger
 from .options import ServiceOptions
 
 __all__ = ["AdoptedEndpoint", "PrivateRedis", "WorkersService", "main"]
 
-log = Logger()
+log = SafeLogger()
 
 
 @implementer(IStreamServerEndpoint)

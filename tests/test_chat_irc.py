@@ -46,16 +46,14 @@ class IrcClient:
     An IRC connection in memory: what it sent, and the lines it got.
     """
 
-    def __init__(self, chat: ChatOnClock, port: int) -> None:
+    def __init__(self, chat: ChatOnClock, port: int, host: str = "127.0.0.1") -> None:
         from twisted.internet.address import IPv4Address
 
         self.chat = chat
         factory = getattr(chat, "_irc", None)
         if factory is None:
             factory = chat._irc = IrcChatFactory(chat.factory)  # type: ignore
-        self.protocol, self.transport = connect(
-            factory, IPv4Address("TCP", "127.0.0.1", port)
-        )
+        self.protocol, self.transport = connect(factory, IPv4Address("TCP", host, port))
         self.chat.clock.advance(0)
 
     def send(self, data: bytes) -> None:
@@ -604,3 +602,108 @@ class PipelinedRegistrationTests(SynchronousTestCase):
         lines = client.lines()
         self.assertEqual(codes(lines)[:6], ["001", "002", "003", "004", "005", "422"])
         self.assertIn(":alice!alice@sockproto JOIN #lobby", lines)
+
+
+class AbuseTests(SynchronousTestCase):
+    """
+    What one IRC connection (or one address) may hold and try.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock(rateLimit=0)
+
+    def test_a_connection_may_join_chanlimit_channels_then_gets_405(self) -> None:
+        client = IrcClient(self.chat, 1)
+        lines = client.register("hoarder")
+        limit = IrcChatFactory.maxChannels
+        self.assertIn(f"CHANLIMIT=#:{limit}", " ".join(lines))
+        names = ",".join(f"#r{i}" for i in range(limit + 5))
+        client.send(f"JOIN {names}\r\n".encode())
+        lines = client.lines()
+        joins = [line for line in lines if line.split()[1] == "JOIN"]
+        refused = [line for line in lines if line.split()[1] == "405"]
+        self.assertEqual((len(joins), len(refused)), (limit, 5))
+        self.assertIn("#r20 :You have joined too many channels", refused[0])
+        client.send(b"PART #r0\r\nJOIN #r20\r\n")
+        self.assertIn("JOIN", " ".join(client.lines()))
+
+    def test_one_address_cannot_hold_every_room(self) -> None:
+        per_peer = IrcChatFactory.maxChannelsPerPeer
+        joined = 0
+        for n in range(per_peer // IrcChatFactory.maxChannels + 2):
+            client = IrcClient(self.chat, 1)
+            client.register(f"h{n}")
+            names = ",".join(f"#c{n}x{i}" for i in range(IrcChatFactory.maxChannels))
+            client.send(f"JOIN {names}\r\n".encode())
+            joined += sum(1 for line in client.lines() if line.split()[1] == "JOIN")
+        self.assertEqual(joined, per_peer)
+        other = IrcClient(self.chat, 2, "127.0.0.2")  # another address is free
+        other.register("other")
+        other.send(b"JOIN #fresh\r\n")
+        self.assertIn("JOIN", " ".join(other.lines()))
+
+    def test_quitting_gives_the_address_its_channels_back(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.register("q")
+        client.send(b"JOIN #a,#b\r\n")
+        self.assertEqual(sum(self.chat.factory.roomsHeld.values()), 2)
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        client.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.chat.factory.roomsHeld, {})
+
+    def test_the_server_s_name_and_look_alikes_cannot_be_taken(self) -> None:
+        for nick in ["sockproto", "SockProto", "s0ckprot0", "sockpr0to"]:
+            client = IrcClient(self.chat, 1)
+            lines = client.register(nick)
+            self.assertEqual(codes(lines), ["432"], (nick, lines))
+        line, transport = self.chat.join()
+        self.chat.send(line, "/nick sockproto")
+        self.assertIn("the server's own", transport.value().decode())
+
+    def test_an_unregistered_client_that_pings_is_still_closed(self) -> None:
+        client = IrcClient(self.chat, 1)
+        for _ in range(10):
+            client.send(b"PING :keepalive\r\n")
+            self.chat.clock.advance(IrcChatFactory.registrationTimeout / 10)
+        lines = client.lines()
+        self.assertIn("ERROR :Closing link: registration timed out", lines)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_registering_in_time_is_not_closed(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.register("ontime")
+        self.chat.clock.advance(IrcChatFactory.registrationTimeout + 1)
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_a_512_byte_line_is_read_and_513_bytes_get_417(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.register("long")
+        client.send(b"JOIN #lobby\r\n")
+        client.lines()
+        for size, answer in [(512, "PONG"), (513, "417")]:
+            padding = "x" * (size - len("PING :\r\n"))
+            client.send(f"PING :{padding}\r\n".encode())
+            self.assertEqual(client.lines()[0].split()[1], answer, size)
+
+
+class SaslLimitTests(SynchronousTestCase):
+    def test_three_wrong_sasl_passwords_disconnect(self) -> None:
+        import base64
+
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+        checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
+        chat = ChatOnClock(checker=checker)
+        client = IrcClient(chat, 1)
+        client.send(b"CAP LS 302\r\nCAP REQ :sasl\r\n")
+        limit = chat.factory.accounts.maxWrongPerConnection
+        for n in range(limit):
+            self.assertFalse(client.transport.disconnecting, n)
+            token = base64.b64encode(f"\0carol\0guess{n}".encode()).decode()
+            client.send(f"AUTHENTICATE PLAIN\r\nAUTHENTICATE {token}\r\n".encode())
+        lines = client.lines()
+        self.assertEqual(codes(lines).count("904"), limit)
+        self.assertEqual(lines[-1], "ERROR :Closing link: too many wrong passwords")
+        self.assertTrue(client.transport.disconnecting)

@@ -483,3 +483,231 @@ def _https_get(port: int, cert: str) -> Any:
             )
             head = tls.recv(100)
             return tls.selected_alpn_protocol(), head
+
+
+class JsonTests(SynchronousTestCase):
+    """
+    Every malformed JSON message gets one error event, and the session
+    answers the next message as if nothing had happened.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.client, self.server, self.pump = self.chat.browser()
+
+    def assertOneErrorThenServed(self, text: str, why: str) -> None:
+        seen = len(self.client.messages)
+        self.client.sendText(text)
+        self.pump.flush()
+        errors = [
+            m["text"] for m in self.client.messages[seen:] if m["type"] == "error"
+        ]
+        self.assertEqual(len(errors), 1, (text[:40], errors))
+        self.assertIn(why, errors[0])
+        self.client.say(f"after {text[:10]!r}")
+        self.pump.flush()
+        self.assertEqual(last(self.client, "message")["text"], f"after {text[:10]!r}")
+        self.assertTrue(self.server.connected)
+
+    def test_deep_nesting(self) -> None:
+        for opening, closing in [("[", "]"), ('{"a":', "}")]:
+            text = opening * 200 + "1" + closing * 200
+            self.assertOneErrorThenServed(text, "nested over")
+
+    def test_deep_nesting_inside_a_request(self) -> None:
+        self.assertOneErrorThenServed(
+            '{"type": "line", "text": "x", "extra": ' + "[" * 400 + "]" * 400 + "}",
+            "nested over",
+        )
+
+    def test_brackets_in_strings_are_text(self) -> None:
+        self.client.say("[[[[[[[[{{{{{{{{")
+        self.pump.flush()
+        self.assertEqual(last(self.client, "message")["text"], "[[[[[[[[{{{{{{{{")
+
+    def test_huge_numbers(self) -> None:
+        self.assertOneErrorThenServed(
+            '{"type": "line", "text": ' + "9" * 1000 + "}", "number over"
+        )
+        self.assertOneErrorThenServed('{"type": "line", "n": 1e99999}', "out of range")
+
+    def test_nan_and_infinity(self) -> None:
+        for constant in ["NaN", "Infinity", "-Infinity"]:
+            self.assertOneErrorThenServed(
+                '{"type": "line", "text": ' + constant + "}", "is not JSON"
+            )
+
+    def test_duplicate_keys(self) -> None:
+        self.assertOneErrorThenServed(
+            '{"type": "line", "text": "a", "text": "b"}', "duplicate key"
+        )
+
+    def test_a_type_with_nul(self) -> None:
+        self.assertOneErrorThenServed('{"type": "line\\u0000"}', "not a request")
+
+    def test_a_text_that_is_not_a_string(self) -> None:
+        for value in ["42", "null", "[]", "{}", "true"]:
+            self.assertOneErrorThenServed(
+                '{"type": "line", "text": ' + value + "}", '"text" must be a string'
+            )
+
+    def test_lone_surrogates(self) -> None:
+        self.assertOneErrorThenServed(
+            '{"type": "line", "text": "a\\ud800b"}', "lone surrogate"
+        )
+        self.assertOneErrorThenServed(
+            '{"type": "line", "\\udfff": 1}', "lone surrogate"
+        )
+
+    def test_a_failing_command_does_not_stall_the_queue(self) -> None:
+        def broken(argument: str) -> None:
+            raise RuntimeError("a bug")
+
+        self.server.command_broken = broken  # a command of this front end
+        self.client.say("/broken")
+        self.client.say("next")
+        self.pump.flush()
+        self.assertIn("try again", last(self.client, "error")["text"])
+        self.assertEqual(last(self.client, "message")["text"], "next")
+
+
+def _frames(client: WebSocketClient, *events: Any) -> bytes:
+    return b"".join(client.connection.send(event) for event in events)
+
+
+class ControlFrameTests(SynchronousTestCase):
+    """
+    Pings and fragments cost what lines cost: the rate limit and the bound
+    on unread output apply to them.
+    """
+
+    def test_pongs_count_against_the_unread_output(self) -> None:
+        from wsproto.events import Ping
+
+        chat = ChatOnClock(maxOutput=2000, rateLimit=0)
+        client, server, pump = chat.browser()
+        pump.clientIO.pauseProducing()  # the client stops reading
+        server.transport.producer.pauseProducing()  # its buffer is full
+        client.transport.write(_frames(client, *[Ping(b"p" * 100)] * 100))
+        pump.flush()
+        self.assertTrue(server.transport.disconnected)
+        self.assertEqual(chat.web().drops["slow_reader"], 1)
+
+    def test_pings_wait_for_the_rate_limit_as_lines_do(self) -> None:
+        from wsproto.events import Ping
+
+        chat = ChatOnClock(rateLimit=5)
+        client, server, pump = chat.browser()
+        client.transport.write(_frames(client, *[Ping(b"%d" % i) for i in range(15)]))
+        pump.flush()
+        self.assertIn("slow down", last(client, "notice")["text"])
+
+    def test_a_ping_flood_is_an_excess_flood(self) -> None:
+        from wsproto.events import Ping
+
+        chat = ChatOnClock(rateLimit=5)
+        client, server, pump = chat.browser()
+        client.transport.write(_frames(client, *[Ping(b"x" * 100)] * 500))
+        pump.flush()
+        self.assertEqual(client.closeCode, 1008)
+        self.assertEqual(chat.web().drops["overflow"], 1)
+
+    def test_a_flood_of_tiny_fragments_is_an_excess_flood(self) -> None:
+        from wsproto.events import TextMessage
+
+        chat = ChatOnClock(rateLimit=5)
+        client, server, pump = chat.browser()
+        parts = [TextMessage("x", message_finished=(i % 30 == 29)) for i in range(6000)]
+        client.transport.write(_frames(client, *parts))
+        pump.flush()
+        self.assertEqual(client.closeCode, 1008)
+        self.assertIn("excess flood", last(client, "error")["text"])
+
+    def test_a_message_in_too_many_frames_closes_with_1009(self) -> None:
+        from wsproto.events import TextMessage
+
+        chat = ChatOnClock(rateLimit=0)
+        client, server, pump = chat.browser()
+        count = server.maxFragments + 1
+        parts = [TextMessage("x", message_finished=False) for i in range(count)]
+        client.transport.write(_frames(client, *parts))
+        pump.flush()
+        self.assertEqual(client.closeCode, 1009)
+        self.assertIn("frames", last(client, "error")["text"])
+
+    def test_a_message_in_few_frames_arrives(self) -> None:
+        from wsproto.events import TextMessage
+
+        chat = ChatOnClock()
+        client, server, pump = chat.browser()
+        text = json.dumps({"type": "line", "text": "in pieces"})
+        parts = [TextMessage(text[:10], message_finished=False), TextMessage(text[10:])]
+        client.transport.write(_frames(client, *parts))
+        pump.flush()
+        self.assertEqual(last(client, "message")["text"], "in pieces")
+
+    def test_an_unfinished_message_closes_at_its_deadline(self) -> None:
+        from wsproto.events import TextMessage
+
+        chat = ChatOnClock(timeout=3600)
+        client, server, pump = chat.browser()
+        client.transport.write(
+            _frames(client, TextMessage("{", message_finished=False))
+        )
+        pump.flush()
+        chat.clock.advance(server.messageTimeout - 1)
+        pump.flush()
+        self.assertTrue(server.connected)
+        chat.clock.advance(2)
+        pump.flush()
+        self.assertEqual(client.closeCode, 1008)
+        self.assertIn("not finished", last(client, "error")["text"])
+
+
+class ClosingTests(SynchronousTestCase):
+    def test_the_close_frame_is_sent_and_the_client_s_awaited(self) -> None:
+        chat = ChatOnClock()
+        client, server, pump = chat.browser()
+        received: List[bytes] = []
+        client.dataReceived = received.append  # never answers
+        server.overflow()
+        pump.flush()
+        self.assertTrue(server.connected)
+        self.assertFalse(server.transport.disconnecting)
+        self.assertIn(b"\x88\x02\x03\xf1", b"".join(received))  # close, 1009
+        chat.clock.advance(server.lingerTime)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_the_client_s_close_frame_ends_the_linger(self) -> None:
+        chat = ChatOnClock()
+        client, server, pump = chat.browser()
+        server.overflow()
+        pump.flush()
+        self.assertEqual(client.closeCode, 1009)
+        self.assertFalse(server.connected)
+
+    def test_data_after_the_close_frame_is_not_parsed_without_end(self) -> None:
+        from wsproto.events import TextMessage
+
+        chat = ChatOnClock(rateLimit=0)
+        client, server, pump = chat.browser()
+        client.dataReceived = lambda data: None
+        server.overflow()
+        said = []
+        self.patch(server, "lineReceived", said.append)
+        client.transport.write(_frames(client, *[TextMessage("x")] * 200))
+        pump.flush()
+        self.assertEqual(said, [])
+        chat.clock.advance(server.lingerTime)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_application_close_codes_are_logged_as_such(self) -> None:
+        chat = ChatOnClock()
+        client, server, pump = chat.browser()
+        logged: List[str] = []
+        self.patch(type(server), "log", _Recorder(logged))
+        client.transport.write(
+            client.connection.send(CloseConnection(code=4001, reason="bye"))
+        )
+        pump.flush()
+        self.assertEqual(logged, ["web: 127.0.0.1:40000 closed with code 4001: bye"])

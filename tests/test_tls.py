@@ -17,6 +17,7 @@ from sockproto.coucou import CoucouServerFactory, MessageList, send_message
 from sockproto.echo import EchoFactory
 from sockproto.testing import (
     connect_line_client,
+    listen_on_loopback,
     listen_tls_on_loopback,
     make_certificate,
     start_twistd,
@@ -307,3 +308,64 @@ class HostnameTests(TestCase):
         out, err, code, server = yield self.chat(["localhost"], b"hi\n/quit\n")
         self.assertEqual((err, code), ("", 0))
         self.assertIn("<guest1> hi", out)
+
+
+class TLSOnPlainPortTests(TestCase):
+    """
+    A TLS client pointed at a plain port (an easy mistake): its handshake
+    reaches nobody, it gets a hint, and the log one line.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        if OpenSSL is None:
+            raise SkipTest("pyOpenSSL is missing: pip install 'sockproto[tls]'")
+        self.cert, self.key = make_certificate(temporary_directory(self))
+
+    @inlineCallbacks
+    def test_a_tls_hello_on_the_chat_port_reaches_nobody(self) -> Any:
+        factory = ChatFactory(rateLimit=0)
+        server = yield listen_on_loopback(factory)
+        self.addCleanup(server.stop)
+        bob = yield connect_line_client(server.endpoint())
+        yield bob.expect("alone")
+        seen = len(bob.lines)
+        out, err, code = yield run_sockproto(
+            self,
+            "chat",
+            "--tls",
+            "--ca",
+            self.cert,
+            "localhost",
+            str(server.portNumber),
+        )
+        self.assertEqual((code, err.count("\n")), (1, 1), err)
+        self.assertIn("try without --tls", err)
+        bob.send("/who")
+        yield bob.expect("in #lobby")
+        self.assertEqual(
+            [line for line in bob.lines[seen:] if not line.startswith("-!- ")], []
+        )
+        self.assertEqual(list(factory.server.getRoom("lobby").history), [])
+        self.assertEqual(factory.drops.get("tls_on_plain_port"), 1)
+        bob.transport.loseConnection()
+        yield bob.closed
+
+    @inlineCallbacks
+    def test_a_tls_hello_on_the_coucou_port_is_not_a_message(self) -> Any:
+        sink = MessageList()
+        server = yield listen_on_loopback(CoucouServerFactory(sink))
+        self.addCleanup(server.stop)
+        out, err, code = yield run_sockproto(
+            self,
+            "send",
+            "--tls",
+            "--ca",
+            self.cert,
+            "localhost",
+            str(server.portNumber),
+            "x",
+        )
+        self.assertEqual(code, 1, err)
+        self.assertEqual(sink.messages, [])

@@ -21,9 +21,9 @@ from twisted.cred.checkers import (
 )
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from ..lines import TokenBucket
+from ..logs import SafeLogger
 from .rooms import nick_key
 
 __all__ = ["Accounts", "UnsupportedCheckerError"]
@@ -48,7 +48,7 @@ class Accounts:
     @ivar guessRate: ... and then how many a second.
     """
 
-    log = Logger()
+    log = SafeLogger()
     maxWrongPerConnection = 3
     guessesPerAddress = 10
     guessRate = 1 / 30

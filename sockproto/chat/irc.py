@@ -19,7 +19,8 @@ import base64
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
@@ -63,6 +64,12 @@ def mask(nick: str) -> str:
     return f"{nick}!{nick}@{HOST}"
 
 
+class TooManyChannelsError(ChatError):
+    """
+    A JOIN past a limit of channels (405).
+    """
+
+
 class IrcSession(ChatSession):
     """
     A session that may be in several rooms at once, and greets the IRC
@@ -100,10 +107,20 @@ class IrcSession(ChatSession):
         """
         if name in self.rooms:
             return succeed(None)
+        client: Any = self.client
+        factory = client.factory
+        if len(self.rooms) >= factory.maxChannels:
+            return fail(TooManyChannelsError("You have joined too many channels"))
+        held = factory.chat.roomsHeld
+        if held.get(self.peerKey, 0) >= factory.maxChannelsPerPeer:
+            return fail(
+                TooManyChannelsError("Your address has joined too many channels")
+            )
 
         def entered(room: IChatRoom) -> "Deferred[Optional[IChatRoom]]":
             if self.ended or name in self.rooms:
                 return succeed(None)
+            held[self.peerKey] = held.get(self.peerKey, 0) + 1
             self.rooms[name] = self.room = room
             return room.join(self.client).addCallback(showHistory, room)
 
@@ -121,6 +138,11 @@ class IrcSession(ChatSession):
         room = self.rooms.pop(name, None)
         if room is None:
             return False
+        held = self.client.factory.chat.roomsHeld  # type: ignore[attr-defined]
+        if held.get(self.peerKey, 0) <= 1:
+            held.pop(self.peerKey, None)
+        else:
+            held[self.peerKey] -= 1
         if self.room is room:
             self.room = next(iter(self.rooms.values()), None)
         self._logFailure(room.leave(self.client, reason))
@@ -155,6 +177,8 @@ class IrcChatProtocol(ChatProtocol):
     _pinged = False
     _held: Optional[List[bytes]] = None
     _sasl = False
+    _saslFailures = 0
+    _registrationCall: Optional[IDelayedCall] = None
     maxHeld = 32
     """Lines a client may send while its registration is under way."""
 
@@ -162,6 +186,28 @@ class IrcChatProtocol(ChatProtocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
+        self._registrationCall = self.callLater(
+            self.factory.registrationTimeout, self.registrationTimedOut
+        )
+
+    def registrationTimedOut(self) -> None:
+        """
+        Called when the client has not registered in
+        C{factory.registrationTimeout} seconds, whatever it sent (a PING
+        does not extend it): close.
+        """
+        self._registrationCall = None
+        if self.registered:
+            return
+        self.log.info("irc: {peer} did not register in time", peer=self.peer)
+        self.sendIrc(irc_line(None, "ERROR", "Closing link: registration timed out"))
+        self.closeConnection()
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        if self._registrationCall is not None and self._registrationCall.active():
+            self._registrationCall.cancel()
+        self._registrationCall = None
+        super().connectionLost(reason)
 
     @property
     def nick(self) -> str:
@@ -269,7 +315,7 @@ class IrcChatProtocol(ChatProtocol):
         assert accounts is not None
         account = accounts.registeredName(name)
         if account is None or not accounts.mayGuess(self.peerKey):
-            return self.numeric("904", "SASL authentication failed")
+            return self.saslFailed()
 
         def checked(right: bool) -> None:
             if not right:
@@ -279,7 +325,7 @@ class IrcChatProtocol(ChatProtocol):
                     nick=account,
                     peer=self.peer,
                 )
-                return self.numeric("904", "SASL authentication failed")
+                return self.saslFailed()
             self.password = password
             self.numeric(
                 "900", mask(account), account, f"You are now logged in as {account}"
@@ -287,6 +333,27 @@ class IrcChatProtocol(ChatProtocol):
             self.numeric("903", "SASL authentication successful")
 
         accounts.check(account, password).addCallback(checked)
+
+    def saslFailed(self) -> None:
+        """
+        A SASL attempt failed (904); past the accounts' C{maxWrongPerConnection}
+        on this connection, as every front end does, disconnect.
+        """
+        self.numeric("904", "SASL authentication failed")
+        self._saslFailures += 1
+        accounts = self.factory.accounts
+        assert accounts is not None
+        if self._saslFailures >= accounts.maxWrongPerConnection:
+            self.log.warn(
+                "irc: {peer} failed SASL {count} times: disconnecting",
+                peer=self.peer,
+                count=self._saslFailures,
+            )
+            self.quit("too many wrong passwords")
+            self.sendIrc(
+                irc_line(None, "ERROR", "Closing link: too many wrong passwords")
+            )
+            self.closeConnection()
 
     def irc_PASS(self, params: List[str]) -> None:
         if self.registered:
@@ -388,7 +455,7 @@ class IrcChatProtocol(ChatProtocol):
     def nickRefused(self, failure: Failure, nick: str) -> bool:
         failure.trap(ChatError)
         why = failure.getErrorMessage()
-        if "invalid" in why:
+        if "invalid" in why or "server's own" in why:
             self.numeric(irc.ERR_ERRONEUSNICKNAME, nick, why)
         else:
             self.numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
@@ -396,6 +463,9 @@ class IrcChatProtocol(ChatProtocol):
 
     def welcome(self) -> None:
         self.registered = True
+        if self._registrationCall is not None and self._registrationCall.active():
+            self._registrationCall.cancel()
+        self._registrationCall = None
         nick = self.nick
         server = self.factory.server
         self.numeric(irc.RPL_WELCOME, f"Welcome to {server.name}, {mask(nick)}")
@@ -410,6 +480,7 @@ class IrcChatProtocol(ChatProtocol):
             "CASEMAPPING=ascii",
             "PREFIX=",
             "CHANMODES=,,,",
+            f"CHANLIMIT=#:{self.factory.maxChannels}",
             f"NETWORK={SERVER}",
             "are supported by this server",
         )
@@ -491,7 +562,11 @@ class IrcChatProtocol(ChatProtocol):
             self.sendIrc(irc_line(mask(self.nick), "JOIN", f"#{name}"))
             return room.nicks().addCallback(self.sendNames, name)
 
-        session._answer(d.addCallback(joined))
+        def tooMany(failure: Failure) -> None:
+            failure.trap(TooManyChannelsError)
+            self.numeric(irc.ERR_TOOMANYCHANNELS, f"#{name}", failure.getErrorMessage())
+
+        session._answer(d.addCallbacks(joined, tooMany))
 
     def sendNames(self, nicks: List[str], name: str) -> None:
         line = ""
@@ -796,7 +871,16 @@ class IrcChatFactory(FrontEndFactory):
     fullMessage = b"ERROR :Closing link: server full, try again later\r\n"
     perPeerMessage = b"ERROR :Closing link: too many connections from your address\r\n"
     notTLSMessage = b"ERROR :Closing link: this port speaks TLS\r\n"
+    plainMessage = b"ERROR :Closing link: this port does not speak TLS\r\n"
     pingInterval = 120.0
+    registrationTimeout = 60.0
+    """Seconds a client has to register (NICK and USER, CAP END)."""
+    maxChannels = 20
+    """Channels one connection may be in at once (CHANLIMIT)."""
+    maxChannelsPerPeer = 64
+    """Channels the connections of one address may be in at once, all
+    together: one address cannot hold every room C{--max-rooms} allows."""
 
     def __init__(self, chat: ChatFactory) -> None:
-        super().__init__(chat, maxLineLength=512, timeout=self.pingInterval)
+        # 512 bytes with the CRLF (RFC 2812 2.3): 510, and the CR counts.
+        super().__init__(chat, maxLineLength=511, timeout=self.pingInterval)

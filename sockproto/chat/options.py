@@ -121,6 +121,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         super().__init__()
         self["web"] = []
         self["web-origin"] = []
+        self["web-host"] = []
         self["irc"] = []
 
     def opt_irc(self, description: str) -> None:
@@ -139,6 +140,14 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             )
         self["web-origin"].append(origin)
 
+    def opt_web_host(self, name: str) -> None:
+        """Also answer web requests for this host name (chat.example.org); repeatable"""
+        from .webhttp import host_name
+
+        if host_name(name) != name.lower() or ":" in name:
+            raise usage.UsageError(f"--web-host takes a host name, not {name!r}")
+        self["web-host"].append(name)
+
     def otherPorts(self) -> Dict[str, List[str]]:
         return {name: self[name] for name in ("web", "irc") if self[name]}
 
@@ -150,7 +159,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             return IrcChatFactory(factory)
         from .web import WebChatFactory
 
-        return WebChatFactory(factory, self["web-origin"])
+        return WebChatFactory(factory, self["web-origin"], self["web-host"])
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -167,6 +176,8 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         self.redisAddress = self._redisAddress()
         if self["web-origin"] and not self["web"]:
             raise usage.UsageError("--web-origin needs --web")
+        if self["web-host"] and not self["web"]:
+            raise usage.UsageError("--web-host needs --web")
 
     def _redisAddress(self) -> Optional[RedisAddress]:
         url = self["redis"]

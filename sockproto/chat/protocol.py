@@ -365,6 +365,9 @@ class ChatFactory(LineFactory):
     notTLSMessage = (
         b"-!- error: this port speaks TLS: use a TLS client (sockproto chat --tls)\r\n"
     )
+    plainMessage = (
+        b"-!- error: this port speaks plain text, not TLS: connect without TLS\r\n"
+    )
 
     maxLineLength = 512
     rateLimit = 5.0
@@ -414,6 +417,8 @@ class ChatFactory(LineFactory):
                 maxRooms=self.maxRooms,
             )
         self.server: IChatServer = server
+        self.roomsHeld: Dict[Optional[str], int] = {}
+        """Rooms the IRC clients of each address are in, all together."""
         self.accounts = Accounts(checker, self.clock) if checker is not None else None
         if self.accounts is not None:
             registered = self.accounts.registeredName

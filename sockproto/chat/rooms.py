@@ -10,10 +10,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..base import default_reactor
+from ..logs import SafeLogger
 from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
 
@@ -32,7 +32,7 @@ _ROOM = re.compile(r"#?([A-Za-z0-9_-]{1,32})\Z")
 _LOOK_ALIKE = str.maketrans({"1": "l", "i": "l", "|": "l", "0": "o"})
 _LOOK_ALIKE_PAIRS = (("rn", "m"), ("vv", "w"))
 
-log = Logger()
+log = SafeLogger()
 
 
 def valid_nick(nick: str) -> bool:
@@ -56,12 +56,27 @@ def nick_key(nick: str) -> str:
     return key
 
 
+SERVICE_NICKS = ("sockproto",)
+"""The server's own names, which users C{/msg} (IRC: C{PRIVMSG sockproto}):
+nobody may take them, nor any nickname that looks like them."""
+
+
+def service_nick(nick: str) -> bool:
+    """
+    Whether C{nick} is, or looks like, one of L{SERVICE_NICKS}.
+    """
+    return nick_key(nick) in _SERVICE_KEYS
+
+
 def valid_room(name: str) -> Optional[str]:
     """
     The room name C{name} stands for (lower case, no '#'), or None.
     """
     match = _ROOM.match(name)
     return match.group(1).lower() if match else None
+
+
+_SERVICE_KEYS = frozenset(nick_key(nick) for nick in SERVICE_NICKS)
 
 
 class ChatStats:

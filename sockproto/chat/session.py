@@ -9,14 +9,14 @@ session tells its L{IChatClient}; a new front end reuses all of it.
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from ..logs import SafeLogger
 from ..text import plural
 from .accounts import Accounts
 from .interfaces import ChatError, IChatClient, IChatRoom, IChatServer
-from .rooms import valid_room
+from .rooms import service_nick, valid_room
 
 __all__ = ["ChatSession"]
 
@@ -58,7 +58,7 @@ class ChatSession:
     maxQueued = 64
     """Lines a user may type while a request of theirs is under way."""
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(
         self,
@@ -143,7 +143,7 @@ class ChatSession:
         end is under way (a new nickname, a room), the next lines wait.
         """
         if self._queue is None:
-            d = self.lineReceived(text)
+            d = self._handleLine(text)
             if isinstance(d, Deferred) and not d.called:
                 self._queue = deque()  # until it is answered
                 d.addBoth(self._nextLine)
@@ -155,12 +155,26 @@ class ChatSession:
     def _nextLine(self, result: object) -> object:
         queue = self._queue
         while queue:
-            d = self.lineReceived(queue.popleft())
+            d = self._handleLine(queue.popleft())
             if isinstance(d, Deferred) and not d.called:
                 d.addBoth(self._nextLine)
                 return result
         self._queue = None
         return result
+
+    def _handleLine(self, text: str) -> Optional["Deferred[Any]"]:
+        # Whatever a line does, the lines after it are handled: a bug in
+        # one command costs the user that command's answer, not the chat.
+        try:
+            return self.lineReceived(text)
+        except Exception as e:
+            self.log.error(
+                "chat: a line from {peer} failed: {error}",
+                peer=self.peer,
+                error=f"{type(e).__name__}: {e}",
+            )
+            self.error("that failed on the server, sorry: try again later")
+            return None
 
     def lineReceived(self, text: str) -> Optional["Deferred[Any]"]:
         """
@@ -354,6 +368,10 @@ class ChatSession:
         """
         Take C{nick}, if it is valid and free; the back end announces it.
         """
+        if service_nick(nick):
+            return fail(
+                ChatError(f"nickname {nick} is the server's own: choose another")
+            )
         old = self.nick
         d = self.server.rename(self.client, nick)
 

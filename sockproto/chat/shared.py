@@ -33,10 +33,10 @@ from twisted.internet.defer import (
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..logs import SafeLogger
 from ..resp import RedisLink
 from .events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent, EventBatch
 from .interfaces import ChatError, IChatMember, IChatRoom, IChatServer
@@ -45,7 +45,7 @@ from .wire import MalformedMessageError, decode_events, encode_events
 
 __all__ = ["BrokerService", "RedisChatServer", "SharedRoom"]
 
-log = Logger()
+log = SafeLogger()
 
 UNAVAILABLE = "chat network unavailable: only people on this server see your lines"
 BACK = "chat network back: everyone in your room sees your lines again"

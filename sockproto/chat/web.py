@@ -25,58 +25,162 @@ either changes).
 """
 
 import json
+import re
 import struct
-from importlib.resources import files
 from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
-from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
-from twisted.web.pages import notFound
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Ping,
     TextMessage,
 )
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
 from zope.interface import implementer
 
-from ..lines import LineTooLong, Overflow
+from ..lines import LineTooLong, Overflow, Rated
 from ..text import sanitize
 from .events import JOIN, LEAVE, NICK, ChatEvent, EventBatch
 from .interfaces import ChatError
 from .protocol import ChatFactory, ChatProtocol, FrontEndFactory
-
-__all__ = ["WebChatFactory", "WebChatProtocol", "event_json", "text_frame"]
-
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
-    " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+from .webhttp import (
+    WebChannel,
+    WebRequest,
+    WebSocketResource,
+    build_site,
+    http_response,
+    server_names,
 )
-HEADERS = {
-    b"content-security-policy": CSP.encode(),
-    b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"no-referrer",
-    b"x-frame-options": b"DENY",
-    b"cache-control": b"no-cache",
-}
+
+__all__ = [
+    "BadRequestError",
+    "WebChatFactory",
+    "WebChatProtocol",
+    "WebRequest",
+    "WebSocketResource",
+    "event_json",
+    "parse_request",
+    "text_frame",
+]
 
 BINARY = object()
 """A binary message, among the text messages: answered with an error."""
 
-# Close codes (RFC 6455, 7.4.1).
 MOVES = frozenset([JOIN, LEAVE, NICK])
 """The kinds of event after which a member's nickname or room may differ."""
+
+# Close codes (RFC 6455, 7.4.1).
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TOO_BIG = 1009
+
+FRAME_COST = 16
+"""What a frame costs against the queue bound beyond its payload, in bytes:
+parsing a frame costs about as much as handling a short line."""
+
+
+class Pong(Rated):
+    """
+    A ping to answer, in its turn: it counts against the rate limit.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(len(data) + FRAME_COST)
+        self.data = data
+
+
+class Fragment(Rated):
+    """
+    A frame of a message that is not finished: it counts against the rate
+    limit as a line does, so that a flood of tiny fragments costs no more
+    than a flood of lines.
+    """
+
+    __slots__ = ()
+
+
+class BadRequestError(ValueError):
+    """
+    A WebSocket message that is not a request; the message says why.
+    """
+
+
+MAX_DEPTH = 4
+"""The deepest nesting of arrays and objects in a request."""
+MAX_NUMBER = 32
+"""The most characters of a number in a request."""
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _number(text: str) -> Any:
+    if len(text) > MAX_NUMBER:
+        raise BadRequestError(f"number over {MAX_NUMBER} characters")
+    if not any(c in text for c in ".eE"):
+        return int(text)
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise BadRequestError("number out of range")
+    return number
+
+
+def _constant(name: str) -> Any:
+    raise BadRequestError(f"{name} is not JSON")
+
+
+def _object(pairs: List[Any]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequestError(f"duplicate key {json.dumps(key)}")
+        for text in (key, value):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BadRequestError("a string with a lone surrogate") from None
+        result[key] = value
+    return result
+
+
+def parse_request(data: bytes) -> Dict[str, Any]:
+    """
+    The JSON object of a WebSocket message (UTF-8), checked before and
+    while it is decoded: at most L{MAX_DEPTH} levels of nesting, numbers of
+    at most L{MAX_NUMBER} characters, no C{NaN} or C{Infinity}, no key
+    twice, no lone surrogate, and an object with a C{type}.
+
+    @raise BadRequestError: with the reason, if it is not such a request.
+    """
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub(b'""', data)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(depth, deepest)
+        if deepest > MAX_DEPTH:
+            raise BadRequestError(f"nested over {MAX_DEPTH} levels")
+    try:
+        request = json.loads(
+            data,
+            parse_int=_number,
+            parse_float=_number,
+            parse_constant=_constant,
+            object_pairs_hook=_object,
+        )
+    except BadRequestError:
+        raise
+    except (ValueError, RecursionError):
+        raise BadRequestError("not JSON") from None
+    if not isinstance(request, dict):
+        raise BadRequestError('not a request: {"type": "line", "text": "..."}')
+    kind = request.get("type")
+    if not isinstance(kind, str) or not kind.isidentifier():
+        raise BadRequestError('not a request: {"type": "line", "text": "..."}')
+    return request
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -112,132 +216,6 @@ def event_json(event: ChatEvent) -> Dict[str, Any]:
     return fields
 
 
-class WebChannel(HTTPChannel):
-    """
-    The HTTP side of a web connection, until it becomes a WebSocket.
-
-    @ivar chat: the connection's L{WebChatProtocol}.
-    """
-
-    chat: "WebChatProtocol"
-
-
-class WebRequest(Request):
-    """
-    A request whose every answer carries the security headers.
-    """
-
-    channel: WebChannel
-
-    def process(self) -> None:
-        for name, value in HEADERS.items():
-            self.setHeader(name, value)
-        super().process()
-
-
-class Folder(Resource):
-    """
-    A resource whose unknown children are 404 (escaped, unlike Twisted's
-    default).
-    """
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        return notFound()  # type: ignore[return-value]
-
-
-class Asset(Folder):
-    """
-    A file of the page, from the package: C{GET} (and C{HEAD}) only.
-    """
-
-    def __init__(self, name: str, contentType: bytes) -> None:
-        super().__init__()
-        self.data = files(__package__).joinpath("static", name).read_bytes()
-        self.contentType = contentType
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", self.contentType)
-        return self.data
-
-
-class WebSocketResource(Resource):
-    """
-    C{/ws}: upgrade the connection to a WebSocket, if the request comes from
-    an allowed origin.
-    """
-
-    isLeaf = True
-
-    def __init__(self, origins: Sequence[str]) -> None:
-        super().__init__()
-        self.origins = {origin.rstrip("/").lower() for origin in origins}
-
-    def render_GET(self, request: WebRequest) -> Any:
-        chat = request.channel.chat
-        if request.postpath:
-            return self.refuse(request, 404, "no such page")
-        if not self.allowed(request):
-            origin = (request.getHeader("origin") or "").strip()
-            chat.log.warn(
-                "web: refused a WebSocket from {peer}: origin {origin} not allowed",
-                peer=chat.peer,
-                origin=origin,
-            )
-            return self.refuse(request, 403, "this origin may not use the chat")
-        handshake = H11Handshake(ConnectionType.SERVER)
-        headers = [
-            (name, value)
-            for name, values in request.requestHeaders.getAllRawHeaders()
-            for value in values
-        ]
-        try:
-            handshake.initiate_upgrade_connection(headers, request.uri)
-        except RemoteProtocolError as e:
-            return self.refuse(request, 400, f"not a WebSocket handshake: {e}")
-        accept = handshake.send(AcceptConnection())
-        assert handshake.connection is not None
-        chat.upgrade(handshake.connection, accept)
-        return NOT_DONE_YET
-
-    def allowed(self, request: Request) -> bool:
-        """
-        Whether the request's C{Origin} is the page's own, or allowed by
-        C{--web-origin}.  A request without one is not from a browser page
-        (a bot): nobody's browser can be made to send it.
-        """
-        origin = request.getHeader("origin")
-        if origin is None:
-            return True
-        origin = origin.strip().rstrip("/").lower()
-        scheme = "https" if request.isSecure() else "http"
-        host = (request.getHeader("host") or "").strip().lower()
-        return origin == f"{scheme}://{host}" or origin in self.origins
-
-    @staticmethod
-    def refuse(request: Request, code: int, text: str) -> bytes:
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return (text + "\n").encode("utf-8")
-
-
-def build_site(origins: Sequence[str], timeout: float, clock: Any) -> Site:
-    """
-    The page, its files and C{/ws}; anything else is 404.
-    """
-    root = Folder()
-    root.putChild(b"", Asset("index.html", b"text/html; charset=utf-8"))
-    root.putChild(b"chat.js", Asset("chat.js", b"text/javascript; charset=utf-8"))
-    root.putChild(b"chat.css", Asset("chat.css", b"text/css; charset=utf-8"))
-    root.putChild(b"favicon.svg", Asset("favicon.svg", b"image/svg+xml"))
-    root.putChild(b"ws", WebSocketResource(origins))
-    site = Site(root, timeout=timeout, reactor=clock)
-    site.protocol = WebChannel  # type: ignore[assignment]
-    site.requestFactory = WebRequest
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
-
-
 class WebChatProtocol(ChatProtocol):
     """
     A connection to a C{--web} port: HTTP until the page opens its
@@ -246,16 +224,37 @@ class WebChatProtocol(ChatProtocol):
     A text message is a "line" for the line protocol's machinery: the rate
     limit, the queue, the idle timer.  One over L{WebChatFactory.maxMessage}
     bytes is answered with an error; one more than L{unterminatedFactor}
-    times that closes the connection (1009).
+    times that closes the connection (1009), and so does one in more than
+    L{maxFragments} frames, or one not finished L{messageTimeout} seconds
+    after its first frame (1008).  Every frame of an unfinished message
+    and every ping count against the rate limit as lines do, and pongs go
+    through the bound on unread output as everything written does.
+
+    Closing, the server sends its close frame and then reads (at most
+    L{lingerEvents} frames, for at most L{lingerTime} seconds) until the
+    client's own close frame comes, so that the client gets the close
+    frame before the connection ends, not a TCP reset.
     """
 
     factory: "WebChatFactory"
     channel: Optional[WebChannel] = None
     websocket: Optional[Connection] = None
     closeCode = 1000
+    maxFragments = 32
+    """Frames one message may come in."""
+    messageTimeout = 30.0
+    """Seconds from the first frame of a message to its last."""
+    lingerTime = 2.0
+    """Seconds to wait for the client's close frame after sending ours."""
+    lingerEvents = 64
+    """Frames read at most while waiting for the client's close frame."""
     _you = ("", "")
     _parts: Optional[List[str]] = None
     _partSize = 0
+    _fragments = 0
+    _messageCall: Optional[IDelayedCall] = None
+    _lingerCall: Optional[IDelayedCall] = None
+    lingering = False
 
     def connectionMade(self) -> None:
         # The HTTP channel registers as the producer until the upgrade.
@@ -282,27 +281,37 @@ class WebChatProtocol(ChatProtocol):
     # --- input ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.websocket is None:
+        self.factory.stats.bytesIn += len(data)
+        websocket = self.websocket
+        if websocket is None:
             if self.channel is not None:
-                self.factory.stats.bytesIn += len(data)
                 self.channel.dataReceived(data)
             return
-        self.factory.stats.bytesIn += len(data)
-        self.websocket.receive_data(data)
-        events: List[Any] = []
-        for event in self.websocket.events():
-            self.websocketEvent(event, events)
-        self.handleEvents(events)
+        if self.lingering:
+            return self.lingerData(data)
+        websocket.receive_data(data)
+        # One event at a time, so that a client closed for flooding costs
+        # no parsing of the rest of what it sent.
+        for event in websocket.events():
+            messages: List[Any] = []
+            self.websocketEvent(event, messages)
+            if messages:
+                self.handleEvents(messages)
+            if self.lingering or not self.connected or self.transport.disconnecting:
+                return
 
     def websocketEvent(self, event: Event, messages: List[Any]) -> None:
         """
         Handle one wsproto event; a complete message goes to C{messages}
-        (its UTF-8, or a L{LineTooLong} or L{Overflow}).
+        (its UTF-8, or a L{LineTooLong} or L{Overflow}), and so do a ping's
+        L{Pong} and a L{Fragment} for each frame of a message that is not
+        its last.
         """
         if isinstance(event, (TextMessage, BytesMessage)):
             self.messagePart(event, messages)
         elif isinstance(event, Ping):
-            self.send(self.websocket.send(event.response()))  # type: ignore
+            assert self.websocket is not None
+            messages.append(Pong(self.websocket.send(event.response())))
         elif isinstance(event, CloseConnection):
             self.peerClosed(event)
 
@@ -316,32 +325,86 @@ class WebChatProtocol(ChatProtocol):
         """
         limit = self.factory.maxMessage
         if self._parts is None:
-            self._parts, self._partSize = [], 0
+            self._parts, self._partSize, self._fragments = [], 0, 0
         self._partSize += len(event.data)
+        if event.frame_finished:  # a frame may come in several events
+            self._fragments += 1
         if self._partSize > limit * self.unterminatedFactor:
+            self._endMessage()
             messages.append(Overflow())
-            self._parts = None
             return
+        if self._fragments > self.maxFragments:
+            self._endMessage()
+            return self.refuseMessage(
+                TOO_BIG, f"message in more than {self.maxFragments} frames"
+            )
         if self._partSize <= limit and isinstance(event, TextMessage):
             self._parts.append(event.data)
-        if event.message_finished:
-            parts, size, self._parts = self._parts, self._partSize, None
-            if isinstance(event, BytesMessage):
-                messages.append(BINARY)
-            elif size > limit:
-                messages.append(LineTooLong(size))
-            else:
-                messages.append("".join(parts).encode("utf-8"))
+        if not event.message_finished:
+            if self._messageCall is None:
+                self._messageCall = self.callLater(
+                    self.messageTimeout, self.messageTooSlow
+                )
+            if event.frame_finished:
+                messages.append(Fragment(len(event.data) + FRAME_COST))
+            return
+        parts, size = self._parts, self._partSize
+        self._endMessage()
+        if isinstance(event, BytesMessage):
+            messages.append(BINARY)
+        elif size > limit:
+            messages.append(LineTooLong(size))
+        else:
+            messages.append("".join(parts).encode("utf-8"))
+
+    def _endMessage(self) -> None:
+        self._parts = None
+        if self._messageCall is not None and self._messageCall.active():
+            self._messageCall.cancel()
+        self._messageCall = None
+
+    def messageTooSlow(self) -> None:
+        """
+        Called when a message is not finished L{messageTimeout} seconds
+        after its first frame: close (1008).
+        """
+        self._messageCall = None
+        self.refuseMessage(
+            POLICY_VIOLATION,
+            f"message not finished in {self.messageTimeout:g} seconds",
+        )
+
+    def refuseMessage(self, code: int, why: str) -> None:
+        """
+        Close the connection with C{code} because of a message: log it
+        and tell the user C{why}.
+        """
+        self.log.info("web: closing {peer}: {why}", peer=self.peer, why=why)
+        self.quit(why)
+        self.error(f"{why}: disconnecting")
+        self.closeCode = code
+        self.closeConnection()
 
     def otherEvent(self, event: object) -> None:
-        if event is BINARY:
+        if type(event) is Pong:
+            self.writeOut(event.data)
+        elif event is BINARY:
             self.resetTimeout()
             self.badMessage("binary messages are not understood: send JSON text")
 
     def peerClosed(self, event: CloseConnection) -> None:
         websocket = self.websocket
         assert websocket is not None
-        if event.code >= 1002 and event.code not in (1005, 1006):
+        if event.code in (1000, 1001, 1005, 1006):
+            pass
+        elif 3000 <= event.code <= 4999:
+            self.log.info(
+                "web: {peer} closed with code {code}: {reason}",
+                peer=self.peer,
+                code=event.code,
+                reason=event.reason or "no reason given",
+            )
+        else:
             self.log.info(
                 "web: closing {peer}: {reason} ({code})",
                 peer=self.peer,
@@ -358,12 +421,11 @@ class WebChatProtocol(ChatProtocol):
         One complete text message: a JSON request.
         """
         try:
-            request = json.loads(line)
-        except ValueError:
-            return self.badMessage("not JSON")
-        kind = request.get("type") if isinstance(request, dict) else None
-        handler = getattr(self, f"request_{kind}", None)
-        if not isinstance(kind, str) or handler is None:
+            request = parse_request(line)
+        except BadRequestError as e:
+            return self.badMessage(str(e))
+        handler = getattr(self, f"request_{request['type']}", None)
+        if handler is None:
             return self.badMessage('not a request: {"type": "line", "text": "..."}')
         handler(request)
 
@@ -427,7 +489,7 @@ class WebChatProtocol(ChatProtocol):
         self.direct(message(type="error", text=text))
 
     def deliver(self, batch: EventBatch) -> None:
-        if self.websocket is None or self.transport.disconnecting:
+        if self.websocket is None or self.lingering or self.transport.disconnecting:
             return
         data = batch.rendered(type(self), self.renderEvents)
         if not batch.kinds.isdisjoint(MOVES):
@@ -435,8 +497,8 @@ class WebChatProtocol(ChatProtocol):
         super().writeOut(data)
 
     def writeOut(self, data: bytes) -> None:
-        if self.websocket is None:
-            return  # still HTTP: chat output has nowhere to go
+        if self.websocket is None or self.lingering:
+            return  # still HTTP, or closing: chat output has nowhere to go
         super().writeOut(data + self.youChanged())
 
     def youChanged(self) -> bytes:
@@ -480,12 +542,58 @@ class WebChatProtocol(ChatProtocol):
 
     def closeConnection(self) -> None:
         websocket = self.websocket
-        if websocket is not None and self.connected and self.closeCode:
-            if websocket.state is ConnectionState.OPEN:
-                self.send(websocket.send(CloseConnection(self.closeCode)))
+        if (
+            websocket is not None
+            and self.connected
+            and self.closeCode
+            and websocket.state is ConnectionState.OPEN
+        ):
+            self.send(websocket.send(CloseConnection(self.closeCode)))
+            self.linger()
+            return
+        super().closeConnection()
+
+    def linger(self) -> None:
+        """
+        Our close frame is sent: read until the client's comes back (or
+        L{lingerTime} passes), then close.
+        """
+        if self.lingering:
+            return
+        self.lingering = True
+        self._lingerBudget = self.lingerEvents
+        self._endMessage()
+        self._lingerCall = self.callLater(self.lingerTime, self.lingerDone)
+
+    def lingerData(self, data: bytes) -> None:
+        """
+        Called with what the client sends after our close frame: only its
+        close frame matters, and only L{lingerEvents} frames are parsed.
+        """
+        websocket = self.websocket
+        if websocket is None or self._lingerBudget <= 0:
+            return
+        websocket.receive_data(data)
+        for event in websocket.events():
+            if isinstance(event, CloseConnection):
+                return self.lingerDone()
+            self._lingerBudget -= 1
+            if self._lingerBudget <= 0:
+                return
+
+    def lingerDone(self) -> None:
+        """
+        The client answered our close frame, or took too long: close.
+        """
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._lingerCall = None
         super().closeConnection()
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self._endMessage()
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
         super().connectionLost(reason)
         if self.channel is not None and self.websocket is None:
             self.channel.connectionLost(reason)
@@ -503,26 +611,36 @@ class WebChatFactory(FrontEndFactory):
 
     protocol = WebChatProtocol  # type: ignore[assignment]
     serviceName = "web"
-    fullMessage = (
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 29\r\nConnection: close\r\n\r\nserver full, try again later\n"
-    )
-    perPeerMessage = (
-        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 39\r\nConnection: close\r\n\r\n"
-        b"too many connections from your address\n"
-    )
-    notTLSMessage = (
-        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 28\r\nConnection: close\r\n\r\nthis port speaks HTTPS only\n"
-    )
+    fullMessage = http_response(503, "server full, try again later")
+    perPeerMessage = http_response(429, "too many connections from your address")
+    notTLSMessage = http_response(400, "this port speaks HTTPS only")
     httpTimeout = 60.0
     """Seconds an HTTP connection may stay idle (a WebSocket: see timeout)."""
 
-    def __init__(self, chat: ChatFactory, origins: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        chat: ChatFactory,
+        origins: Sequence[str] = (),
+        hosts: Sequence[str] = (),
+    ) -> None:
+        """
+        @param origins: the other origins whose pages may use C{/ws}
+            (C{--web-origin}).
+        @param hosts: the names, besides the server's addresses,
+            C{localhost} and the machine's name, that a request's C{Host}
+            may give (C{--web-host}).
+        """
         super().__init__(chat)
         self.origins: Set[str] = set(origins)
+        self.hosts: Set[str] = {host.lower() for host in hosts}
         self.site = build_site(origins, self.httpTimeout, self.clock)
+
+    def hostNames(self, local: Any) -> Set[str]:
+        """
+        The names a request that came to the local address C{local} may
+        give as its C{Host}.
+        """
+        return server_names(local, self.hosts)
 
     def acceptableProtocols(self) -> List[bytes]:
         """
