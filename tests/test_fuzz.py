@@ -392,3 +392,145 @@ class WebSocketChunkingTests(SynchronousTestCase):
                 [{k: v for k, v in m.items() if k != "ts"} for m in client.messages]
             )
         self.assertEqual(answers[0], answers[1])
+
+
+def _raw_json(draw: Any) -> str:
+    """
+    JSON text as a hostile client writes it: deep, huge, NaN, duplicated.
+    """
+    import json
+
+    kind = draw(st.sampled_from(["value", "deep", "number", "duplicate", "escape"]))
+    if kind == "value":
+        value = draw(st.one_of(requests, json_values()))
+        return json.dumps(value)  # NaN and Infinity as Python writes them
+    if kind == "deep":
+        depth = draw(st.integers(1, 600))
+        opening = draw(st.sampled_from(["[", '{"a":', '{"type":"line","text":[']))
+        closing = {"[": "]", '{"a":': "}", '{"type":"line","text":[': "]}"}[opening]
+        return opening * depth + "0" + closing * depth
+    if kind == "number":
+        digits = draw(st.integers(1, 1200))
+        number = draw(st.sampled_from(["9" * digits, f"1e{digits}", f"-0.{digits}"]))
+        return '{"type": "line", "text": ' + number + "}"
+    if kind == "duplicate":
+        return '{"type": "line", "text": "a", "text": "b", "type": "who"}'
+    escape = draw(st.sampled_from(["\\ud800", "\\udfff", "\\u0000", "\\n"]))
+    field = draw(st.sampled_from(["type", "text"]))
+    other = "text" if field == "type" else "type"
+    return '{"' + field + '": "x' + escape + '", "' + other + '": "line"}'
+
+
+raw_json = st.composite(lambda draw: _raw_json(draw))()
+
+
+@pytest.mark.fuzz
+class JsonFuzzTests(SynchronousTestCase):
+    """
+    Structured JSON, not only bytes: whatever one message holds, it gets at
+    most one error, and the session answers the next one.
+    """
+
+    @handshaking
+    @given(st.lists(raw_json, min_size=1, max_size=5))
+    def test_any_json_gets_at_most_one_error_and_the_session_goes_on(
+        self, texts: List[str]
+    ) -> None:
+        chat = ChatOnClock(rateLimit=0)
+        client, server, pump = chat.browser()
+        for text in texts:
+            seen = len(client.messages)
+            client.sendText(text)
+            pump.flush()
+            errors = [m for m in client.messages[seen:] if m["type"] == "error"]
+            self.assertLessEqual(len(errors), 1, text[:80])
+        client.say("after it all")
+        pump.flush()
+        said = [m for m in client.messages if m["type"] == "message"]
+        self.assertEqual(said[-1]["text"], "after it all")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+FORGED = "\n2026-12-03T10:00:00+0000 [sockproto.service#info] forged line"
+LOG_NOISE = [FORGED.encode(), b"\r" + FORGED.encode(), "\u2028x\u0085y".encode()]
+
+
+@pytest.mark.fuzz
+class LogLineFuzzTests(SynchronousTestCase):
+    """
+    No input, on any protocol, puts a line break into the log: each event
+    is one line once formatted.
+    """
+
+    def setUp(self) -> None:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        self.lines: List[str] = []
+
+        def observe(event: Any) -> None:
+            self.lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def assertOneLineEach(self) -> None:
+        for line in self.lines:
+            self.assertNotIn("\n", line)
+            self.assertNotIn("\r", line)
+            self.assertNotIn("\u2028", line)
+            self.assertNotIn("\x85", line)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=100),
+                st.sampled_from(NOISE + IRC_NOISE + LOG_NOISE),
+                st.sampled_from(LOG_NOISE).map(lambda n: b"/nick " + n + b"\n"),
+                st.sampled_from(LOG_NOISE).map(lambda n: b"FOO" + n[1:] + b"\r\n"),
+            ),
+            max_size=20,
+        ),
+        st.sampled_from(["chat", "irc"]),
+    )
+    def test_lines_and_irc(self, pieces: List[bytes], service: str) -> None:
+        chat = ChatOnClock(rateLimit=0)
+        factory: Any = chat.factory
+        if service == "irc":
+            from sockproto.chat.irc import IrcChatFactory
+
+            factory = IrcChatFactory(chat.factory)
+        victim, _ = connect(factory, peer(1))
+        feed(victim, pieces, "close", chat.clock)
+        self.assertOneLineEach()
+
+    @handshaking
+    @given(
+        st.one_of(
+            st.text(max_size=100), st.sampled_from([n.decode() for n in LOG_NOISE])
+        ),
+        st.integers(1000, 4999),
+    )
+    def test_websocket_close_reasons_and_messages(self, text: str, code: int) -> None:
+        import json
+
+        from wsproto.events import CloseConnection
+
+        chat = ChatOnClock(rateLimit=0)
+        client, server, pump = chat.browser()
+        forged = (text or FORGED).replace("\r", "\x85").replace("\n", "\x0b")
+        victim, _ = connect(chat.web(), peer(3))
+        victim.dataReceived(
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nOrigin: http://"
+            + forged.encode("utf-8")
+            + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        if client.opened.called:
+            client.sendText(json.dumps({"type": text, "text": text}))
+            client.sendText("{" + text)
+            if code not in (1004, 1005, 1006) and not 1016 <= code < 3000:
+                client.transport.write(
+                    client.connection.send(CloseConnection(code, text[:100]))
+                )
+            pump.flush()
+        self.assertOneLineEach()

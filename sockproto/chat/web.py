@@ -248,6 +248,10 @@ class WebChatProtocol(ChatProtocol):
     """Seconds to wait for the client's close frame after sending ours."""
     lingerEvents = 64
     """Frames read at most while waiting for the client's close frame."""
+    lingerBytes = 65536
+    """Bytes read at most while waiting for the client's close frame."""
+    _lingerEvents = 0
+    _lingerBytes = 0
     _you = ("", "")
     _parts: Optional[List[str]] = None
     _partSize = 0
@@ -379,6 +383,7 @@ class WebChatProtocol(ChatProtocol):
         Close the connection with C{code} because of a message: log it
         and tell the user C{why}.
         """
+        self.factory.drop("overflow" if code == TOO_BIG else "unfinished_message")
         self.log.info("web: closing {peer}: {why}", peer=self.peer, why=why)
         self.quit(why)
         self.error(f"{why}: disconnecting")
@@ -561,25 +566,30 @@ class WebChatProtocol(ChatProtocol):
         if self.lingering:
             return
         self.lingering = True
-        self._lingerBudget = self.lingerEvents
         self._endMessage()
         self._lingerCall = self.callLater(self.lingerTime, self.lingerDone)
 
     def lingerData(self, data: bytes) -> None:
         """
         Called with what the client sends after our close frame: only its
-        close frame matters, and only L{lingerEvents} frames are parsed.
+        close frame matters.  Past L{lingerEvents} frames or
+        L{lingerBytes} bytes, reading stops until the linger ends.
         """
         websocket = self.websocket
-        if websocket is None or self._lingerBudget <= 0:
-            return
-        websocket.receive_data(data)
-        for event in websocket.events():
-            if isinstance(event, CloseConnection):
-                return self.lingerDone()
-            self._lingerBudget -= 1
-            if self._lingerBudget <= 0:
-                return
+        assert websocket is not None
+        self._lingerBytes += len(data)
+        if self._lingerBytes <= self.lingerBytes:
+            websocket.receive_data(data)
+            for event in websocket.events():
+                if isinstance(event, CloseConnection):
+                    return self.lingerDone()
+                self._lingerEvents += 1
+                if self._lingerEvents >= self.lingerEvents:
+                    break
+        if self._lingerBytes > self.lingerBytes or (
+            self._lingerEvents >= self.lingerEvents
+        ):
+            self.transport.pauseProducing()  # nothing more is worth reading
 
     def lingerDone(self) -> None:
         """
