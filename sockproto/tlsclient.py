@@ -11,7 +11,7 @@ I{accepts} the connection.  The callback here replaces Twisted's: any
 failure of the name check, of any kind, fails the handshake.
 """
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -99,7 +99,7 @@ class StrictClientTLS:
 def _verify_callback(
     fail: Callable[[Failure], None], hostname: str
 ) -> Callable[..., bool]:
-    failed: List[Optional[Failure]] = [None]
+    failed: List[Failure] = []
 
     def verify(connection: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
         # Nothing may raise out of an OpenSSL callback: it would be lost.
@@ -107,14 +107,12 @@ def _verify_callback(
             return bool(ok)
         try:
             check_hostname(cert, hostname)
-        except HostnameMismatchError as e:
-            if failed[0] is None:
-                failed[0] = Failure(e)
+        except Exception as e:  # a bug here must not let a connection through either
+            if not failed:
+                if not isinstance(e, HostnameMismatchError):
+                    e = HostnameMismatchError(f"cannot check the name ({e})")
+                failed.append(Failure(e))
                 fail(failed[0])
-            return False
-        except Exception as e:  # a bug here must not let a connection through
-            failed[0] = Failure(HostnameMismatchError(f"cannot check the name ({e})"))
-            fail(failed[0])
             return False
         return True
 

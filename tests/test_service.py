@@ -257,6 +257,22 @@ class OptionMessagesTests(SynchronousTestCase):
             "disagree",
             self.error("chat", "--max-clients", "1", "--max-connections", "2"),
         )
+        self.assertIn(
+            "--web-host needs --web", self.error("chat", "--web-host", "a.example")
+        )
+        for bad in ["a b", "a.example:80", "http://a.example", ""]:
+            self.assertIn(
+                "--web-host takes a host name",
+                self.error("chat", "--web", "tcp:0", "--web-host", bad),
+            )
+
+    def test_web_host_names_reach_the_web_front_end(self) -> None:
+        [chat] = parse(
+            "chat", "--web", "tcp:0", "--web-host", "Chat.Example.org"
+        ).serviceOptions()
+        web = chat.otherFactory("web", chat.buildFactory())
+        self.assertIn("chat.example.org", web.hostNames(None))
+        self.assertIn("localhost", web.hostNames(None))
 
     def test_chat_max_connections_is_not_ignored(self) -> None:
         [chat] = parse("chat", "--max-connections", "1").serviceOptions()

@@ -27,6 +27,7 @@ from importlib.resources import files
 from typing import Any, Iterable, Optional, Sequence, Set, Tuple
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
@@ -203,7 +204,7 @@ class WebChannel(HTTPChannel):
             self._deadline.cancel()
         self._deadline = None
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         self._cancelDeadline()
         super().connectionLost(reason)
 
