@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
@@ -711,3 +711,75 @@ class ClosingTests(SynchronousTestCase):
         )
         pump.flush()
         self.assertEqual(logged, ["web: 127.0.0.1:40000 closed with code 4001: bye"])
+
+
+class _Fragmenter(Protocol):
+    """
+    Opens the WebSocket by hand, then sends one endless message in 1 KB
+    frames, as Autobahn's case 9.6.5 does; it reads nothing for its first
+    half second (a busy client), and stops sending once the close frame is
+    there.  A server that closed at once, with unread data, would reset
+    the connection, and the close frame would be lost unread.
+    """
+
+    transport: Any
+
+    def __init__(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.received = b""
+        self.lost: Deferred[Any] = Deferred()
+        self.upgraded = False
+        self.sending: Any = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if not self.upgraded and b"\r\n\r\n" in self.received:
+            self.upgraded = True
+            self.received = self.received.split(b"\r\n\r\n", 1)[1]
+            from twisted.internet.task import LoopingCall
+
+            self.first = True
+            self.sending = LoopingCall(self.sendSome)
+            self.sending.start(0.001)
+            self.transport.pauseProducing()
+            reactor.callLater(0.5, self.transport.resumeProducing)
+        if b"\x88" in self.received and self.sending.running:
+            self.sending.stop()
+
+    def sendSome(self) -> None:
+        for _ in range(8):
+            opcode = 0x01 if self.first else 0x00
+            self.first = False
+            header = bytes([opcode, 0x80 | 126]) + (1024).to_bytes(2, "big")
+            self.transport.write(header + b"\0\0\0\0" + b"a" * 1024)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.sending is not None and self.sending.running:
+            self.sending.stop()
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class DrainTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_an_over_cap_message_in_fragments_gets_the_close_frame(self) -> Any:
+        from twisted.internet.endpoints import connectProtocol
+
+        chat = ChatFactory(rateLimit=0)
+        server = yield listen_on_loopback(WebChatFactory(chat))
+        self.addCleanup(server.stop)
+        client = _Fragmenter()
+        yield connectProtocol(server.endpoint(), client)
+        yield client.lost
+        # The error message, then the close frame, 1009: read before the end.
+        self.assertIn(b"\x88\x02\x03\xf1", client.received)
