@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import UNIXClientEndpoint
 
-from sockproto.resp import RedisLink, parse_redis_url
+from sockproto.chat.backends.redis.resp import RedisLink, parse_redis_url
 from sockproto.testing import RedisServer
 
 BURST = 1000

@@ -25,10 +25,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from .base import ServiceFactory, default_reactor
 from .lines import LineFactory, LineProtocol
 from .logs import SafeLogger
 from .options import ServiceOptions, count, rate, timeout_option
+from .server import ServiceFactory, default_reactor
 from .text import decode_line
 
 __all__ = [

@@ -16,9 +16,10 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.python import usage
 from zope.interface import implementer
 
-from .base import ServiceFactory, ServiceProtocol, default_reactor
 from .logs import SafeLogger
 from .options import ServiceOptions, describe_error, timeout_option
+from .server import ServiceFactory, ServiceProtocol, default_reactor
+from .service import startupFailed
 
 __all__ = [
     "EchoDatagramProtocol",
@@ -203,8 +204,6 @@ class UDPEchoService(UDPServer):
         super().startService()
 
     def privilegedStartService(self) -> None:
-        from .service import startupFailed
-
         try:
             super().privilegedStartService()
         except CannotListenError as e:

@@ -16,7 +16,7 @@ from typing import Deque, Iterable, List, Optional, Union
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
-from .base import ServiceFactory, ServiceProtocol, TokenBucket
+from .server import ServiceFactory, ServiceProtocol, TokenBucket
 
 __all__ = [
     "LineFactory",

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Iterator, List, Sequence
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 
-from .base import ServiceFactory
+from .server import ServiceFactory
+from .service import EndpointService
 
 __all__ = ["SockprotoCollector", "metrics_service"]
 
@@ -131,8 +132,6 @@ def metrics_service(
     from prometheus_client.twisted import MetricsResource
     from twisted.web.resource import Resource
     from twisted.web.server import Site
-
-    from .service import EndpointService
 
     registry = CollectorRegistry()
     registry.register(SockprotoCollector(factories))  # type: ignore[arg-type]

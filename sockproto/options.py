@@ -16,7 +16,7 @@ from twisted.python import usage
 import twisted
 
 from . import __version__
-from .base import ServiceFactory, default_max_connections, default_reactor
+from .server import ServiceFactory, default_max_connections, default_reactor
 
 __all__ = [
     "ServiceOptions",

@@ -53,7 +53,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from .base import default_reactor
+from .server import default_reactor
 
 __all__ = [
     "ChatOnClock",
@@ -870,7 +870,7 @@ class ChatOnClock:
         override the chat's own (C{maxPerPeer}, C{timeout}, ...).
         """
         if getattr(self, "_web", None) is None:
-            from .chat.web import WebChatFactory
+            from .chat.frontends.web.protocol import WebChatFactory
 
             self._web = WebChatFactory(self.factory, origins, hosts)
             for name, value in limits.items():
@@ -980,7 +980,7 @@ class RedisServer:
 
         import hiredis
 
-        from .resp import encode_command
+        from .chat.backends.redis.resp import encode_command
 
         reader = hiredis.Reader()
         with socket.socket(socket.AF_UNIX) as sock:

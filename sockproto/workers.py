@@ -4,7 +4,7 @@ C{--workers N}: N reactor processes share each listening socket.
 
 The course's "fork after listen", done the Twisted way: the parent process
 listens (so a port in use, or port 0, is settled once), never accepts, and
-starts N workers (C{python -m sockproto.workers}) with the listening
+starts N workers (L{WORKER_COMMAND}) with the listening
 sockets as inherited file descriptors; each worker adopts them with
 C{reactor.adoptStreamPort} and serves connections as one sockproto process
 would.  The kernel hands each new connection to one of the processes
@@ -39,9 +39,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .base import ServiceFactory, default_reactor
 from .logs import SafeLogger
 from .options import ServiceOptions
+from .server import ServiceFactory, default_reactor
 
 __all__ = ["AdoptedEndpoint", "PrivateRedis", "WorkersService", "main"]
 
@@ -171,7 +171,7 @@ class WorkersService(MultiService):
 
     def startWorker(self, number: int) -> None:
         adopted, fds = self._adopted()
-        command = [sys.executable, "-m", "sockproto.workers"]
+        command = [sys.executable, "-c", WORKER_COMMAND]
         command += ["--worker", str(number), "--adopt", adopted, "--"]
         command += self.arguments
         worker = _Worker(self, number)
@@ -329,6 +329,11 @@ def check_broker(options: Sequence[ServiceOptions], subCommand: Optional[str]) -
 # --- the worker process ------------------------------------------------------
 
 
+WORKER_COMMAND = "from sockproto.tap import worker_main; worker_main()"
+"""What a worker process runs (C{python -c}): the composition root's
+L{sockproto.tap.worker_main}, with the arguments that follow."""
+
+
 class _Parent(Protocol):
     """
     The worker's standard input: when the parent goes, so does the worker.
@@ -349,22 +354,21 @@ def _write_event(event: Dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(optionsClass: Any, makeService: Any, argv: Optional[List[str]] = None) -> None:
     """
-    Run one worker: C{python -m sockproto.workers --worker N --adopt JSON --
-    SOCKPROTO-ARGUMENTS}.
+    Run one worker: C{--worker N --adopt JSON -- SOCKPROTO-ARGUMENTS}, with
+    the composition root's C{optionsClass} and C{makeService} (see
+    L{WORKER_COMMAND}).
     """
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
-
-    from .service import Options, makeService
 
     args = sys.argv[1:] if argv is None else argv
     split = args.index("--")
     ours, rest = args[:split], args[split + 1 :]
     number = int(ours[ours.index("--worker") + 1])
     adopted = json.loads(ours[ours.index("--adopt") + 1])
-    options = Options()
+    options = optionsClass()
     options.parseOptions(rest)
     endpoints = {
         name: {d: AdoptedEndpoint(reactor, fd, family) for d, fd, family in ports}
@@ -399,7 +403,3 @@ def placeholder_factory(serviceName: str) -> ServiceFactory:
     factory = _ParentPortFactory(maxConnections=0, clock=default_reactor())
     factory.serviceName = serviceName
     return factory
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from sockproto.chat.accounts import Accounts, UnsupportedCheckerError
-from sockproto.service import ChatOptions
+from sockproto.tap import ChatOptions
 from sockproto.testing import ChatOnClock, temporary_directory
 
 

@@ -18,7 +18,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatFactory
-from sockproto.chat.irc import IrcChatFactory, IrcChatProtocol, irc_line
+from sockproto.chat.frontends.irc.protocol import (
+    IrcChatFactory,
+    IrcChatProtocol,
+    irc_line,
+)
 from sockproto.testing import (
     ChatOnClock,
     connect,

@@ -21,10 +21,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from sockproto.chat import ChatFactory
+from sockproto.chat.backends.redis.resp import RedisLink, parse_redis_url
+from sockproto.chat.backends.redis.shared import RedisChatServer
+from sockproto.chat.backends.redis.wire import encode_events
 from sockproto.chat.events import ChatEvent
-from sockproto.chat.shared import RedisChatServer
-from sockproto.chat.wire import encode_events
-from sockproto.resp import RedisLink, parse_redis_url
 from sockproto.testing import (
     ChatOnClock,
     RedisServer,

@@ -17,7 +17,7 @@ from twisted.web.http_headers import Headers
 from wsproto.events import CloseConnection
 
 from sockproto.chat import ChatFactory
-from sockproto.chat.web import WebChatFactory, text_frame
+from sockproto.chat.frontends.web.protocol import WebChatFactory, text_frame
 from sockproto.testing import (
     ChatOnClock,
     WebSocketClient,

@@ -10,7 +10,7 @@ from typing import Any, List
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockproto.chat.webhttp import WebChannel, host_name, http_response
+from sockproto.chat.frontends.web.http import WebChannel, host_name, http_response
 from sockproto.testing import ChatOnClock, connect_in_memory
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example: 16 bytes

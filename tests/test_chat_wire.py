@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockproto.chat.events import ChatEvent
-from sockproto.chat.wire import (
+from sockproto.chat.backends.redis.wire import (
     MAX_MESSAGE,
     MalformedMessageError,
     decode_events,
     encode_events,
 )
+from sockproto.chat.events import ChatEvent
 
 nicks = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,15}", fullmatch=True)
 rooms = st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True)

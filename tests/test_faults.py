@@ -15,7 +15,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from sockproto.base import (
+from sockproto.chat import ChatFactory, ChatServer
+from sockproto.coucou import CoucouServerFactory, MessageList
+from sockproto.echo import EchoFactory
+from sockproto.server import (
     DEFAULT_MAX_PER_PEER,
     FD_HEADROOM,
     ServiceFactory,
@@ -24,9 +27,6 @@ from sockproto.base import (
     send_now,
     tcp_idle,
 )
-from sockproto.chat import ChatFactory, ChatServer
-from sockproto.coucou import CoucouServerFactory, MessageList
-from sockproto.echo import EchoFactory
 from sockproto.testing import (
     connect,
     connect_line_client,

@@ -17,7 +17,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
 from sockproto.chat import ChatFactory
-from sockproto.chat.web import WebChatFactory
+from sockproto.chat.frontends.web.protocol import WebChatFactory
 from sockproto.testing import LineClient, connect_line_client, listen_on_loopback
 
 FLOODER = r"""

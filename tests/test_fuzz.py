@@ -152,7 +152,7 @@ class FuzzTests(SynchronousTestCase):
 
     @given(irc_chunks, endings)
     def test_irc(self, pieces: List[bytes], ending: str) -> None:
-        from sockproto.chat.irc import IrcChatFactory
+        from sockproto.chat.frontends.irc.protocol import IrcChatFactory
 
         def build(clock: Clock) -> Any:
             chat = ChatOnClock(clock=clock, maxPerPeer=32)
@@ -497,7 +497,7 @@ class LogLineFuzzTests(SynchronousTestCase):
         chat = ChatOnClock(rateLimit=0)
         factory: Any = chat.factory
         if service == "irc":
-            from sockproto.chat.irc import IrcChatFactory
+            from sockproto.chat.frontends.irc.protocol import IrcChatFactory
 
             factory = IrcChatFactory(chat.factory)
         victim, _ = connect(factory, peer(1))

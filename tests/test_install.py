@@ -176,7 +176,7 @@ class InstallTests(SynchronousTestCase):
         self.env.pip_install("-e", str(source))
         self.assertPluginWorks()
         # An edit to the source shows without reinstalling.
-        service = source / "sockproto" / "service.py"
+        service = source / "sockproto" / "tap.py"
         service.write_text(
             service.read_text().replace("Do not run {name}", "Leave {name} out")
         )

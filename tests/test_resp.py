@@ -12,7 +12,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from sockproto.resp import RedisError, encode_command, parse_redis_url
+from sockproto.chat.backends.redis.resp import (
+    RedisError,
+    encode_command,
+    parse_redis_url,
+)
 
 try:
     import hiredis  # noqa: F401
@@ -76,7 +80,7 @@ class ProtocolTests(SynchronousTestCase):
     def setUp(self) -> None:
         if hiredis is None:
             raise SkipTest("hiredis missing: pip install 'sockproto[redis]'")
-        from sockproto.resp import RedisProtocol
+        from sockproto.chat.backends.redis.resp import RedisProtocol
 
         self.protocol = RedisProtocol()
         self.transport = StringTransport()

@@ -13,13 +13,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.coucou import CoucouServerFactory
 from sockproto.echo import EchoFactory
-from sockproto.service import (
-    EchoOptions,
-    EndpointService,
-    Options,
-    ProtocolService,
-    makeService,
-)
+from sockproto.service import EndpointService, ProtocolService
+from sockproto.tap import EchoOptions, Options, makeService
 from sockproto.testing import connect_line_client
 
 

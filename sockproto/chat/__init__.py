@@ -7,10 +7,10 @@ L{sockproto.chat.interfaces}, apart from the line protocol
 (L{FrontEndFactory}), and Redis another room back end.
 """
 
+from .backends.memory import ChatRoom, ChatServer
 from .events import ChatEvent, EventBatch
+from .frontends.line import ChatFactory, ChatProtocol, FrontEndFactory
 from .interfaces import ChatError, IChatClient, IChatMember, IChatRoom, IChatServer
-from .protocol import ChatFactory, ChatProtocol, FrontEndFactory
-from .rooms import ChatRoom, ChatServer
 from .session import ChatSession
 
 __all__ = [

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..lines import TokenBucket
 from ..logs import SafeLogger
-from .rooms import nick_key
+from .names import nick_key
 
 __all__ = ["Accounts", "UnsupportedCheckerError"]
 

@@ -12,7 +12,6 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from ..base import ServiceFactory, default_reactor
 from ..options import (
     ServiceOptions,
     check_endpoint,
@@ -22,11 +21,17 @@ from ..options import (
     seconds,
     timeout_option,
 )
-from ..resp import RedisAddress, RedisLink, parse_redis_url, read_password_file
+from ..server import ServiceFactory, default_reactor
 from .accounts import Accounts, UnsupportedCheckerError
+from .backends.redis.resp import (
+    RedisAddress,
+    RedisLink,
+    parse_redis_url,
+    read_password_file,
+)
+from .backends.redis.shared import RedisChatServer
+from .frontends.line import ChatFactory
 from .interfaces import IChatServer
-from .protocol import ChatFactory
-from .shared import RedisChatServer
 
 __all__ = ["ChatOptions"]
 
@@ -142,7 +147,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
 
     def opt_web_host(self, name: str) -> None:
         """Also answer web requests for this host name (chat.example.org); repeatable"""
-        from .webhttp import host_name
+        from .frontends.web.http import host_name
 
         if host_name(name) != name.lower() or ":" in name:
             raise usage.UsageError(f"--web-host takes a host name, not {name!r}")
@@ -154,10 +159,10 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
         assert isinstance(factory, ChatFactory)
         if name == "irc":
-            from .irc import IrcChatFactory
+            from .frontends.irc.protocol import IrcChatFactory
 
             return IrcChatFactory(factory)
-        from .web import WebChatFactory
+        from .frontends.web.protocol import WebChatFactory
 
         return WebChatFactory(factory, self["web-origin"], self["web-host"])
 

@@ -16,7 +16,7 @@ from ..logs import SafeLogger
 from ..text import plural
 from .accounts import Accounts
 from .interfaces import ChatError, IChatClient, IChatRoom, IChatServer
-from .rooms import service_nick, valid_room
+from .names import service_nick, valid_room
 
 __all__ = ["ChatSession"]
 

@@ -1,88 +1,19 @@
-# -*- test-case-name: tests.test_chat_wire -*-
 """
-Chat events as they travel between processes: compact, versioned JSON.
-
-JSON rather than msgpack: the standard library reads and writes it on
-CPython and PyPy alike with no extra dependency, C{redis-cli monitor}
-shows it as it is, and a bot in any language can read a room's channel.
-
-A message is C{{"v": 1, "e": [[KIND, ROOM, NICK, TEXT, TARGET], ...]}}.
-Nothing read from the broker is trusted: L{decode_events} refuses
-anything malformed or oversized, and cleans every text as a client's
-line is cleaned.
+Deprecated: sockproto.chat.wire is now
+sockproto.chat.backends.redis.wire.
+This module re-exports their names for one release, with a
+DeprecationWarning.
 """
 
-import json
-from typing import List, Sequence
+import warnings
 
-from ..text import sanitize
-from .events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent
-from .rooms import valid_nick, valid_room
+from .backends.redis.wire import *  # noqa: F403
+from .backends.redis.wire import __all__ as _backends_redis_wire_all
 
-__all__ = ["MalformedMessageError", "MAX_MESSAGE", "decode_events", "encode_events"]
+__all__ = list(_backends_redis_wire_all)
 
-VERSION = 1
-MAX_MESSAGE = 1024 * 1024
-"""The longest message read from the broker, in bytes."""
-MAX_TEXT = 8192
-"""The longest text of one event, in characters."""
-
-_KINDS = frozenset({MESSAGE, ACTION, JOIN, LEAVE, NICK, PRIVATE})
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-class MalformedMessageError(ValueError):
-    """
-    A message from the broker that is not a valid batch of events; its
-    text says why.
-    """
-
-
-def encode_events(events: Sequence[ChatEvent]) -> bytes:
-    """
-    The broker message carrying C{events}.
-    """
-    rows = [[e.kind, e.room, e.nick, e.text, e.target] for e in events]
-    return _dumps({"v": VERSION, "e": rows}).encode("utf-8")
-
-
-def decode_events(data: bytes) -> List[ChatEvent]:
-    """
-    The events of a broker message.
-
-    @raise MalformedMessageError: if it is too long, not JSON, of another
-        version, or holds an event that is not valid.
-    """
-    if len(data) > MAX_MESSAGE:
-        raise MalformedMessageError(f"{len(data)} bytes, more than {MAX_MESSAGE}")
-    try:
-        message = json.loads(data.decode("utf-8"))
-    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError too
-        raise MalformedMessageError(f"not JSON: {e}") from None
-    if not isinstance(message, dict) or message.get("v") != VERSION:
-        raise MalformedMessageError("not a version 1 message")
-    rows = message.get("e")
-    if not isinstance(rows, list):
-        raise MalformedMessageError("no event list")
-    return [_event(row) for row in rows]
-
-
-def _event(row: object) -> ChatEvent:
-    if not (
-        isinstance(row, list)
-        and len(row) == 5
-        and all(isinstance(field, str) for field in row)
-    ):
-        raise MalformedMessageError(f"not an event: {str(row)[:80]!r}")
-    kind, room, nick, text, target = row
-    if kind not in _KINDS:
-        raise MalformedMessageError(f"unknown kind {kind[:20]!r}")
-    if not valid_nick(nick) or (target and not valid_nick(target)):
-        raise MalformedMessageError(f"invalid nickname {nick[:20]!r}")
-    if (kind == PRIVATE) != (room == "") or (room and valid_room(room) != room):
-        raise MalformedMessageError(f"invalid room {room[:40]!r}")
-    if len(text) > MAX_TEXT:
-        raise MalformedMessageError(f"a text of {len(text)} characters")
-    if kind == NICK and not valid_nick(text):
-        raise MalformedMessageError(f"invalid new nickname {text[:20]!r}")
-    return ChatEvent(kind, room, nick, sanitize(text), target)
+warnings.warn(
+    "sockproto.chat.wire is deprecated: import from sockproto.chat.backends.redis.wire",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -37,7 +37,7 @@ from wsproto.events import AcceptConnection
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from ..text import escape_for_log
+from ....text import escape_for_log
 
 __all__ = [
     "HEADERS",

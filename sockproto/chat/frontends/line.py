@@ -1,0 +1,490 @@
+# -*- test-case-name: tests.test_chat -*-
+"""
+The chat's line protocol, for telnet, nc and the C{sockproto chat} client.
+
+Lines end with LF or CRLF both ways (the server sends CRLF).  A line that
+does not start with C{/} goes to your room; your own lines come back to
+you as everyone sees them, which is how you know the server took them.
+"""
+
+import socket
+from typing import Any, Dict, List, Optional, Sequence
+
+from twisted.application.service import IService
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ...lines import LineFactory, LineProtocol
+from ...text import decode_line
+from ..accounts import Accounts, UnsupportedCheckerError
+from ..backends.memory import ChatServer
+from ..events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
+from ..interfaces import IChatClient, IChatRoom, IChatServer
+from ..session import ChatSession
+
+__all__ = [
+    "ChatFactory",
+    "ChatProtocol",
+    "FrontEndFactory",
+    "NOTICE",
+    "UnsupportedCheckerError",
+    "unforgeable",
+]
+
+NOTICE = "-!- "
+"""What every line from the server starts with; no user's line can."""
+
+
+def unforgeable(text: str) -> str:
+    """
+    C{text} from a user, with every C{-!-} broken up, so that no part of
+    it (wrapped onto a new screen row, say) can pass for a server notice.
+    """
+    while "-!-" in text:
+        text = text.replace("-!-", "-! -")
+    return text
+
+
+@implementer(IChatClient)
+class ChatProtocol(LineProtocol):
+    """
+    The chat's line front end: frames lines, hands each to its
+    L{ChatSession} (which holds the commands, nicknames and rooms), and
+    renders what the session and the room send back.
+
+    Every line from the server starts with L{NOTICE} (C{-!- }), but for
+    room lines (C{<nick> text}), actions (C{* nick text}) and private
+    messages (C{*nick* -> *nick* text}), none of which a user can make
+    start with it.
+
+    Commands belong to the session (C{factory.session}, a L{ChatSession}
+    subclass), so that every front end has them; a C{command_NAME} method
+    here works too, for this front end alone.  To change how lines look,
+    override a C{formatKIND} method (see L{formats}) or L{notice}.
+    """
+
+    factory: "ChatFactory"
+    session: Optional[ChatSession] = None
+    _paused = False
+    _producing = False
+    _backlog = 0
+    _dropped = False
+
+    @property
+    def nick(self) -> str:
+        """The user's nickname (the session's)."""
+        return self.session.nick if self.session is not None else ""
+
+    @property
+    def room(self) -> Optional[IChatRoom]:
+        """The user's room (the session's)."""
+        return self.session.room if self.session is not None else None
+
+    # --- connection -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.watchOutput()
+        super().connectionMade()
+
+    def watchOutput(self) -> None:
+        """
+        Register as the transport's producer, to be told when the client
+        stops reading (see L{writeOut}).
+        """
+        self.transport.registerProducer(self, True)
+        self._producing = True
+
+    def closeConnection(self) -> None:
+        # A TLS transport does not start its close while a producer is
+        # registered: it would wait for the abort timer.
+        if self.connected and self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        super().closeConnection()
+
+    def close(self) -> None:
+        """
+        The session ends the connection (C{/quit}, too many wrong
+        passwords).
+        """
+        self.closeConnection()
+
+    def connectionReady(self) -> None:
+        """
+        The connection can carry data (on TLS, the handshake is done):
+        join the chat.
+        """
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # chat lines are small and urgent
+        self.session = self.factory.buildSession(self)
+        self.session.start()
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        # The slots and timers first (they cannot fail), then the chat.
+        super().connectionLost(reason)
+        if self.session is not None:
+            self.session.end()
+
+    def shutdownConnection(self) -> None:
+        """
+        Called when the server stops: say so, then close.
+        """
+        if self.session is not None:
+            self.session.quitReason = "server shutting down"
+        self.notice("server shutting down")
+        self.closeConnection()
+
+    # --- input ------------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        """
+        Called with each line's bytes, at the allowed rate: decode, and
+        hand it to the session.
+        """
+        text = decode_line(line).strip()
+        if text and self.session is not None:
+            self.session.textReceived(text)
+
+    def lineTooLong(self, length: int) -> None:
+        """
+        Called when a line is over the limit: it is dropped.
+        """
+        self.tooLong("line", length, "bytes", self.factory.maxLineLength)
+
+    def tooLong(self, what: str, length: int, unit: str, limit: int) -> None:
+        """
+        Tell the user, and the log, that C{what} (a line, a message) of
+        C{length} C{unit} was over C{limit} and dropped.
+        """
+        self.logTooLong(what, length, unit)
+        self.error(f"{what} too long ({length} {unit}, limit {limit}): dropped")
+
+    def logTooLong(self, what: str, length: int, unit: str) -> None:
+        self.log.info(
+            "{service}: {peer} sent a {what} of {length} {unit}: dropped",
+            service=self.factory.serviceName,
+            peer=self.peer,
+            what=what,
+            length=length,
+            unit=unit,
+        )
+
+    def overflow(self) -> None:
+        """
+        Called when far too much arrives without a line end: disconnect.
+        """
+        self.log.warn("chat: {peer} sent too much without a line end", peer=self.peer)
+        self.quit("sent too much without a line end")
+        self.error("too much data without a line end: disconnecting")
+        self.closeConnection()
+
+    def throttled(self) -> None:
+        """
+        Called once per burst of lines over the rate limit: they are not
+        lost, but wait; say so once.
+        """
+        super().throttled()
+        rate = self.factory.rateLimit
+        self.notice(f"slow down: over {rate:g} lines a second, your lines wait")
+
+    def excessFlood(self) -> None:
+        """
+        Called when far more lines wait than the rate limit lets through:
+        disconnect.
+        """
+        self.quit("excess flood")
+        self.error("excess flood: disconnecting")
+        super().excessFlood()
+
+    def quit(self, reason: str) -> None:
+        """
+        Set what the room is told when this connection ends.
+        """
+        if self.session is not None:
+            self.session.quitReason = reason
+
+    # --- output -------------------------------------------------------------
+
+    def deliver(self, batch: EventBatch) -> None:
+        if self.transport.disconnecting:
+            return  # closing: its last line is said, nothing more
+        self.writeOut(batch.rendered(type(self), self.renderEvents))
+
+    def receive(self, event: ChatEvent) -> None:
+        self.direct(self.renderEvents([event]))
+
+    def renderEvents(self, events: Sequence[ChatEvent]) -> bytes:
+        """
+        Encode C{events}, one line each.  The result is shared by every
+        connection of this class: it must depend on the events alone.
+        """
+        text = "\r\n".join([self.formatEvent(event) for event in events])
+        return (text + "\r\n").encode("utf-8")
+
+    formats = {
+        MESSAGE: "formatMessage",
+        ACTION: "formatAction",
+        JOIN: "formatJoin",
+        LEAVE: "formatLeave",
+        NICK: "formatNick",
+        PRIVATE: "formatPrivate",
+    }
+    """The method that formats each kind of event."""
+
+    def formatEvent(self, event: ChatEvent) -> str:
+        """
+        Called to turn an event into a line (without line end): calls the
+        method L{formats} names for its kind, or L{formatOther}.
+        """
+        return getattr(self, self.formats.get(event.kind, "formatOther"))(event)
+
+    def formatMessage(self, event: ChatEvent) -> str:
+        """A line said in the room: C{<alice> hello}."""
+        return f"<{event.nick}> {unforgeable(event.text)}"
+
+    def formatAction(self, event: ChatEvent) -> str:
+        """An action (C{/me}): C{* alice waves}."""
+        return f"* {event.nick} {unforgeable(event.text)}"
+
+    def formatJoin(self, event: ChatEvent) -> str:
+        """Someone came in: C{-!- alice joined #lobby}."""
+        return f"{NOTICE}{event.nick} joined #{event.room}"
+
+    def formatLeave(self, event: ChatEvent) -> str:
+        """Someone left, and why: C{-!- alice left #lobby (quit)}."""
+        return f"{NOTICE}{event.nick} left #{event.room} ({unforgeable(event.text)})"
+
+    def formatNick(self, event: ChatEvent) -> str:
+        """A new nickname: C{-!- guest1 is now known as alice}."""
+        return f"{NOTICE}{event.nick} is now known as {event.text}"
+
+    def formatPrivate(self, event: ChatEvent) -> str:
+        """A private message: C{*alice* -> *bob* psst}."""
+        return f"*{event.nick}* -> *{event.target}* {unforgeable(event.text)}"
+
+    def formatOther(self, event: ChatEvent) -> str:
+        """An event of a kind this class does not know: its text, as a notice."""
+        return NOTICE + unforgeable(event.text)
+
+    def history(self, room: str, events: Sequence[ChatEvent]) -> None:
+        header = (NOTICE + ChatSession.lastLines(len(events), room) + "\r\n").encode()
+        self.writeOut(header + self.renderEvents(events))
+
+    def notice(self, text: str) -> None:
+        """
+        Send a line from the server to this client alone.
+        """
+        self.direct((NOTICE + text + "\r\n").encode("utf-8"))
+
+    def nickChanged(self, nick: str, reason: str) -> None:
+        """
+        The back end gave this user the nickname C{nick}, for C{reason}.
+        """
+        if self.session is not None:
+            self.session.nick = nick
+        self.notice(f"you are now known as {nick}: {reason}")
+
+    def error(self, text: str) -> None:
+        """
+        Send an error line to this client alone.
+        """
+        self.direct((NOTICE + "error: " + text + "\r\n").encode("utf-8"))
+
+    def direct(self, data: bytes) -> None:
+        """
+        Write to this client alone, after what its room has queued.
+        """
+        flush = getattr(self.room, "flush", None)
+        if flush is not None:
+            flush()  # the in-process room batches: what it holds goes first
+        self.writeOut(data)
+
+    def writeOut(self, data: bytes) -> None:
+        """
+        Write C{data}, keeping count of what is unsent while the client
+        does not read; past C{factory.maxOutput}, drop the client.
+        """
+        if self._paused:
+            if self._dropped:
+                return
+            self._backlog += len(data)
+            if self._backlog > self.factory.maxOutput:
+                return self.slowReader()
+        self.send(data)
+
+    def slowReader(self) -> None:
+        """
+        Called when the client's unsent output passes the bound: abort.
+        """
+        self.factory.drop("slow_reader")
+        self._dropped = True
+        self.log.warn(
+            "chat: {peer} ({nick}) is not reading: {backlog} bytes unsent, dropping",
+            peer=self.peer,
+            nick=self.nick,
+            backlog=self._backlog,
+        )
+        self.quit("not reading")
+        self.transport.abortConnection()
+
+    # IPushProducer: the transport tells us when its buffer is full.
+
+    def pauseProducing(self) -> None:
+        # The transport calls this on every write while its buffer is full.
+        if self._paused:
+            return
+        self._paused = True
+        self._backlog = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        self._paused = False
+
+
+class ChatFactory(LineFactory):
+    """
+    Serve L{ChatProtocol}.
+
+    @ivar server: the L{IChatServer} holding nicknames and rooms.
+    @ivar maxLineLength: the longest line accepted, in bytes.
+    @ivar rateLimit: lines a second per client (0: no limit).
+    @ivar maxOutput: bytes a client may leave unread, past the transport's
+        own buffer, before it is dropped.
+    @ivar accounts: the registered nicknames (L{Accounts}) when a cred
+        C{checker} is given, else None: then every nickname is free to take.
+    """
+
+    protocol = ChatProtocol  # type: ignore[assignment]
+    serviceName = "chat"
+    fullMessage = b"-!- error: server full, try again later\r\n"
+    perPeerMessage = b"-!- error: too many connections from your address\r\n"
+    notTLSMessage = (
+        b"-!- error: this port speaks TLS: use a TLS client (sockproto chat --tls)\r\n"
+    )
+    plainMessage = (
+        b"-!- error: this port speaks plain text, not TLS: connect without TLS\r\n"
+    )
+
+    maxLineLength = 512
+    rateLimit = 5.0
+    maxOutput = 256 * 1024
+    historySize = 20
+    maxRooms = 1000
+    timeout: Optional[float] = 3600.0
+
+    def __init__(
+        self,
+        server: Optional[IChatServer] = None,
+        *,
+        maxLineLength: Optional[int] = None,
+        rateLimit: Optional[float] = None,
+        maxOutput: Optional[int] = None,
+        historySize: Optional[int] = None,
+        maxRooms: Optional[int] = None,
+        checker: Optional[ICredentialsChecker] = None,
+        **limits: Any,
+    ) -> None:
+        """
+        @param historySize: lines of history a room keeps, and
+        @param maxRooms: how many rooms may exist at once (0: no limit),
+            for the L{ChatServer} made when no C{server} is given.
+        @param limits: C{maxConnections}, C{maxPerPeer}, C{timeout},
+            C{clock}: see L{ServiceFactory}.  Arguments left out take the
+            class's defaults.
+        @raise UnsupportedCheckerError: if C{checker} cannot tell which
+            nicknames are registered.
+        @raise OSError: if C{checker}'s password file cannot be read.
+        """
+        super().__init__(**limits)
+        for name, value in [
+            ("maxLineLength", maxLineLength),
+            ("rateLimit", rateLimit),
+            ("maxOutput", maxOutput),
+            ("historySize", historySize),
+            ("maxRooms", maxRooms),
+        ]:
+            if value is not None:
+                setattr(self, name, value)
+        if server is None:
+            server = ChatServer(
+                f"sockproto chat on {socket.gethostname()}",
+                self.clock,
+                historySize=self.historySize,
+                maxRooms=self.maxRooms,
+            )
+        self.server: IChatServer = server
+        self.roomsHeld: Dict[Optional[str], int] = {}
+        """Rooms the IRC clients of each address are in, all together."""
+        self.accounts = Accounts(checker, self.clock) if checker is not None else None
+        if self.accounts is not None:
+            registered = self.accounts.registeredName
+            server.reserved = lambda nick: registered(nick) is not None
+
+    session = ChatSession
+    """The class of each connection's session: subclass it to add commands."""
+
+    def buildSession(self, client: ChatProtocol) -> ChatSession:
+        """
+        Make the session of a connection.
+        """
+        return self.session(client, self.server, self.accounts)
+
+    def reload(self) -> None:
+        """
+        Read the registered nicknames again, if they come from a file.
+        """
+        if self.accounts is not None:
+            self.accounts.reloadLogged()
+
+    def closeAll(self) -> Any:
+        flush = getattr(self.server, "flush", None)
+        if flush is not None:
+            flush()
+        return super().closeAll()
+
+    def supportServices(self) -> List[IService]:
+        service = getattr(self.server, "service", None)
+        return [service] if service is not None else []
+
+
+class FrontEndFactory(ChatFactory):
+    """
+    Another front end of a chat (a web page, IRC): its members are in the
+    rooms of C{chat}, with the same accounts and limits.  The chat's own
+    factory reads the accounts again and runs the support services.
+    """
+
+    def __init__(self, chat: ChatFactory, **overrides: Any) -> None:
+        """
+        @param overrides: limits of this front end's own (C{timeout},
+            C{maxLineLength}, ...) instead of C{chat}'s.
+        """
+        limits: Dict[str, Any] = {
+            "maxLineLength": chat.maxLineLength,
+            "rateLimit": chat.rateLimit,
+            "maxOutput": chat.maxOutput,
+            "maxConnections": chat.maxConnections,
+            "maxPerPeer": chat.maxPerPeer,
+            "timeout": chat.timeout,
+            "clock": chat.clock,
+        }
+        limits.update(overrides)
+        super().__init__(chat.server, **limits)
+        self.chat = chat
+        self.accounts = chat.accounts
+
+    def reload(self) -> None:
+        """
+        Nothing to read again: the chat's own factory reloads the accounts
+        this front end shares.
+        """
+
+    def supportServices(self) -> List[IService]:
+        """
+        None of its own: the chat's own factory runs the back end's.
+        """
+        return []
