@@ -277,7 +277,7 @@ class LineProtocol(ServiceProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.stats.bytesIn += len(data)
-        if self._firstData:
+        if self._firstData and data:
             self._firstData = False
             if data[:1] == TLS_HANDSHAKE and not ISSLTransport.providedBy(
                 self.transport
