@@ -78,6 +78,52 @@ class RollOverSocketTests(TestCase):
         yield client.closed
 
 
+class RollOnEveryFrontEndTests(TestCase):
+    """
+    The session subclass reaches every front end of the chat: nc, the
+    page and IRC users all have /roll (IRC's way: PRIVMSG sockproto).
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_roll_from_nc_the_page_and_irc(self) -> Any:
+        from sockproto.chat.frontends.irc import IrcChatFactory
+        from sockproto.chat.frontends.web import WebChatFactory
+        from sockproto.testing import connect_websocket
+
+        lines = DiceChatFactory(rateLimit=0)
+        servers = []
+        for factory in (lines, WebChatFactory(lines.chat), IrcChatFactory(lines.chat)):
+            server = yield listen_on_loopback(factory)
+            self.addCleanup(server.stop)
+            servers.append(server)
+        nc = yield connect_line_client(servers[0].endpoint())
+        page = yield connect_websocket(servers[1].endpoint())
+        irc = yield connect_line_client(servers[2].endpoint())
+        irc.send("NICK dicer")
+        irc.send("USER dicer 0 * :dicer")
+        irc.send("JOIN #lobby")
+        yield irc.expect(" 366 ")
+
+        nc.send("/roll 1d6")
+        yield nc.expect("rolls 1d6")
+        page.say("/roll 2d6")
+        said = yield page.expect(lambda m: "rolls 2d6" in m.get("text", ""))
+        self.assertEqual(said["type"], "action")
+        yield irc.expect("PRIVMSG #lobby :\x01ACTION rolls 2d6")
+        irc.send("PRIVMSG sockproto :roll 3d6")
+        line = yield nc.expect("* dicer rolls 3d6")
+        self.assertRegex(line, r"= \d+$")
+        yield page.expect(lambda m: "rolls 3d6" in m.get("text", ""))
+        self.assertNotIn("unknown command", " ".join(irc.lines))
+        for client in (nc, irc):
+            client.transport.loseConnection()
+            yield client.closed
+        page.transport.loseConnection()
+        yield page.closed
+
+
 class DiceTacTests(TestCase):
     timeout = 60
 

@@ -650,12 +650,12 @@ class AbuseTests(SynchronousTestCase):
         client = IrcClient(self.chat, 1)
         client.register("q")
         client.send(b"JOIN #a,#b\r\n")
-        self.assertEqual(sum(self.chat.factory.roomsHeld.values()), 2)
+        self.assertEqual(sum(self.chat.factory.chat.roomsHeld.values()), 2)
         from twisted.internet.error import ConnectionDone
         from twisted.python.failure import Failure
 
         client.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.chat.factory.roomsHeld, {})
+        self.assertEqual(self.chat.factory.chat.roomsHeld, {})
 
     def test_the_server_s_name_and_look_alikes_cannot_be_taken(self) -> None:
         for nick in ["sockproto", "SockProto", "s0ckprot0", "sockpr0to"]:

@@ -1,19 +1,23 @@
 """
-The chat service: a multi-user line chat usable from telnet and nc.
+The chat service: one chat reached from nc and telnet (lines), browsers
+(a page over WebSocket) and IRC clients.
 
-The room logic (L{ChatServer}, L{ChatRoom}) sits behind the interfaces of
-L{sockproto.chat.interfaces}, apart from the line protocol
-(L{ChatProtocol}); the web page and IRC are front ends on the same rooms
-(L{FrontEndFactory}), and Redis another room back end.
+The core (L{Chat}, the hub; L{ChatSession}, one user with no transport;
+the events, interfaces and name rules) knows no wire and no storage.  The
+front ends (C{frontends}: L{ChatFactory} for lines, C{web}, C{irc}) are
+each handed the hub; the back ends (C{backends}: L{ChatServer} in this
+process, C{redis} shared) sit behind L{IChatServer} and L{IChatRoom}.
 """
 
 from .backends.memory import ChatRoom, ChatServer
 from .events import ChatEvent, EventBatch
 from .frontends.line import ChatFactory, ChatProtocol, FrontEndFactory
+from .hub import Chat
 from .interfaces import ChatError, IChatClient, IChatMember, IChatRoom, IChatServer
 from .session import ChatSession
 
 __all__ = [
+    "Chat",
     "ChatError",
     "ChatSession",
     "IChatClient",

@@ -1,17 +1,17 @@
 """
 The seams of the chat.
 
-A front end (the line protocol for telnet and nc; later a WebSocket page or
-IRC) turns its wire into calls on a L{sockproto.chat.session.ChatSession},
-which knows no transport, and shows what the session tells its
-L{IChatClient}.  The session talks to the back end (L{IChatServer} and its
-L{IChatRoom}s: in this process today, shared through a broker later) only
-through methods that return Deferreds, and names other members by their
-nicknames: nothing but the session's own member crosses the seam.
+A front end (lines for telnet and nc, the web page, IRC) turns its wire
+into calls on a L{sockproto.chat.session.ChatSession}, which knows no
+transport, and shows what the session tells its L{IChatClient}.  The
+session talks to the back end (L{IChatServer} and its L{IChatRoom}s: in
+this process, or shared through Redis) only through methods that return
+Deferreds, and names other members by their nicknames: nothing but the
+session's own member crosses the seam.
 
-The in-process back end, L{sockproto.chat.rooms.ChatServer}, answers with
-Deferreds that have already fired, so that tests stay synchronous on a
-Clock.
+The in-process back end, L{sockproto.chat.backends.memory.ChatServer},
+answers with Deferreds that have already fired, so that tests stay
+synchronous on a Clock.
 """
 
 from typing import List, Sequence, Tuple
@@ -21,13 +21,55 @@ from zope.interface import Attribute, Interface
 
 from .events import ChatEvent, EventBatch
 
-__all__ = ["ChatError", "IChatClient", "IChatMember", "IChatRoom", "IChatServer"]
+__all__ = [
+    "ChatError",
+    "IChatClient",
+    "IChatMember",
+    "IChatRoom",
+    "IChatServer",
+    "InvalidNickError",
+    "NickError",
+    "NickInUseError",
+    "NickRegisteredError",
+    "PasswordError",
+]
 
 
 class ChatError(Exception):
     """
     A request the chat cannot grant; its text is the one-line answer to
     the user.
+    """
+
+
+class NickError(ChatError):
+    """
+    A nickname the user cannot have; the subclasses say why, so that a
+    front end can answer in its protocol's own terms (IRC's numerics).
+    """
+
+
+class InvalidNickError(NickError):
+    """
+    Not a nickname (L{sockproto.chat.names.NICK_RULE}), or the server's own.
+    """
+
+
+class NickInUseError(NickError):
+    """
+    Someone else has the nickname, or one that looks like it.
+    """
+
+
+class NickRegisteredError(NickError):
+    """
+    The nickname is registered, and no password was given.
+    """
+
+
+class PasswordError(NickError):
+    """
+    No password may be tried now (too many wrong ones from the address).
     """
 
 

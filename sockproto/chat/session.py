@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_chat_behaviour -*-
 """
 One user's chat, with no transport: the commands, nicknames and passwords,
-rooms and the words the server says.  Every front end (the line protocol
-today) decodes its wire into L{ChatSession.textReceived} and shows what the
-session tells its L{IChatClient}; a new front end reuses all of it.
+rooms and the words the server says.  Every front end (lines, the web
+page, IRC) decodes its wire into L{ChatSession.textReceived}, or calls the
+session's methods (L{ChatSession.claimNick}, L{ChatSession.joinRoom}, ...)
+for what its protocol says otherwise, and shows what the session tells its
+L{IChatClient}; a new front end reuses all of it.
 """
 
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -15,7 +17,16 @@ from twisted.python.failure import Failure
 from ..logs import SafeLogger
 from ..text import plural
 from .accounts import Accounts
-from .interfaces import ChatError, IChatClient, IChatRoom, IChatServer
+from .interfaces import (
+    ChatError,
+    IChatClient,
+    IChatRoom,
+    IChatServer,
+    InvalidNickError,
+    NickError,
+    NickRegisteredError,
+    PasswordError,
+)
 from .names import service_nick, valid_room
 
 __all__ = ["ChatSession"]
@@ -33,8 +44,13 @@ class ChatSession:
     the answer to the user, anything else is logged and the user told the
     chat is unavailable.
 
+    A user may be in several rooms at once (L{rooms}), as IRC users are;
+    C{/join} on the line and web front ends moves the user from its rooms
+    to another, so that those users are in one room at a time.
+
     @ivar nick: the user's nickname, once L{start} has one.
-    @ivar room: the room the user is in, if any.
+    @ivar room: the user's current room, if any: the one joined last.
+    @ivar rooms: every room the user is in, by name.
     @ivar quitReason: what the room is told when the user leaves.
     @ivar wrongPasswords: wrong passwords given on this connection.
     """
@@ -48,6 +64,7 @@ class ChatSession:
         "accounts",
         "nick",
         "room",
+        "rooms",
         "joined",
         "quitReason",
         "wrongPasswords",
@@ -78,6 +95,7 @@ class ChatSession:
         self.accounts = accounts
         self.nick = ""
         self.room: Optional[IChatRoom] = None
+        self.rooms: Dict[str, IChatRoom] = {}
         self.joined = False
         self.quitReason = "connection lost"
         self.wrongPasswords = 0
@@ -96,21 +114,25 @@ class ChatSession:
 
     # --- life -------------------------------------------------------------
 
-    def start(self) -> "Deferred[None]":
+    def start(self, enter: bool = True) -> "Deferred[None]":
         """
-        Join the chat: a guest nickname, the welcome, the default room.
+        Join the chat: a guest nickname, the welcome and the default room;
+        with C{enter} false (IRC, whose users choose their rooms and are
+        greeted with numerics), only the nickname.
         """
         self._queue = deque()  # what the user types meanwhile waits
         d = self.server.register(self.client)
-        d.addCallback(self._registered)
+        d.addCallback(self._registered, enter)
         return self._answer(d).addBoth(self._nextLine)
 
-    def _registered(self, nick: str) -> Optional["Deferred[None]"]:
+    def _registered(self, nick: str, enter: bool) -> Optional["Deferred[None]"]:
         self.nick = nick
         if self.ended:  # gone while the back end answered
             self._logFailure(self.server.unregister(self.client))
             return None
         self.joined = True
+        if not enter:
+            return None
         self.welcome()
         return self.server.room(self.server.defaultRoom).addCallback(self.enter)
 
@@ -276,7 +298,7 @@ class ChatSession:
             self.notice(doc[0] if doc else "/" + name[len("command_") :])
         self.notice("//TEXT: say a line that starts with /, as /TEXT")
 
-    def command_nick(self, argument: str) -> Optional["Deferred[Any]"]:
+    def command_nick(self, argument: str) -> "Deferred[bool]":
         """/nick NAME [PASSWORD]: change nickname (a registered one needs it)."""
         nick, _, password = argument.partition(" ")
         password = password.strip()
@@ -284,19 +306,49 @@ class ChatSession:
             raise ChatError("usage: /nick NAME [PASSWORD]")
         if nick == self.nick:
             raise ChatError(f"you are {nick} already")
+        return self.claimNick(nick, password or None)
+
+    def claimNick(self, nick: str, password: Optional[str] = None) -> "Deferred[bool]":
+        """
+        Take C{nick}; a registered one needs its C{password}.
+
+        @return: a Deferred that fires with True once C{nick} is the
+            user's, or False when a password attempt failed (the user was
+            told, and the attempt counted: past the limit, the connection
+            is closed); it fails with a L{NickError} saying why C{nick}
+            cannot be had (invalid, the server's own, taken, registered).
+        """
+        if service_nick(nick):
+            return fail(
+                InvalidNickError(f"nickname {nick} is the server's own: choose another")
+            )
         accounts = self.accounts
         account = accounts.registeredName(nick) if accounts is not None else None
         if account is None:
             if password:
-                raise ChatError(f"nickname {nick} is not registered: /nick {nick}")
-            return self.changeNick(nick)
-        assert accounts is not None
+                return fail(
+                    NickError(f"nickname {nick} is not registered: /nick {nick}")
+                )
+            return self.changeNick(nick).addCallback(lambda _: True)
         if not password:
             if account.lower() == nick.lower():
-                raise ChatError(f"nickname {nick} is registered: /nick {nick} PASSWORD")
-            raise ChatError(
-                f"nickname {nick} looks like registered {account}: choose another"
-            )
+                why = f"nickname {nick} is registered: /nick {nick} PASSWORD"
+            else:
+                why = f"nickname {nick} looks like registered {account}: choose another"
+            return fail(NickRegisteredError(why))
+        d = self.checkPassword(account, password)
+        d.addCallback(self._checked, nick)
+        return d
+
+    def checkPassword(self, account: str, password: str) -> "Deferred[bool]":
+        """
+        Whether C{password} is registered nickname C{account}'s.  A wrong
+        one counts against this connection and its address (L{wrongGuess});
+        while the address has guessed wrong too often, the Deferred fails
+        with a L{PasswordError} without checking.
+        """
+        accounts = self.accounts
+        assert accounts is not None
         if not accounts.mayGuess(self.peerKey):
             self.log.warn(
                 "chat: {peer} tried a password for {nick} too soon after too"
@@ -304,19 +356,45 @@ class ChatSession:
                 peer=self.peer,
                 nick=account,
             )
-            raise ChatError("too many wrong passwords from your address: try later")
-        d = accounts.check(account, password)
-        d.addCallback(self._checked, nick)
-        return d
+            return fail(
+                PasswordError("too many wrong passwords from your address: try later")
+            )
 
-    def _checked(self, right: bool, nick: str) -> "Deferred[Any]":
+        def checked(right: bool) -> bool:
+            if not right:
+                self.log.warn(
+                    "chat: wrong password for {nick} from {peer}",
+                    nick=account,
+                    peer=self.peer,
+                )
+                self.wrongGuess()
+            return right
+
+        return accounts.check(account, password).addCallback(checked)
+
+    def wrongGuess(self) -> None:
+        """
+        Count a failed password attempt against this connection and its
+        address.
+        """
+        accounts = self.accounts
+        assert accounts is not None
+        accounts.wrongGuess(self.peerKey)
+        self.wrongPasswords += 1
+
+    @property
+    def guessesLeft(self) -> bool:
+        """Whether this connection may try another password."""
+        accounts = self.accounts
+        limit = accounts.maxWrongPerConnection if accounts is not None else 0
+        return self.wrongPasswords < limit
+
+    def _checked(self, right: bool, nick: str) -> "Deferred[bool]":
         d = self.server.inUse(nick)
         d.addCallback(self.passwordChecked, right, nick)
         return d
 
-    def passwordChecked(
-        self, inUse: bool, right: bool, nick: str
-    ) -> Optional["Deferred[None]"]:
+    def passwordChecked(self, inUse: bool, right: bool, nick: str) -> "Deferred[bool]":
         """
         Called once the password for registered nickname C{nick} is
         checked.  While someone else uses it, every password, the right one
@@ -324,10 +402,10 @@ class ChatSession:
         tells a guesser nothing.
         """
         if not self.joined:
-            return None
+            return succeed(False)
         taken = inUse and nick.lower() != self.nick.lower()
         if right and not taken:
-            return self.changeNick(nick)
+            return self.changeNick(nick).addCallback(lambda _: True)
         if right:
             self.log.warn(
                 "chat: {peer} gave the right password for {nick}, which is in"
@@ -335,25 +413,18 @@ class ChatSession:
                 peer=self.peer,
                 nick=nick,
             )
-        else:
-            self.log.warn(
-                "chat: wrong password for {nick} from {peer}", nick=nick, peer=self.peer
-            )
+            self.wrongGuess()
         taken_or_wrong = "nickname {} is taken" if taken else "wrong password for {}"
         self.failedAttempt(taken_or_wrong.format(nick))
-        return None
+        return succeed(False)
 
     def failedAttempt(self, answer: str) -> None:
         """
-        Called after a password attempt that did not get the nickname:
-        count it against this connection and its address, and answer; past
-        L{Accounts.maxWrongPerConnection}, disconnect.
+        Called after a password attempt that did not get the nickname (and
+        was counted): answer; past L{Accounts.maxWrongPerConnection} on this
+        connection, disconnect.
         """
-        accounts = self.accounts
-        assert accounts is not None
-        accounts.wrongGuess(self.peerKey)
-        self.wrongPasswords += 1
-        if self.wrongPasswords < accounts.maxWrongPerConnection:
+        if self.guessesLeft:
             return self.error(answer)
         self.log.warn(
             "chat: {peer} gave {count} wrong passwords: disconnecting",
@@ -393,8 +464,13 @@ class ChatSession:
     """How many nicknames C{/who} lists."""
 
     def command_who(self, argument: str) -> Optional["Deferred[None]"]:
-        """/who: list who is in your room."""
+        """/who [ROOM]: list who is in your room (or in ROOM, one of yours)."""
         room = self.room
+        if argument:
+            name = valid_room(argument)
+            room = self.rooms.get(name) if name is not None else None
+            if room is None:
+                raise ChatError(f"you are not in {argument}")
         if room is None:
             return None
 
@@ -480,7 +556,7 @@ class ChatSession:
         """
         if self.ended:  # gone while the back end answered
             return succeed(None)
-        self.room = room
+        self.rooms[room.name] = self.room = room
 
         def greet(nicks: List[str], history: List[Any]) -> None:
             if self.ended:
@@ -498,19 +574,66 @@ class ChatSession:
 
         return room.join(self.client).addCallback(joined)
 
+    def joinRoom(self, name: str) -> "Deferred[Optional[IChatRoom]]":
+        """
+        Join room C{name} too, keeping the others (IRC's C{JOIN}), and show
+        its recent history; fires with the room, or None if the user was in
+        it already (or left meanwhile).  Nothing else is said: the front
+        end says the user joined, its own way.
+        """
+        if name in self.rooms:
+            return succeed(None)
+
+        def entered(room: IChatRoom) -> "Deferred[Optional[IChatRoom]]":
+            if self.ended or name in self.rooms:
+                return succeed(None)
+            self.rooms[name] = self.room = room
+            return room.join(self.client).addCallback(showHistory, room)
+
+        def showHistory(history: List[Any], room: IChatRoom) -> IChatRoom:
+            if history and not self.ended:
+                self.client.history(room.name, history)
+            return room
+
+        return self.server.room(name).addCallback(entered)
+
+    def leave(self, name: str, reason: str) -> bool:
+        """
+        Leave room C{name} with C{reason}; False if the user is not in it.
+        """
+        room = self.rooms.pop(name, None)
+        if room is None:
+            return False
+        if self.room is room:
+            self.room = next(reversed(list(self.rooms.values())), None)
+        self._logFailure(room.leave(self.client, reason))
+        return True
+
+    def sayIn(self, name: str, text: str, action: bool = False) -> bool:
+        """
+        Say C{text} (or act it, as C{/me}) in room C{name}; False if the
+        user is not in it.
+        """
+        room = self.rooms.get(name)
+        if room is None:
+            return False
+        say = room.act if action else room.say
+        self._answer(say(self.client, text))
+        return True
+
     def leaveAll(self, reason: str) -> None:
         """
-        Leave every room the user is in, with C{reason}, as the user goes.
+        Leave every room the user is in, with C{reason}.
         """
-        self.leaveRoom(reason)
+        for name in list(self.rooms):
+            self.leave(name, reason)
 
     def leaveRoom(self, reason: str) -> None:
         """
-        Leave the current room, if any, with C{reason}.
+        Leave the user's rooms with C{reason}, before moving to another
+        (C{/join}, C{/part}).
         """
-        if self.room is not None:
-            room, self.room = self.room, None
-            self._logFailure(room.leave(self.client, reason))
+        self.leaveAll(reason)
 
     @staticmethod
     def lastLines(count: int, room: str) -> str:

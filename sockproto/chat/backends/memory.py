@@ -15,7 +15,15 @@ from zope.interface import implementer
 from ...logs import SafeLogger
 from ...server import default_reactor
 from ..events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
-from ..interfaces import ChatError, IChatMember, IChatRoom, IChatServer
+from ..hub import register_in_process
+from ..interfaces import (
+    ChatError,
+    IChatMember,
+    IChatRoom,
+    IChatServer,
+    InvalidNickError,
+    NickInUseError,
+)
 from ..names import NICK_RULE, nick_key, valid_nick
 
 __all__ = ["ChatRoom", "ChatServer", "ChatStats"]
@@ -207,12 +215,12 @@ class ChatServer:
 
     def rename(self, member: IChatMember, nick: str) -> "Deferred[None]":
         if not valid_nick(nick):
-            return fail(ChatError(f"invalid nickname {nick!r}: {NICK_RULE}"))
+            return fail(InvalidNickError(f"invalid nickname {nick!r}: {NICK_RULE}"))
         holder = self._members.get(nick_key(nick))
         if holder is not None and holder is not member:
             same = holder.nick.lower() == nick.lower()
             by = "" if same else f" (by {holder.nick})"
-            return fail(ChatError(f"nickname {nick} is taken{by}"))
+            return fail(NickInUseError(f"nickname {nick} is taken{by}"))
         old = member.nick
         self._forget(member)
         self._members[nick_key(nick)] = member
@@ -289,3 +297,6 @@ class ChatServer:
     def flush(self) -> None:
         for room in list(self._rooms.values()):
             room.flush()
+
+
+register_in_process(ChatServer)

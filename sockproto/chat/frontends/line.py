@@ -7,21 +7,21 @@ does not start with C{/} goes to your room; your own lines come back to
 you as everyone sees them, which is how you know the server took them.
 """
 
-import socket
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Type, Union
 
 from twisted.application.service import IService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ...lines import LineFactory, LineProtocol
+from ...lines import LineProtocol
 from ...text import decode_line
-from ..accounts import Accounts, UnsupportedCheckerError
-from ..backends.memory import ChatServer
+from ..accounts import UnsupportedCheckerError
 from ..events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
+from ..hub import Chat
 from ..interfaces import IChatClient, IChatRoom, IChatServer
 from ..session import ChatSession
+from .base import FrontEndFactory
 
 __all__ = [
     "ChatFactory",
@@ -64,7 +64,7 @@ class ChatProtocol(LineProtocol):
     override a C{formatKIND} method (see L{formats}) or L{notice}.
     """
 
-    factory: "ChatFactory"
+    factory: FrontEndFactory
     session: Optional[ChatSession] = None
     _paused = False
     _producing = False
@@ -345,17 +345,15 @@ class ChatProtocol(LineProtocol):
         self._paused = False
 
 
-class ChatFactory(LineFactory):
+class ChatFactory(FrontEndFactory):
     """
-    Serve L{ChatProtocol}.
+    Serve L{ChatProtocol}, the line front end, in the rooms of a L{Chat}.
 
-    @ivar server: the L{IChatServer} holding nicknames and rooms.
-    @ivar maxLineLength: the longest line accepted, in bytes.
-    @ivar rateLimit: lines a second per client (0: no limit).
-    @ivar maxOutput: bytes a client may leave unread, past the transport's
-        own buffer, before it is dropped.
-    @ivar accounts: the registered nicknames (L{Accounts}) when a cred
-        C{checker} is given, else None: then every nickname is free to take.
+    C{ChatFactory(chat)} serves the hub C{chat}; C{ChatFactory(**limits)}
+    (or C{ChatFactory(server, checker=..., **limits)}) makes a chat of its
+    own with those limits, on the back end C{server} (an in-process one by
+    default), whose session class is this class's L{session}.  Other front
+    ends are then given C{factory.chat}.
     """
 
     protocol = ChatProtocol  # type: ignore[assignment]
@@ -369,122 +367,51 @@ class ChatFactory(LineFactory):
         b"-!- error: this port speaks plain text, not TLS: connect without TLS\r\n"
     )
 
-    maxLineLength = 512
-    rateLimit = 5.0
-    maxOutput = 256 * 1024
-    historySize = 20
-    maxRooms = 1000
-    timeout: Optional[float] = 3600.0
+    # The chat's defaults, named here too for one release (they are the
+    # hub's: Chat.maxLineLength, ...).
+    maxLineLength = Chat.maxLineLength
+    rateLimit = Chat.rateLimit
+    maxOutput = Chat.maxOutput
+    historySize = Chat.historySize
+    maxRooms = Chat.maxRooms
+    timeout: Optional[float] = Chat.timeout
+
+    session: Type[ChatSession] = ChatSession
+    """The session class of the chat this factory makes, when not given one:
+    subclass L{ChatSession} to add commands, for every front end."""
 
     def __init__(
         self,
-        server: Optional[IChatServer] = None,
+        chat: Union[Chat, IChatServer, None] = None,
         *,
-        maxLineLength: Optional[int] = None,
-        rateLimit: Optional[float] = None,
-        maxOutput: Optional[int] = None,
-        historySize: Optional[int] = None,
-        maxRooms: Optional[int] = None,
         checker: Optional[ICredentialsChecker] = None,
         **limits: Any,
     ) -> None:
         """
-        @param historySize: lines of history a room keeps, and
-        @param maxRooms: how many rooms may exist at once (0: no limit),
-            for the L{ChatServer} made when no C{server} is given.
-        @param limits: C{maxConnections}, C{maxPerPeer}, C{timeout},
-            C{clock}: see L{ServiceFactory}.  Arguments left out take the
-            class's defaults.
+        @param chat: the L{Chat} to serve; or the back end of the chat to
+            make, or None for an in-process one.
+        @param checker: with no C{chat} given, the cred checker of its
+            registered nicknames.
+        @param limits: with a C{chat}, this port's own limits
+            (C{timeout}, C{maxPerPeer}, ...); without, the chat's (see
+            L{Chat}).
         @raise UnsupportedCheckerError: if C{checker} cannot tell which
             nicknames are registered.
         @raise OSError: if C{checker}'s password file cannot be read.
         """
-        super().__init__(**limits)
-        for name, value in [
-            ("maxLineLength", maxLineLength),
-            ("rateLimit", rateLimit),
-            ("maxOutput", maxOutput),
-            ("historySize", historySize),
-            ("maxRooms", maxRooms),
-        ]:
-            if value is not None:
-                setattr(self, name, value)
-        if server is None:
-            server = ChatServer(
-                f"sockproto chat on {socket.gethostname()}",
-                self.clock,
-                historySize=self.historySize,
-                maxRooms=self.maxRooms,
-            )
-        self.server: IChatServer = server
-        self.roomsHeld: Dict[Optional[str], int] = {}
-        """Rooms the IRC clients of each address are in, all together."""
-        self.accounts = Accounts(checker, self.clock) if checker is not None else None
-        if self.accounts is not None:
-            registered = self.accounts.registeredName
-            server.reserved = lambda nick: registered(nick) is not None
-
-    session = ChatSession
-    """The class of each connection's session: subclass it to add commands."""
-
-    def buildSession(self, client: ChatProtocol) -> ChatSession:
-        """
-        Make the session of a connection.
-        """
-        return self.session(client, self.server, self.accounts)
+        if not isinstance(chat, Chat):
+            session = self.session if self.session is not ChatSession else None
+            chat = Chat(chat, checker=checker, session=session, **limits)
+            limits = {}
+        elif checker is not None:
+            raise TypeError("give the checker to the Chat")
+        super().__init__(chat, **limits)
 
     def reload(self) -> None:
         """
         Read the registered nicknames again, if they come from a file.
         """
-        if self.accounts is not None:
-            self.accounts.reloadLogged()
-
-    def closeAll(self) -> Any:
-        flush = getattr(self.server, "flush", None)
-        if flush is not None:
-            flush()
-        return super().closeAll()
+        self.chat.reload()
 
     def supportServices(self) -> List[IService]:
-        service = getattr(self.server, "service", None)
-        return [service] if service is not None else []
-
-
-class FrontEndFactory(ChatFactory):
-    """
-    Another front end of a chat (a web page, IRC): its members are in the
-    rooms of C{chat}, with the same accounts and limits.  The chat's own
-    factory reads the accounts again and runs the support services.
-    """
-
-    def __init__(self, chat: ChatFactory, **overrides: Any) -> None:
-        """
-        @param overrides: limits of this front end's own (C{timeout},
-            C{maxLineLength}, ...) instead of C{chat}'s.
-        """
-        limits: Dict[str, Any] = {
-            "maxLineLength": chat.maxLineLength,
-            "rateLimit": chat.rateLimit,
-            "maxOutput": chat.maxOutput,
-            "maxConnections": chat.maxConnections,
-            "maxPerPeer": chat.maxPerPeer,
-            "timeout": chat.timeout,
-            "clock": chat.clock,
-        }
-        limits.update(overrides)
-        super().__init__(chat.server, **limits)
-        self.chat = chat
-        self.accounts = chat.accounts
-
-    def reload(self) -> None:
-        """
-        Nothing to read again: the chat's own factory reloads the accounts
-        this front end shares.
-        """
-
-    def supportServices(self) -> List[IService]:
-        """
-        None of its own: the chat's own factory runs the back end's.
-        """
-        return []
+        return self.chat.supportServices()

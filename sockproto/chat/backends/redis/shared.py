@@ -38,7 +38,14 @@ from zope.interface import implementer
 
 from ....logs import SafeLogger
 from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent, EventBatch
-from ...interfaces import ChatError, IChatMember, IChatRoom, IChatServer
+from ...interfaces import (
+    ChatError,
+    IChatMember,
+    IChatRoom,
+    IChatServer,
+    InvalidNickError,
+    NickInUseError,
+)
 from ...names import NICK_RULE, nick_key, valid_nick
 from ..memory import ChatRoom, ChatServer
 from .resp import RedisLink
@@ -809,7 +816,7 @@ class RedisChatServer(ChatServer):
         if not self.up:
             return super().rename(member, nick)
         if not valid_nick(nick):
-            return fail(ChatError(f"invalid nickname {nick!r}: {NICK_RULE}"))
+            return fail(InvalidNickError(f"invalid nickname {nick!r}: {NICK_RULE}"))
         holder = self._members.get(nick_key(nick))
         if holder is not None and holder is not member:
             return super().rename(member, nick)  # the same answer as alone
@@ -820,7 +827,7 @@ class RedisChatServer(ChatServer):
             if taken is not None:
                 other = _text(taken).partition(" ")[2]
                 by = "" if other.lower() == nick.lower() else f" (by {other})"
-                raise ChatError(f"nickname {nick} is taken{by}")
+                raise NickInUseError(f"nickname {nick} is taken{by}")
             self._forget(member)
             self._members[nick_key(nick)] = member
             steps = [] if nick_key(old) == nick_key(nick) else [self._unclaim(old)]

@@ -4,7 +4,7 @@ The chat's IRC front end: irssi, WeeChat, HexChat or an IRC bot connect as
 to an IRC server, into the same rooms as the line and web clients (a room
 is a channel: C{#lobby}).
 
-An IRC user may be in several rooms at once: its L{IrcSession} joins each
+An IRC user may be in several rooms at once: its L{ChatSession} joins each
 room it asks for as the same member (the back end delivers each room's
 events to it, named by room), and says a line in the room its C{PRIVMSG}
 names.  Commands that are not IRC's (C{/rooms}) still work through
@@ -17,9 +17,9 @@ bytes, rate limit, bounded output), as the line protocol's do.
 
 import base64
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
@@ -27,10 +27,18 @@ from twisted.words.protocols import irc
 from .... import __version__
 from ....text import sanitize
 from ...events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
-from ...interfaces import ChatError, IChatRoom
+from ...interfaces import (
+    ChatError,
+    IChatRoom,
+    InvalidNickError,
+    NickInUseError,
+    NickRegisteredError,
+    PasswordError,
+)
 from ...names import valid_nick, valid_room
 from ...session import ChatSession
-from ..line import ChatFactory, ChatProtocol, FrontEndFactory
+from ..base import FrontEndFactory
+from ..line import ChatProtocol
 
 __all__ = ["IrcChatFactory", "IrcChatProtocol", "IrcSession", "irc_line"]
 
@@ -64,100 +72,9 @@ def mask(nick: str) -> str:
     return f"{nick}!{nick}@{HOST}"
 
 
-class TooManyChannelsError(ChatError):
-    """
-    A JOIN past a limit of channels (405).
-    """
-
-
-class IrcSession(ChatSession):
-    """
-    A session that may be in several rooms at once, and greets the IRC
-    way (numerics, sent by the protocol) rather than with notices.
-
-    @ivar rooms: the rooms the user is in, by name.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.rooms: Dict[str, IChatRoom] = {}
-
-    def start(self) -> "Deferred[None]":
-        """
-        Take a nickname (a guest one, until the client's is granted); join
-        no room: IRC users choose theirs.
-        """
-        d = self.server.register(self.client)
-        return self._answer(d.addCallback(self._named))
-
-    def _named(self, nick: str) -> None:
-        self.nick = nick
-        if self.ended:
-            self._logFailure(self.server.unregister(self.client))
-            return
-        self.joined = True
-
-    def leaveAll(self, reason: str) -> None:
-        for name in list(self.rooms):
-            self.leave(name, reason)
-
-    def joinRoom(self, name: str) -> "Deferred[Optional[IChatRoom]]":
-        """
-        Join room C{name}, if not in it already; fires with the room.
-        """
-        if name in self.rooms:
-            return succeed(None)
-        client: Any = self.client
-        factory = client.factory
-        if len(self.rooms) >= factory.maxChannels:
-            return fail(TooManyChannelsError("You have joined too many channels"))
-        held = factory.chat.roomsHeld
-        if held.get(self.peerKey, 0) >= factory.maxChannelsPerPeer:
-            return fail(
-                TooManyChannelsError("Your address has joined too many channels")
-            )
-
-        def entered(room: IChatRoom) -> "Deferred[Optional[IChatRoom]]":
-            if self.ended or name in self.rooms:
-                return succeed(None)
-            held[self.peerKey] = held.get(self.peerKey, 0) + 1
-            self.rooms[name] = self.room = room
-            return room.join(self.client).addCallback(showHistory, room)
-
-        def showHistory(history: List[Any], room: IChatRoom) -> IChatRoom:
-            if history and not self.ended:
-                self.client.history(room.name, history)
-            return room
-
-        return self.server.room(name).addCallback(entered)
-
-    def leave(self, name: str, reason: str) -> bool:
-        """
-        Leave room C{name} with C{reason}; False if not in it.
-        """
-        room = self.rooms.pop(name, None)
-        if room is None:
-            return False
-        held = self.client.factory.chat.roomsHeld  # type: ignore[attr-defined]
-        if held.get(self.peerKey, 0) <= 1:
-            held.pop(self.peerKey, None)
-        else:
-            held[self.peerKey] -= 1
-        if self.room is room:
-            self.room = next(iter(self.rooms.values()), None)
-        self._logFailure(room.leave(self.client, reason))
-        return True
-
-    def sayIn(self, name: str, text: str, action: bool = False) -> bool:
-        """
-        Say C{text} (or act it) in room C{name}; False if not in it.
-        """
-        room = self.rooms.get(name)
-        if room is None:
-            return False
-        say = room.act if action else room.say
-        self._answer(say(self.client, text))
-        return True
+IrcSession = ChatSession
+"""Deprecated: every front end's session is a L{ChatSession} now, which may be
+in several rooms at once."""
 
 
 class IrcChatProtocol(ChatProtocol):
@@ -168,7 +85,8 @@ class IrcChatProtocol(ChatProtocol):
 
     factory: "IrcChatFactory"
     registered = False
-    session: Optional[IrcSession] = None  # type: ignore[assignment]
+    session: Optional[ChatSession] = None
+    _started = False
     wantedNick = ""
     user = ""
     password = ""
@@ -177,7 +95,6 @@ class IrcChatProtocol(ChatProtocol):
     _pinged = False
     _held: Optional[List[bytes]] = None
     _sasl = False
-    _saslFailures = 0
     _registrationCall: Optional[IDelayedCall] = None
     maxHeld = 32
     """Lines a client may send while its registration is under way."""
@@ -186,6 +103,8 @@ class IrcChatProtocol(ChatProtocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
+        # Made now, started on registering: SASL counts its guesses.
+        self.session = self.factory.buildSession(self)
         self._registrationCall = self.callLater(
             self.factory.registrationTimeout, self.registrationTimedOut
         )
@@ -207,6 +126,7 @@ class IrcChatProtocol(ChatProtocol):
         if self._registrationCall is not None and self._registrationCall.active():
             self._registrationCall.cancel()
         self._registrationCall = None
+        self.holdChannels(-self._channelsHeld)
         super().connectionLost(reason)
 
     @property
@@ -311,20 +231,15 @@ class IrcChatProtocol(ChatProtocol):
         self.checkSasl(name, password)
 
     def checkSasl(self, name: str, password: str) -> None:
-        accounts = self.factory.accounts
-        assert accounts is not None
-        account = accounts.registeredName(name)
-        if account is None or not accounts.mayGuess(self.peerKey):
+        session = self.session
+        assert session is not None and self.factory.accounts is not None
+        account = self.factory.accounts.registeredName(name)
+        if account is None:
+            session.wrongGuess()  # guessing names is guessing too
             return self.saslFailed()
 
         def checked(right: bool) -> None:
             if not right:
-                accounts.wrongGuess(self.peerKey)
-                self.log.warn(
-                    "irc: wrong SASL password for {nick} from {peer}",
-                    nick=account,
-                    peer=self.peer,
-                )
                 return self.saslFailed()
             self.password = password
             self.numeric(
@@ -332,22 +247,25 @@ class IrcChatProtocol(ChatProtocol):
             )
             self.numeric("903", "SASL authentication successful")
 
-        accounts.check(account, password).addCallback(checked)
+        def refused(failure: Failure) -> None:
+            failure.trap(PasswordError)
+            self.saslFailed()
+
+        session.checkPassword(account, password).addCallbacks(checked, refused)
 
     def saslFailed(self) -> None:
         """
         A SASL attempt failed (904); past the accounts' C{maxWrongPerConnection}
-        on this connection, as every front end does, disconnect.
+        on this connection, as on every front end, disconnect.
         """
         self.numeric("904", "SASL authentication failed")
-        self._saslFailures += 1
-        accounts = self.factory.accounts
-        assert accounts is not None
-        if self._saslFailures >= accounts.maxWrongPerConnection:
+        session = self.session
+        assert session is not None
+        if not session.guessesLeft:
             self.log.warn(
                 "irc: {peer} failed SASL {count} times: disconnecting",
                 peer=self.peer,
-                count=self._saslFailures,
+                count=session.wrongPasswords,
             )
             self.quit("too many wrong passwords")
             self.sendIrc(
@@ -387,11 +305,11 @@ class IrcChatProtocol(ChatProtocol):
         if self.registered or self._negotiating or not (self.wantedNick and self.user):
             return
         self._held = []
-        if self.session is None:
-            session = self.factory.buildSession(self)
-            assert isinstance(session, IrcSession)
-            self.session = session
-            d = session.start().addCallback(lambda _: self.claimWantedNick())
+        session = self.session
+        assert session is not None
+        if not self._started:
+            self._started = True
+            d = session.start(enter=False).addCallback(lambda _: self.claimWantedNick())
         else:
             d = self.claimWantedNick()
         d.addBoth(self.release)
@@ -424,41 +342,35 @@ class IrcChatProtocol(ChatProtocol):
 
     def takeNick(self, nick: str) -> "Deferred[bool]":
         """
-        Ask the chat for C{nick}; fires with whether it was granted (if
-        not, the client was told why).
+        Ask the chat for C{nick} (with the password of C{PASS} or SASL, if
+        it is registered); fires with whether it was granted (if not, the
+        client was told why).
         """
         session = self.session
         assert session is not None
         accounts = session.accounts
-        if accounts is not None and accounts.registeredName(nick) is not None:
-            return self.takeRegistered(nick)
-        d: Deferred[Any] = session.changeNick(nick)
-        d.addCallback(lambda _: True)
+        registered = accounts is not None and accounts.registeredName(nick) is not None
+        d = session.claimNick(nick, self.password if registered else None)
         return d.addErrback(self.nickRefused, nick)
 
-    def takeRegistered(self, nick: str) -> "Deferred[bool]":
-        session = self.session
-        assert session is not None
-        if not self.password:
+    def nickRefused(self, failure: Failure, nick: str) -> bool:
+        """
+        The chat refused C{nick}: say why, with IRC's numerics.
+        """
+        failure.trap(ChatError)
+        why = failure.getErrorMessage()
+        if failure.check(InvalidNickError):
+            self.numeric(irc.ERR_ERRONEUSNICKNAME, nick, why)
+        elif failure.check(NickRegisteredError):
             self.numeric(
                 irc.ERR_NICKNAMEINUSE,
                 nick,
                 "Nickname is registered: connect with its password (PASS)",
             )
-            return succeed(False)
-        before = session.nick
-        d = session.commandReceived("nick", f"{nick} {self.password}")
-        if d is None:
-            d = succeed(None)
-        return d.addCallback(lambda _: session.nick != before)
-
-    def nickRefused(self, failure: Failure, nick: str) -> bool:
-        failure.trap(ChatError)
-        why = failure.getErrorMessage()
-        if "invalid" in why or "server's own" in why:
-            self.numeric(irc.ERR_ERRONEUSNICKNAME, nick, why)
-        else:
+        elif failure.check(NickInUseError):
             self.numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        else:
+            self.error(why)
         return False
 
     def welcome(self) -> None:
@@ -554,19 +466,54 @@ class IrcChatProtocol(ChatProtocol):
     def joinChannel(self, name: str) -> None:
         session = self.session
         assert session is not None
+        if name in session.rooms:
+            return
+        why = self.tooManyChannels()
+        if why:
+            return self.numeric(irc.ERR_TOOMANYCHANNELS, f"#{name}", why)
+        self.holdChannels(1)  # counted while the back end answers
         d = session.joinRoom(name)
 
         def joined(room: Optional[IChatRoom]) -> Optional["Deferred[None]"]:
             if room is None:
+                self.holdChannels(-1)
                 return None
             self.sendIrc(irc_line(mask(self.nick), "JOIN", f"#{name}"))
             return room.nicks().addCallback(self.sendNames, name)
 
-        def tooMany(failure: Failure) -> None:
-            failure.trap(TooManyChannelsError)
-            self.numeric(irc.ERR_TOOMANYCHANNELS, f"#{name}", failure.getErrorMessage())
+        def failed(failure: Failure) -> Failure:
+            self.holdChannels(-1)
+            return failure
 
-        session._answer(d.addCallbacks(joined, tooMany))
+        session._answer(d.addCallbacks(joined, failed))
+
+    _channelsHeld = 0
+
+    def tooManyChannels(self) -> str:
+        """
+        Why this connection may not join one more channel (405), or "".
+        """
+        factory = self.factory
+        if self._channelsHeld >= factory.maxChannels:
+            return "You have joined too many channels"
+        if factory.chat.roomsHeld.get(self.peerKey, 0) >= factory.maxChannelsPerPeer:
+            return "Your address has joined too many channels"
+        return ""
+
+    def holdChannels(self, count: int) -> None:
+        """
+        Count C{count} more channels (or fewer) held by this connection
+        and by its address.
+        """
+        if not count:
+            return
+        self._channelsHeld += count
+        held = self.factory.chat.roomsHeld
+        total = held.get(self.peerKey, 0) + count
+        if total > 0:
+            held[self.peerKey] = total
+        else:
+            held.pop(self.peerKey, None)
 
     def sendNames(self, nicks: List[str], name: str) -> None:
         line = ""
@@ -593,6 +540,7 @@ class IrcChatProtocol(ChatProtocol):
             return self.numeric(
                 irc.ERR_NOTONCHANNEL, channel, "You're not on that channel"
             )
+        self.holdChannels(-1)
         self.sendIrc(irc_line(mask(self.nick), "PART", f"#{name}", reason))
 
     def partAll(self) -> None:
@@ -867,7 +815,6 @@ class IrcChatFactory(FrontEndFactory):
 
     protocol = IrcChatProtocol  # type: ignore[assignment]
     serviceName = "irc"
-    session = IrcSession  # type: ignore[assignment]
     fullMessage = b"ERROR :Closing link: server full, try again later\r\n"
     perPeerMessage = b"ERROR :Closing link: too many connections from your address\r\n"
     notTLSMessage = b"ERROR :Closing link: this port speaks TLS\r\n"
@@ -881,6 +828,6 @@ class IrcChatFactory(FrontEndFactory):
     """Channels the connections of one address may be in at once, all
     together: one address cannot hold every room C{--max-rooms} allows."""
 
-    def __init__(self, chat: ChatFactory) -> None:
+    def __init__(self, chat: Any) -> None:
         # 512 bytes with the CRLF (RFC 2812 2.3): 510, and the CR counts.
         super().__init__(chat, maxLineLength=511, timeout=self.pingInterval)

@@ -45,7 +45,8 @@ from ....lines import LineTooLong, Overflow, Rated
 from ....text import sanitize
 from ...events import JOIN, LEAVE, NICK, ChatEvent, EventBatch
 from ...interfaces import ChatError
-from ..line import ChatFactory, ChatProtocol, FrontEndFactory
+from ..base import FrontEndFactory
+from ..line import ChatProtocol
 from .http import (
     WebChannel,
     WebRequest,
@@ -629,7 +630,7 @@ class WebChatFactory(FrontEndFactory):
 
     def __init__(
         self,
-        chat: ChatFactory,
+        chat: Any,
         origins: Sequence[str] = (),
         hosts: Sequence[str] = (),
     ) -> None:
@@ -664,6 +665,3 @@ class WebChatFactory(FrontEndFactory):
     @property
     def maxMessage(self) -> int:
         return 2 * self.maxLineLength + 256
-
-    def buildSession(self, client: ChatProtocol) -> Any:
-        return self.chat.buildSession(client)
