@@ -26,7 +26,7 @@ from .chat.client import (
     terminal_keyboard,
 )
 from .coucou import send_message
-from .tlsclient import HostnameMismatchError
+from .tlsclient import HostnameMismatchError, client_tls_options
 
 __all__ = ["main", "run"]
 
@@ -285,8 +285,6 @@ def client_endpoint(reactor: Any, options: usage.Options) -> Any:
         return endpoint
     try:
         from twisted.internet.ssl import Certificate, platformTrust
-
-        from .tlsclient import client_tls_options
     except ImportError:
         raise CommandError("--tls needs: pip install 'sockproto[tls]'") from None
     trust: Any = platformTrust()

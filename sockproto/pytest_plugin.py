@@ -16,6 +16,9 @@ from typing import Any, Callable, Iterator, List
 import pytest
 from twisted.python.failure import Failure
 
+from .chat import ChatFactory
+from .coucou import CoucouServerFactory, MessageList
+from .echo import EchoFactory
 from .testing import LineClient, RunningServer, connect_line_client, listen_on_loopback
 
 __all__ = [
@@ -67,8 +70,6 @@ def echo_server(serve: Callable[..., RunningServer]) -> RunningServer:
     """
     sockproto's echo on a free loopback port.
     """
-    from .echo import EchoFactory
-
     return serve(EchoFactory())
 
 
@@ -78,8 +79,6 @@ def coucou_server(serve: Callable[..., RunningServer]) -> RunningServer:
     A coucou server on a free loopback port, keeping its messages in
     C{coucou_server.factory.sink.messages} instead of printing them.
     """
-    from .coucou import CoucouServerFactory, MessageList
-
     return serve(CoucouServerFactory(MessageList()))
 
 
@@ -88,8 +87,6 @@ def chat_server(serve: Callable[..., RunningServer]) -> RunningServer:
     """
     A chat server, without rate limit, on a free loopback port.
     """
-    from .chat import ChatFactory
-
     return serve(ChatFactory(rateLimit=0))
 
 

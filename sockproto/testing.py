@@ -53,7 +53,11 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from .chat import ChatFactory, ChatServer
+from .chat.backends.redis.resp import encode_command
+from .chat.frontends.web.protocol import WebChatFactory
 from .server import default_reactor
+from .tlsclient import client_tls_options
 
 __all__ = [
     "ChatOnClock",
@@ -781,8 +785,6 @@ def tls_client_endpoint(
     from twisted.internet.endpoints import wrapClientTLS
     from twisted.internet.ssl import Certificate
 
-    from .tlsclient import client_tls_options
-
     with open(certPath, "rb") as f:
         trust = Certificate.loadPEM(f.read())
     options = client_tls_options(hostname, trustRoot=trust)
@@ -831,8 +833,6 @@ class ChatOnClock:
             "test chat" with C{historySize} and C{maxRooms}.
         @param options: for the L{ChatFactory}.
         """
-        from .chat import ChatFactory, ChatServer
-
         self.clock = clock if clock is not None else Clock()
         if server is None:
             server = ChatServer(
@@ -870,8 +870,6 @@ class ChatOnClock:
         override the chat's own (C{maxPerPeer}, C{timeout}, ...).
         """
         if getattr(self, "_web", None) is None:
-            from .chat.frontends.web.protocol import WebChatFactory
-
             self._web = WebChatFactory(self.factory, origins, hosts)
             for name, value in limits.items():
                 setattr(self._web, name, value)
@@ -979,8 +977,6 @@ class RedisServer:
         import socket
 
         import hiredis
-
-        from .chat.backends.redis.resp import encode_command
 
         reader = hiredis.Reader()
         with socket.socket(socket.AF_UNIX) as sock:

@@ -30,7 +30,10 @@ from .backends.redis.resp import (
     read_password_file,
 )
 from .backends.redis.shared import RedisChatServer
+from .frontends.irc.protocol import IrcChatFactory
 from .frontends.line import ChatFactory
+from .frontends.web.http import host_name
+from .frontends.web.protocol import WebChatFactory
 from .interfaces import IChatServer
 
 __all__ = ["ChatOptions"]
@@ -147,8 +150,6 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
 
     def opt_web_host(self, name: str) -> None:
         """Also answer web requests for this host name (chat.example.org); repeatable"""
-        from .frontends.web.http import host_name
-
         if host_name(name) != name.lower() or ":" in name:
             raise usage.UsageError(f"--web-host takes a host name, not {name!r}")
         self["web-host"].append(name)
@@ -159,11 +160,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
         assert isinstance(factory, ChatFactory)
         if name == "irc":
-            from .frontends.irc.protocol import IrcChatFactory
-
             return IrcChatFactory(factory)
-        from .frontends.web.protocol import WebChatFactory
-
         return WebChatFactory(factory, self["web-origin"], self["web-host"])
 
     def postOptions(self) -> None:
