@@ -8,7 +8,7 @@ next to its factory, and take their defaults from it.
 
 import math
 import sys
-from typing import Any, Callable, Dict, List, Type
+from typing import Any, Callable, Dict, List, Tuple, Type
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -164,6 +164,10 @@ class ServiceOptions(usage.Options):
     serviceName = ""
     defaultEndpoint = ""
     description = ""
+    otherPortDefaults: Dict[str, Tuple[str, str]] = {}
+    """The L{otherPorts} of this service in the all-in-one form, by name:
+    its default endpoint there, and what it serves (the chat's C{web}:
+    C{("tcp:12348", "the chat's web page")})."""
     optParameters: List[List[Any]] = [
         [
             "max-connections",

@@ -40,16 +40,59 @@ __all__ = [
     "worker_main",
 ]
 
-DEFAULT_WEB = "tcp:12348"
-"""Where the chat's web page listens when every service runs."""
-DEFAULT_IRC = "tcp:6667"
-"""Where the chat speaks IRC when every service runs (IRC's own port)."""
+ENTRY_POINTS = "sockproto.services"
+"""The entry point group of services from other packages: each names a
+L{ServiceOptions} subclass, served as C{twistd sockproto NAME} and in the
+all-in-one form."""
 
-SERVICES: Dict[str, Type[ServiceOptions]] = {
-    "coucou": CoucouOptions,
-    "echo": EchoOptions,
-    "chat": ChatOptions,
+
+def _entry_points(group: str) -> List[Any]:
+    from importlib.metadata import entry_points
+
+    found: Any = entry_points()
+    if hasattr(found, "select"):  # Python 3.10 and later
+        return list(found.select(group=group))
+    return list(found.get(group, []))  # Python 3.9
+
+
+def find_services() -> Dict[str, Type[ServiceOptions]]:
+    """
+    sockproto's own services, and those other packages declare in the
+    L{ENTRY_POINTS} group.  One that cannot be loaded is left out, with one
+    line on standard error saying why.
+    """
+    services: Dict[str, Type[ServiceOptions]] = {
+        "coucou": CoucouOptions,
+        "echo": EchoOptions,
+        "chat": ChatOptions,
+    }
+    for entry in _entry_points(ENTRY_POINTS):
+        where = f"service {entry.name!r} ({entry.value})"
+        if entry.name in services or not entry.name.isidentifier():
+            tell_stderr(f"sockproto: {where} left out: its name is taken or invalid")
+            continue
+        try:
+            options = entry.load()
+        except Exception as e:
+            tell_stderr(f"sockproto: {where} left out: {type(e).__name__}: {e}")
+            continue
+        if not (isinstance(options, type) and issubclass(options, ServiceOptions)):
+            tell_stderr(f"sockproto: {where} left out: not a ServiceOptions subclass")
+            continue
+        services[entry.name] = options
+    return services
+
+
+SERVICES = find_services()
+
+FRONT_ENDS: Dict[str, Tuple[str, str, str]] = {
+    front: (service, default, what)
+    for service, options in SERVICES.items()
+    for front, (default, what) in options.otherPortDefaults.items()
 }
+"""The other ports of each service in the all-in-one form (the chat's
+C{--web} and C{--irc}): by name, the service, the default endpoint and what
+it serves."""
 
 
 class Options(usage.Options):
@@ -68,8 +111,8 @@ class Options(usage.Options):
         [name, None, options, options.description] for name, options in SERVICES.items()
     ]
     optFlags = [[f"no-{name}", None, f"Do not run {name}"] for name in SERVICES] + [
-        ["no-web", None, "Do not serve the chat's web page"],
-        ["no-irc", None, "Do not serve the chat over IRC"],
+        [f"no-{front}", None, f"Do not serve {what}"]
+        for front, (_, _, what) in FRONT_ENDS.items()
     ]
     optParameters = [
         [
@@ -94,18 +137,10 @@ class Options(usage.Options):
         super().__init__()
         for name in SERVICES:
             self[name] = []
-        self["web"] = []
-        self["irc"] = []
+        for front in FRONT_ENDS:
+            self[front] = []
         self["set"] = {name: [] for name in SERVICES}
         self.chosen: List[ServiceOptions] = []
-
-    def opt_web(self, description: str) -> None:
-        """Where the chat's web page listens [default: tcp:12348]; repeatable"""
-        self["web"].append(check_endpoint(description))
-
-    def opt_irc(self, description: str) -> None:
-        """Where the chat speaks IRC [default: tcp:6667]; repeatable"""
-        self["irc"].append(check_endpoint(description))
 
     def opt_set(self, setting: str) -> None:
         name, dot, rest = setting.partition(".")
@@ -159,7 +194,7 @@ class Options(usage.Options):
                 f" service; to run {self.subCommand} alone, give it after"
                 f" {self.subCommand}"
             )
-        for front in ("web", "irc"):
+        for front in FRONT_ENDS:
             self._checkFrontEnd(front)
         if self.subCommand is None and all(self[f"no-{n}"] for n in SERVICES):
             raise usage.UsageError("every service was left out")
@@ -190,8 +225,11 @@ class Options(usage.Options):
             )
         if self[name] and self[f"no-{name}"]:
             raise usage.UsageError(f"--{name} and --no-{name} contradict")
-        if self[name] and self["no-chat"]:
-            raise usage.UsageError(f"--{name} serves the chat: it needs the chat")
+        service = FRONT_ENDS[name][0]
+        if self[name] and self[f"no-{service}"]:
+            raise usage.UsageError(
+                f"--{name} serves the {service}: it needs the {service}"
+            )
 
     def metrics(self) -> Optional[str]:
         """
@@ -239,10 +277,9 @@ class Options(usage.Options):
     def _parseService(self, name: str) -> ServiceOptions:
         options = SERVICES[name]()
         args = [f"--listen={d}" for d in self[name]]
-        if name == "chat":
-            for front, default in (("web", DEFAULT_WEB), ("irc", DEFAULT_IRC)):
-                if not self[f"no-{front}"]:
-                    args += [f"--{front}={d}" for d in self[front] or [default]]
+        for front, (service, default, _) in FRONT_ENDS.items():
+            if service == name and not self[f"no-{front}"]:
+                args += [f"--{front}={d}" for d in self[front] or [default]]
         if self["max-per-peer"] is not None:
             args.append(f"--max-per-peer={self['max-per-peer']}")
         try:
@@ -274,6 +311,10 @@ def _endpoint_option(name: str) -> Callable[[Options, str], None]:
 
 for _name in SERVICES:
     setattr(Options, f"opt_{_name}", _endpoint_option(_name))
+for _front, (_service, _default, _what) in FRONT_ENDS.items():
+    _option = _endpoint_option(_front)
+    _option.__doc__ = f"Where to serve {_what} [default: {_default}]; repeatable"
+    setattr(Options, f"opt_{_front}", _option)
 Options.opt_set.__doc__ = (
     "Any option of one service when all run: SERVICE.OPTION=VALUE (as"
     " chat.rate-limit=10) or SERVICE.FLAG; repeatable"

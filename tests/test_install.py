@@ -181,3 +181,77 @@ class InstallTests(SynchronousTestCase):
             service.read_text().replace("Do not run {name}", "Leave {name} out")
         )
         self.assertIn("Leave echo out", self.env.twistd("sockproto", "--help").stdout)
+
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+class OtherPackageTests(SynchronousTestCase):
+    """
+    A service from a package of its own (examples/hello_service), declared
+    by an entry point, is served by twistd sockproto: alone, in the
+    all-in-one form, and with --workers.
+    """
+
+    def setUp(self) -> None:
+        self.where = tempfile.mkdtemp(prefix="sockproto-install-")
+        self.addCleanup(shutil.rmtree, self.where, True)
+        self.env = FreshEnvironment(self.where)
+
+    def serve(self, *args: str) -> None:
+        import re
+        import selectors
+        import signal
+        import socket
+        import time
+
+        command = [str(self.env.bin / "twistd"), "-n", "--pidfile=", "sockproto"]
+        process = subprocess.Popen(
+            command + list(args),
+            cwd=self.where,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        assert process.stdout is not None
+        output = ""
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        found = None
+        while found is None and time.monotonic() < deadline:
+            if selector.select(deadline - time.monotonic()):
+                line = process.stdout.readline()
+                if not line:
+                    break
+                output += line
+                found = re.search(r"hello\S* listening on 127\.0\.0\.1:(\d+)", line)
+        self.assertIsNotNone(found, output)
+        assert found is not None
+        for n in range(3):
+            with socket.create_connection(("127.0.0.1", int(found.group(1))), 10) as s:
+                s.settimeout(10)
+                s.sendall(b"world %d\n" % n)
+                answer = b""
+                while not answer.endswith(b"\n"):
+                    answer += s.recv(100)
+            self.assertEqual(answer, b"hello, world %d\r\n" % n)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+        output += rest
+        self.assertIn("Server Shut Down.", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_a_service_from_another_package_is_served(self) -> None:
+        self.env.pip_install("sockproto")
+        self.env.pip_install(str(PROJECT / "examples" / "hello_service"))
+        usage = self.env.twistd("sockproto", "--help")
+        self.assertIn("--hello=", usage.stdout)
+        self.assertIn("Run only hello", usage.stdout)
+        help = self.env.twistd("sockproto", "hello", "--help")
+        for option in ["--listen=", "--max-per-peer=", "--workers=", "--timeout="]:
+            self.assertIn(option, help.stdout)
+        self.serve("hello", "--listen", LOCAL, "--max-per-peer", "8")
+        self.serve("--no-chat", "--no-echo", "--no-coucou", "--hello", LOCAL)
+        self.serve("hello", "--listen", LOCAL, "--workers", "2")

@@ -412,3 +412,45 @@ class ReadinessTests(TestCase):
         service.startService()
         (port,) = service
         self.assertIsNotNone(port.port)
+
+
+class _Entry:
+    def __init__(self, name: str, value: str, load: Any) -> None:
+        self.name, self.value, self.load = name, value, load
+
+
+class ServiceDiscoveryTests(SynchronousTestCase):
+    """
+    Services declared by other packages (the sockproto.services entry
+    points) join sockproto's own; one that cannot be used is left out with
+    one line.
+    """
+
+    def setUp(self) -> None:
+        self.stderr = io.StringIO()
+        self.patch(sys, "__stderr__", self.stderr)
+
+    def test_entry_points_add_services_and_bad_ones_are_left_out(self) -> None:
+        from sockproto import tap
+
+        class Extra(tap.ServiceOptions):
+            serviceName = "extra"
+
+        def broken() -> Any:
+            raise ImportError("No module named 'gone'")
+
+        entries = [
+            _Entry("extra", "pkg:Extra", lambda: Extra),
+            _Entry("gone", "gone:Options", broken),
+            _Entry("echo", "pkg:Echo", lambda: Extra),
+            _Entry("odd", "pkg:thing", lambda: 42),
+        ]
+        self.patch(tap, "_entry_points", lambda group: entries)
+        services = tap.find_services()
+        self.assertEqual(list(services), ["coucou", "echo", "chat", "extra"])
+        self.assertIs(services["echo"], tap.EchoOptions)
+        lines = self.stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("'gone' (gone:Options) left out: ImportError", lines[0])
+        self.assertIn("'echo' (pkg:Echo) left out: its name is taken", lines[1])
+        self.assertIn("not a ServiceOptions subclass", lines[2])

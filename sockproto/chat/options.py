@@ -46,6 +46,10 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
 
     serviceName = "chat"
     defaultEndpoint = "tcp:12347"
+    otherPortDefaults = {
+        "web": ("tcp:12348", "the chat's web page"),
+        "irc": ("tcp:6667", "the chat over IRC"),
+    }
     description = "Run only chat: a multi-user line chat for telnet and nc."
     longdesc = (
         "A multi-user line chat for telnet, nc and 'sockproto chat'."
