@@ -25,13 +25,14 @@ from sockproto.chat.frontends.irc.protocol import (
 )
 from sockproto.testing import (
     ChatOnClock,
-    connect,
     connect_line_client,
     listen_on_loopback,
     start_twistd,
     temporary_directory,
     wait_for,
 )
+
+from .support import IrcClient
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -43,35 +44,6 @@ IRSSI_AFTER_CAP = b"CAP END\r\nNICK alice\r\nUSER root root 127.0.0.1 :root\r\n"
 # WeeChat's order, from its documentation: CAP LS 302, NICK, USER, then CAP
 # END once the capabilities are listed.
 WEECHAT = b"CAP LS 302\r\nNICK bob\r\nUSER bob 0 * :bob\r\n"
-
-
-class IrcClient:
-    """
-    An IRC connection in memory: what it sent, and the lines it got.
-    """
-
-    def __init__(self, chat: ChatOnClock, port: int, host: str = "127.0.0.1") -> None:
-        from twisted.internet.address import IPv4Address
-
-        self.chat = chat
-        factory = getattr(chat, "_irc", None)
-        if factory is None:
-            factory = chat._irc = IrcChatFactory(chat.factory)  # type: ignore
-        self.protocol, self.transport = connect(factory, IPv4Address("TCP", host, port))
-        self.chat.clock.advance(0)
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-        self.chat.clock.advance(0)
-
-    def lines(self) -> List[str]:
-        data = self.transport.value().decode("utf-8")
-        self.transport.clear()
-        return [line for line in data.split("\r\n") if line]
-
-    def register(self, nick: str) -> List[str]:
-        self.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
-        return self.lines()
 
 
 def codes(lines: List[str]) -> List[str]:
@@ -87,7 +59,10 @@ class RegistrationTests(SynchronousTestCase):
         client.send(IRSSI)
         self.assertEqual(
             client.lines(),
-            [":sockproto CAP * LS :", ":sockproto 451 * :You have not registered"],
+            [
+                ":sockproto CAP * LS :echo-message",
+                ":sockproto 451 * :You have not registered",
+            ],
         )
         client.send(IRSSI_AFTER_CAP)
         lines = client.lines()
@@ -151,7 +126,9 @@ class SaslTests(SynchronousTestCase):
 
         client = self.client = IrcClient(self.chat, 1)
         client.send(b"CAP LS 302\r\nNICK carol\r\nUSER c 0 * :c\r\n")
-        self.assertEqual(client.lines(), [":sockproto CAP * LS :sasl=PLAIN"])
+        self.assertEqual(
+            client.lines(), [":sockproto CAP * LS :echo-message sasl=PLAIN"]
+        )
         client.send(b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
         self.assertEqual(
             client.lines(), [":sockproto CAP * ACK :sasl", "AUTHENTICATE +"]
@@ -178,7 +155,7 @@ class SaslTests(SynchronousTestCase):
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto CAP * LS :",
+                ":sockproto CAP * LS :echo-message",
                 ":sockproto CAP * NAK :sasl",
                 ":sockproto 904 * :SASL authentication failed",
             ],
@@ -606,6 +583,61 @@ class PipelinedRegistrationTests(SynchronousTestCase):
         lines = client.lines()
         self.assertEqual(codes(lines)[:6], ["001", "002", "003", "004", "005", "422"])
         self.assertIn(":alice!alice@sockproto JOIN #lobby", lines)
+
+
+class CapabilityTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+
+        checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
+        self.chat = ChatOnClock(checker=checker)
+
+    def test_cap_ls_without_302_has_no_values(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(b"CAP LS\r\n")
+        self.assertEqual(client.lines(), [":sockproto CAP * LS :echo-message sasl"])
+
+    def test_a_request_is_all_or_nothing(self) -> None:
+        client = IrcClient(self.chat, 1)
+        client.send(b"CAP LS 302\r\nCAP REQ :echo-message frobnicate\r\n")
+        self.assertEqual(
+            client.lines()[-1], ":sockproto CAP * NAK :echo-message frobnicate"
+        )
+        client.send(b"CAP REQ :echo-message\r\nCAP LIST\r\n")
+        self.assertEqual(
+            client.lines(),
+            [
+                ":sockproto CAP * ACK :echo-message",
+                ":sockproto CAP * LIST :echo-message",
+            ],
+        )
+
+    def test_echo_message_echoes_own_lines_actions_and_private_messages(self) -> None:
+        alice = IrcClient(self.chat, 1)
+        alice.send(b"CAP REQ :echo-message\r\n")
+        alice.register("alice")
+        alice.send(b"CAP END\r\nJOIN #lobby\r\n")
+        line, _ = self.chat.join()
+        self.chat.send(line, "/nick bob")
+        alice.lines()
+        alice.send(b"PRIVMSG #lobby :hi\r\nPRIVMSG #lobby :\x01ACTION waves\x01\r\n")
+        alice.send(b"PRIVMSG BOB :psst\r\n")
+        self.assertEqual(
+            alice.lines(),
+            [
+                ":alice!alice@sockproto PRIVMSG #lobby :hi",
+                ":alice!alice@sockproto PRIVMSG #lobby :\x01ACTION waves\x01",
+                ":alice!alice@sockproto PRIVMSG bob :psst",
+            ],
+        )
+
+    def test_without_echo_message_own_lines_are_not_echoed(self) -> None:
+        alice = IrcClient(self.chat, 1)
+        alice.register("alice")
+        alice.send(b"JOIN #lobby\r\n")
+        alice.lines()
+        alice.send(b"PRIVMSG #lobby :hi\r\n")
+        self.assertEqual(alice.lines(), [])
 
 
 class AbuseTests(SynchronousTestCase):

@@ -2,28 +2,12 @@ from typing import Any, List
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sockproto.chat import ChatEvent, ChatRoom, ChatServer, EventBatch
 from sockproto.chat.interfaces import IChatMember, IChatRoom, IChatServer
 
-
-@implementer(IChatMember)
-class Member:
-    def __init__(self, nick: str) -> None:
-        self.nick = nick
-        self.batches: List[EventBatch] = []
-        self.private: List[ChatEvent] = []
-
-    def deliver(self, batch: EventBatch) -> None:
-        self.batches.append(batch)
-
-    def receive(self, event: ChatEvent) -> None:
-        self.private.append(event)
-
-    def events(self) -> List[Any]:
-        return [(e.kind, e.nick, e.text) for b in self.batches for e in b.events]
+from .support import Member
 
 
 class RoomTests(SynchronousTestCase):

@@ -32,16 +32,16 @@ from sockproto.testing import (
     temporary_directory,
     wait_for,
 )
-
-from .test_chat_behaviour import (
+from sockproto.testing.behaviour import (
     BrowserUser,
     ChatBehaviour,
+    IrcUser,
     LineUser,
     SessionUser,
     User,
 )
-from .test_chat_rooms import Member
-from .test_metrics import need_prometheus_client, scrape
+
+from .support import IrcClient, Member, need_prometheus_client, scrape
 
 _prefixes = itertools.count(1)
 
@@ -147,6 +147,20 @@ class WebFrontEndOnTwoSharedNodesTests(SharedBehaviour, TestCase):
 
     def connect(self) -> User:
         return BrowserUser(self.chats[next(self._next)])
+
+
+class IrcFrontEndOnTwoSharedNodesTests(SharedBehaviour, TestCase):
+    """
+    IRC clients, alternating between two back ends that share one Redis.
+    """
+
+    def setUp(self) -> Any:
+        d = super().setUp()
+        self.chats = [ChatOnClock(server, self.clock) for server in self.servers]
+        return d
+
+    def connect(self) -> User:
+        return IrcUser(self.chats[next(self._next)])
 
 
 class SessionOnSharedNodeTests(SharedBehaviour, TestCase):
@@ -554,7 +568,6 @@ class IrcOnSharedNodesTests(ThreeNodes, TestCase):
 
     @inlineCallbacks
     def test_an_irc_user_in_two_rooms_across_nodes(self) -> Any:
-        from .test_chat_irc import IrcClient
 
         irc = IrcClient(self.chats[0], 1)
         irc.send(b"NICK ircy\r\nUSER i 0 * :i\r\n")

@@ -6,14 +6,14 @@ import os
 import platform
 import re
 import sys
-from typing import Any, List
+from typing import Any
 
 from twisted.cred import strcred
 from twisted.internet import reactor, utils
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
@@ -30,26 +30,7 @@ from sockproto.testing import (
     wait_for,
 )
 
-
-def sockproto_command() -> List[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "sockproto")
-    if os.path.exists(script):
-        return [script]
-    return [sys.executable, "-c", "from sockproto.cli import main; main()"]
-
-
-@inlineCallbacks
-def run_sockproto(test: TestCase, *args: str) -> Any:
-    """
-    Run the C{sockproto} command; check that no traceback reached the user;
-    return its output, errors and exit status.
-    """
-    command = sockproto_command()
-    out, err, code = yield utils.getProcessOutputAndValue(
-        command[0], command[1:] + list(args), env=os.environ
-    )
-    test.assertNotIn(b"Traceback", out + err)
-    return out.decode(), err.decode(), code
+from .support import ChatProcess, run_sockproto, sockproto_command
 
 
 def options(*args: str) -> SendOptions:
@@ -331,25 +312,3 @@ def shown(output: bytes) -> bytes:
     C{output} without terminal escape sequences: what the text shows.
     """
     return re.sub(rb"\x1b(\[[0-9;?]*[A-Za-z@]|[=>])", b"", output)
-
-
-class ChatProcess(ProcessProtocol):
-    """
-    C{sockproto chat} in a child process, its standard input left open.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.errors = b""
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data
-
-    def processEnded(self, reason: Any) -> None:
-        value = reason.value
-        code = value.exitCode if value.exitCode is not None else -value.signal
-        self.ended.callback(code)

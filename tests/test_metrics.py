@@ -5,7 +5,7 @@ C{twistd -n sockproto} process.
 """
 
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Tuple
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import reactor, utils
@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sockproto.echo import EchoFactory
 from sockproto.testing import (
@@ -26,25 +26,7 @@ from sockproto.testing import (
     twistd_command,
 )
 
-try:
-    import prometheus_client
-except ImportError:
-    prometheus_client = None
-
-Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    """
-    Every sample of a Prometheus text page, by name and labels.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+from .support import Samples, need_prometheus_client, parse, scrape
 
 
 class _Get(Protocol):
@@ -72,24 +54,6 @@ def http_get(host: str, port: int, path: str) -> Any:
     protocol = _Get(path)
     yield connectProtocol(TCP4ClientEndpoint(reactor, host, port), protocol)
     return (yield protocol.done)
-
-
-def scrape(*factories: Any) -> Samples:
-    """
-    What the collector of C{factories} shows, parsed.
-    """
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from sockproto.metrics import SockprotoCollector
-
-    registry = CollectorRegistry()
-    registry.register(SockprotoCollector(factories))  # type: ignore[arg-type]
-    return parse(generate_latest(registry).decode())
-
-
-def need_prometheus_client() -> None:
-    if prometheus_client is None:
-        raise SkipTest("prometheus_client missing: pip install 'sockproto[metrics]'")
 
 
 class CollectorTests(SynchronousTestCase):

@@ -27,7 +27,7 @@ from sockproto.testing import (
     wait_for,
 )
 
-from .test_cli import run_sockproto, sockproto_command
+from .support import run_sockproto, sockproto_command
 
 try:
     import OpenSSL  # noqa: F401

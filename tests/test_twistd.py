@@ -24,7 +24,7 @@ from sockproto.testing import (
     wait_for,
 )
 
-from .test_cli import ChatProcess, sockproto_command
+from .support import ChatProcess, sockproto_command
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 

@@ -17,7 +17,7 @@ bytes, rate limit, bounded output), as the line protocol's do.
 
 import base64
 from collections import deque
-from typing import Any, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -95,6 +95,8 @@ class IrcChatProtocol(ChatProtocol):
     _pinged = False
     _held: Optional[List[bytes]] = None
     _sasl = False
+    caps: Set[str] = frozenset()  # type: ignore[assignment]
+    """The IRCv3 capabilities the client enabled (C{CAP REQ})."""
     _registrationCall: Optional[IDelayedCall] = None
     maxHeld = 32
     """Lines a client may send while its registration is under way."""
@@ -103,6 +105,7 @@ class IrcChatProtocol(ChatProtocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
+        self.caps = set()
         # Made now, started on registering: SASL counts its guesses.
         self.session = self.factory.buildSession(self)
         self._registrationCall = self.callLater(
@@ -188,27 +191,63 @@ class IrcChatProtocol(ChatProtocol):
 
     # registration
 
+    def capabilities(self, values: bool) -> Dict[str, str]:
+        """
+        The IRCv3 capabilities offered, by name, with their values (given
+        only to a client that asked with C{CAP LS 302}).
+        """
+        offered = {"echo-message": ""}
+        if self.factory.accounts is not None:
+            offered["sasl"] = "PLAIN" if values else ""
+        return offered
+
     def irc_CAP(self, params: List[str]) -> None:
         sub = params[0].upper() if params else ""
-        offered = "sasl=PLAIN" if self.factory.accounts is not None else ""
         if sub == "LS":
             self._negotiating = not self.registered
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LS", offered))
+            values = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
+            listed = " ".join(
+                f"{name}={value}" if value else name
+                for name, value in sorted(self.capabilities(values).items())
+            )
+            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LS", listed))
         elif sub == "LIST":
-            enabled = "sasl" if self._sasl else ""
+            enabled = " ".join(sorted(self.caps))
             self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LIST", enabled))
         elif sub == "REQ":
             wanted = params[1] if len(params) > 1 else ""
-            ok = offered and wanted.strip().lower() == "sasl" and not self.registered
-            self._negotiating = self._negotiating or bool(ok)
-            self._sasl = self._sasl or bool(ok)
-            answer = "ACK" if ok else "NAK"
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, answer, wanted))
+            self.requestCapabilities(wanted)
         elif sub == "END":
             self._negotiating = False
             self.maybeRegister()
         else:
             self.numeric("410", sub or "*", "Invalid CAP command")
+
+    def requestCapabilities(self, wanted: str) -> None:
+        """
+        C{CAP REQ}: enable (or, with C{-}, disable) every capability of
+        C{wanted}, or none if one of them cannot be (RFC: all or nothing).
+        """
+        offered = self.capabilities(False)
+        changes: List[Tuple[str, bool]] = []
+        for word in wanted.lower().split():
+            name = word[1:] if word.startswith("-") else word
+            if name not in offered or (name == "sasl" and self.registered):
+                changes = []
+                break
+            changes.append((name, not word.startswith("-")))
+        if not changes:
+            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "NAK", wanted))
+            return
+        for name, on in changes:
+            if on:
+                self.caps.add(name)
+            else:
+                self.caps.discard(name)
+        self._sasl = "sasl" in self.caps
+        if self._sasl and not self.registered:
+            self._negotiating = True
+        self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "ACK", wanted))
 
     def irc_AUTHENTICATE(self, params: List[str]) -> None:
         """
@@ -648,6 +687,12 @@ class IrcChatProtocol(ChatProtocol):
         assert session is not None
         d = self.factory.server.tell(self, nick, text)
 
+        def sent(event: ChatEvent) -> None:
+            if "echo-message" in self.caps and event.target != self.nick:
+                self.direct(self.renderEvents([event]))
+
+        d.addCallback(sent)
+
         def failed(failure: Failure) -> None:
             failure.trap(ChatError)
             if not quiet:
@@ -705,12 +750,13 @@ class IrcChatProtocol(ChatProtocol):
         # change once, whichever of its rooms it came from: those batches
         # are put together for each client, from events formatted once.
         if nick in batch.senders or NICK in batch.kinds:
-            self.writeOut(self.renderOthers(batch, pieces, nick))
+            echo = "echo-message" in self.caps
+            self.writeOut(self.renderOthers(batch, pieces, nick, echo))
         else:
             self.writeOut(batch.rendered(type(self), lambda _: b"".join(pieces)))
 
     def renderOthers(
-        self, batch: EventBatch, pieces: Sequence[bytes], nick: str
+        self, batch: EventBatch, pieces: Sequence[bytes], nick: str, echo: bool
     ) -> bytes:
         """
         C{batch} for the client of C{nick}, from its events formatted once
@@ -718,13 +764,16 @@ class IrcChatProtocol(ChatProtocol):
         room, most members are senders of each batch; formatting the batch
         again for each of them made the cost grow with the square of the
         room).  Nickname changes are formatted for each client, which shows
-        each change once, whichever rooms it came from.
+        each change once, whichever rooms it came from.  With C{echo}
+        (echo-message), its own lines and actions are there too.
         """
         return b"".join(
             [
                 self.renderEvents([e]) if e.kind == NICK else p
                 for e, p in zip(batch.events, pieces)
-                if e.kind == NICK or e.nick != nick
+                if e.kind == NICK
+                or e.nick != nick
+                or (echo and e.kind in (MESSAGE, ACTION))
             ]
         )
 
@@ -735,7 +784,10 @@ class IrcChatProtocol(ChatProtocol):
         return b"" if event.kind == NICK else self.renderEvents([event])
 
     def receive(self, event: ChatEvent) -> None:
-        if event.nick != self.nick:  # not its own copy of what it sent
+        # Its own copy of what it sent comes only with echo-message.
+        if event.nick != self.nick or (
+            "echo-message" in self.caps and event.target != self.nick
+        ):
             self.direct(self.renderEvents([event]))
 
     def renderEvents(self, events: Sequence[ChatEvent]) -> bytes:

@@ -53,11 +53,12 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from .chat import ChatFactory, ChatServer
-from .chat.backends.redis.resp import encode_command
-from .chat.frontends.web.protocol import WebChatFactory
-from .server import default_reactor
-from .tlsclient import client_tls_options
+from ..chat import ChatFactory, ChatServer
+from ..chat.backends.redis.resp import encode_command
+from ..chat.frontends.irc.protocol import IrcChatFactory
+from ..chat.frontends.web.protocol import WebChatFactory
+from ..server import default_reactor
+from ..tlsclient import client_tls_options
 
 __all__ = [
     "ChatOnClock",
@@ -874,6 +875,17 @@ class ChatOnClock:
             for name, value in limits.items():
                 setattr(self._web, name, value)
         return self._web
+
+    def irc(self, **limits: Any) -> Any:
+        """
+        The chat's IRC front end (an L{IrcChatFactory}), made once: C{limits}
+        override its own.
+        """
+        if getattr(self, "_irc", None) is None:
+            self._irc = IrcChatFactory(self.factory.chat)
+            for name, value in limits.items():
+                setattr(self._irc, name, value)
+        return self._irc
 
     def browser(self, origin: Optional[str] = None) -> Tuple[Any, Any, MemoryPump]:
         """
