@@ -48,6 +48,7 @@ from ...interfaces import (
 )
 from ...names import NICK_RULE, nick_key, valid_nick
 from ..memory import ChatRoom, ChatServer
+from .feed import Action, Backfill, Deliver, Forged, Gap, RoomFeed
 from .resp import RedisLink
 from .wire import MalformedMessageError, decode_events, encode_events
 
@@ -210,16 +211,30 @@ class SharedRoom(ChatRoom):
             server.stats,
         )
         self.server = server
-        self.lastSeq = 0
+        self.feed: RoomFeed[List[ChatEvent]] = RoomFeed()
         self._incoming: List[ChatEvent] = []
         self._incomingCall: Optional[IDelayedCall] = None
-        self._syncing = True
-        self._queue: List[Tuple[int, List[ChatEvent]]] = []
         self._arriving: Dict[int, IChatMember] = {}
         self.synced: Deferred[None] = Deferred()
 
     def key(self, suffix: str) -> str:
         return self.server.key(f"room:{self.name}:{suffix}")
+
+    @property
+    def lastSeq(self) -> int:
+        """The number of the last message delivered here (the feed's)."""
+        return self.feed.lastSeq
+
+    @property
+    def syncing(self) -> bool:
+        """Whether the room waits for the stream to say where it is."""
+        return self.feed.syncing
+
+    def unsynced(self) -> None:
+        """
+        Redis went away: what arrives once it is back waits for L{sync}.
+        """
+        self.feed.startSync()
 
     # --- joining and leaving ---------------------------------------------
 
@@ -337,20 +352,36 @@ class SharedRoom(ChatRoom):
             events = decode_events(data)
         except MalformedMessageError as e:
             return self.server.dropped(self.name, str(e))
-        if self._syncing:
-            self._queue.append((seq, events))
-        elif seq == self.lastSeq + 1:
-            self._deliverNumbered(seq, events)
-        elif seq > self.lastSeq:
-            self._queue.append((seq, events))
-            self.backfill(seq - 1)
+        self.perform(self.feed.received(seq, events))
 
-    def _deliverNumbered(self, seq: int, events: List[ChatEvent]) -> None:
+    def perform(self, actions: Sequence[Action]) -> None:
         """
-        Deliver the events numbered C{seq}, at the end of this reactor
-        turn, with any others received in it: one write per member.
+        Do what the feed says: deliver, read the stream, log.
         """
-        self.lastSeq = seq
+        for action in actions:
+            if isinstance(action, Deliver):
+                self._deliverNumbered(action.payload)
+            elif isinstance(action, Backfill):
+                self.backfill(action)
+            elif isinstance(action, Gap):
+                log.warn(
+                    "chat: #{room} events {first} to {last} are no longer"
+                    " in Redis; going on from {seq}",
+                    room=self.name,
+                    first=action.first,
+                    last=action.last,
+                    seq=action.last + 1,
+                )
+            elif isinstance(action, Forged):
+                self.server.dropped(
+                    self.name, f"number {action.seq} past {action.current}"
+                )
+
+    def _deliverNumbered(self, events: List[ChatEvent]) -> None:
+        """
+        Deliver C{events} at the end of this reactor turn, with any others
+        received in it: one write per member.
+        """
         if events:
             self._incoming.extend(events)
             if self._incomingCall is None:
@@ -368,68 +399,31 @@ class SharedRoom(ChatRoom):
         if events:
             self.deliverBatch(EventBatch(tuple(events)))
 
-    def backfill(self, upTo: Optional[int] = None) -> "Deferred[Any]":
+    def backfill(self, request: Backfill) -> "Deferred[Any]":
         """
-        Deliver the room's events after L{lastSeq} from the stream, up to
-        C{upTo} (by default, the last), then what arrived meanwhile.
+        Read the stream as C{request} says, with the room's number, and give
+        both to the feed.
         """
-        self._syncing = True
-        start = f"0-{self.lastSeq + 1}"
-        end = "+" if upTo is None else f"0-{upTo}"
+        end = "+" if request.last is None else f"0-{request.last}"
         execute = self.server.execute
-        before = len(self._queue)
         d = gatherResults(
             [
-                execute("XRANGE", self.key("log"), start, end),
+                execute("XRANGE", self.key("log"), f"0-{request.first}", end),
                 execute("GET", self.key("seq")),
             ],
             consumeErrors=True,
         )
-        d.addCallback(self._backfilled, before)
-        d.addErrback(self.server.logFailure, f"backfilling #{self.name}")
-        d.addBoth(lambda _: self._drain())
-        return d
 
-    def _backfilled(self, replies: List[Any], before: int) -> None:
-        entries, current = replies
-        self._dropForged(int(current or 0), before)
-        for seq, events in self._decodeEntries(entries):
-            if seq > self.lastSeq:
-                self._deliverNumbered(seq, events)
+        def read(replies: List[Any]) -> None:
+            entries, current = replies
+            decoded = self._decodeEntries(entries)
+            self.perform(self.feed.backfilled(decoded, _int(current) or 0))
 
-    def _dropForged(self, current: int, before: int) -> None:
-        """
-        Drop, of the first C{before} messages queued (those that arrived
-        before the broker said its number was C{current}), any numbered
-        past it: the broker never gave that number.
-        """
-        early, late = self._queue[:before], self._queue[before:]
-        for seq, _ in early:
-            if seq > current:
-                self.server.dropped(self.name, f"number {seq} past {current}")
-        self._queue = [item for item in early if item[0] <= current] + late
+        def failed(failure: Failure) -> None:
+            self.server.logFailure(failure, f"backfilling #{self.name}")
+            self.perform(self.feed.failed())
 
-    def _drain(self) -> None:
-        """
-        Deliver what arrived while syncing, in order.
-        """
-        if not self._syncing:
-            return
-        self._syncing = False
-        queue, self._queue = sorted(self._queue, key=lambda item: item[0]), []
-        for seq, events in queue:
-            if seq <= self.lastSeq:
-                continue
-            if seq != self.lastSeq + 1:
-                log.warn(
-                    "chat: #{room} events {first} to {last} are no longer"
-                    " in Redis; going on from {seq}",
-                    room=self.name,
-                    first=self.lastSeq + 1,
-                    last=seq - 1,
-                    seq=seq,
-                )
-            self._deliverNumbered(seq, events)
+        return d.addCallbacks(read, failed)
 
     def _decodeEntries(self, entries: List[Any]) -> List[Tuple[int, List[ChatEvent]]]:
         decoded = []
@@ -450,32 +444,39 @@ class SharedRoom(ChatRoom):
         published while away (or start again from the broker's number if
         Redis lost its data).
         """
-        self._syncing = True
-        before = len(self._queue)
+        self.feed.startSync()
         d = self.server.execute("GET", self.key("seq"))
 
-        def start(value: Optional[bytes]) -> Optional["Deferred[None]"]:
-            current = int(value or 0)
-            if self.lastSeq and current >= self.lastSeq:
-                return self.backfill()
-            # Start where the subscription did: what arrived since it was
-            # confirmed is delivered, even if numbered past the GET.
-            self._dropForged(current, before)
-            queued = [seq for seq, _ in self._queue]
-            self.lastSeq = min(min(queued) - 1, current) if queued else current
-            self._drain()
-            return None
+        def start(value: Optional[bytes]) -> Optional["Deferred[Any]"]:
+            actions = self.feed.synced(_int(value) or 0)
+            backfills = [a for a in actions if isinstance(a, Backfill)]
+            self.perform([a for a in actions if not isinstance(a, Backfill)])
+            return self.backfill(backfills[0]) if backfills else None
 
-        d.addCallback(start)
-        d.addErrback(self.server.logFailure, f"joining #{self.name}")
+        def failed(failure: Failure) -> None:
+            self.server.logFailure(failure, f"joining #{self.name}")
+            self.perform(self.feed.failed())
+
+        d.addCallbacks(start, failed)
         d.addBoth(lambda _: self._synced())
         return d
 
     def _synced(self) -> None:
-        self._drain()
         synced, self.synced = self.synced, succeed(None)
         if not synced.called:
             synced.callback(None)
+
+
+def _int(value: Any) -> Optional[int]:
+    """
+    A number Redis answered (bytes), or None.
+    """
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @implementer(IChatServer)
@@ -611,7 +612,7 @@ class RedisChatServer(ChatServer):
         self.up = False
         for room in self._rooms.values():
             assert isinstance(room, SharedRoom)
-            room._syncing = True  # until synced again
+            room.unsynced()  # until synced again
         self._tellAll(UNAVAILABLE)
 
     def _tellAll(self, text: str) -> None:
@@ -943,7 +944,7 @@ class RedisChatServer(ChatServer):
         """
         return self.link.busy or any(
             room._pending
-            or getattr(room, "_syncing", False)
+            or getattr(room, "syncing", False)
             or getattr(room, "_incoming", None)
             for room in self._rooms.values()
         )
