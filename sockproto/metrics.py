@@ -89,33 +89,32 @@ class SockprotoCollector:
     def _chat(
         self, factory: Any, server: Any, counter: Any, gauge: Any
     ) -> Iterable[Any]:
-        stats = server.stats
+        counts = server.counts()
         lines = counter("chat_lines", "Lines said by this process's clients.", [])
-        lines.add_metric([], stats.lines)
+        lines.add_metric([], counts["lines"])
         deliveries = counter(
             "chat_deliveries", "Events delivered to this process's clients.", []
         )
-        deliveries.add_metric([], stats.deliveries)
+        deliveries.add_metric([], counts["deliveries"])
         members = gauge("chat_members", "Chat members on this process.", [])
-        members.add_metric([], len(server._members))
+        members.add_metric([], counts["members"])
         rooms = gauge("chat_rooms", "Rooms with members on this process.", [])
-        rooms.add_metric([], len(server._rooms))
+        rooms.add_metric([], counts["rooms"])
         wrong = counter(
             "chat_wrong_passwords", "Wrong passwords for registered nicknames.", []
         )
         accounts = factory.accounts
         wrong.add_metric([], accounts.wrongPasswords if accounts is not None else 0)
         families = [lines, deliveries, members, rooms, wrong]
-        link = getattr(server, "link", None)
-        if link is not None:
+        if "broker_up" in counts:
             up = gauge("chat_broker_up", "1 while Redis is reachable.", [])
-            up.add_metric([], 1 if server.up else 0)
+            up.add_metric([], counts["broker_up"])
             lag = gauge(
                 "chat_broker_lag_seconds",
                 "Round trip of the last heartbeat to Redis.",
                 [],
             )
-            lag.add_metric([], server.lag)
+            lag.add_metric([], counts["broker_lag"])
             families += [up, lag]
         return families
 

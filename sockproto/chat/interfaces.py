@@ -14,7 +14,7 @@ answers with Deferreds that have already fired, so that tests stay
 synchronous on a Clock.
 """
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -246,4 +246,13 @@ class IChatServer(Interface):
         Each room's name and member count.
 
         @rtype: L{Deferred} firing with a list of (str, int)
+        """
+
+    def counts() -> Dict[str, float]:
+        """
+        What this process's part of the back end counts, for C{--metrics}:
+        C{lines} (said by its clients), C{deliveries} (to them),
+        C{members} (its members), C{rooms} (rooms with members here); a
+        shared back end adds C{broker_up} (1 or 0) and C{broker_lag}
+        (seconds).  At once, without a Deferred: it reads no network.
         """

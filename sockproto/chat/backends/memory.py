@@ -141,6 +141,11 @@ class ChatRoom:
         if self._flushCall is None:
             self._flushCall = self.clock.callLater(0, self.flush)
 
+    @property
+    def pending(self) -> bool:
+        """Whether events wait for the end of this reactor turn."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         if self._flushCall is not None:
             if self._flushCall.active():
@@ -280,12 +285,23 @@ class ChatServer:
                 self.clock,
                 self.historySize,
                 self.quietAbove,
-                self._emptied,
+                self.roomEmptied,
                 self.stats,
             )
         return room
 
-    def _emptied(self, room: ChatRoom) -> None:
+    def counts(self) -> Dict[str, float]:
+        return {
+            "lines": self.stats.lines,
+            "deliveries": self.stats.deliveries,
+            "members": len(self._members),
+            "rooms": len(self._rooms),
+        }
+
+    def roomEmptied(self, room: ChatRoom) -> None:
+        """
+        Called by C{room} when its last member left: forget it.
+        """
         if room.name != self.defaultRoom and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
 

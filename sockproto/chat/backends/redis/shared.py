@@ -207,7 +207,7 @@ class SharedRoom(ChatRoom):
             server.clock,
             server.historySize,
             server.quietAbove,
-            server._emptied,
+            server.roomEmptied,
             server.stats,
         )
         self.server = server
@@ -270,13 +270,13 @@ class SharedRoom(ChatRoom):
         self.members[id(member)] = member
         self._announce(ChatEvent(JOIN, self.name, member.nick))
         seen = self.lastSeq
-        args = (*self._joinKeys(), member.nick, self.name)
+        args = (*self.joinKeys(), member.nick, self.name)
         d = self.server.execute("EVAL", _JOIN, *args)
         d.addCallback(lambda _: self._history(seen))
         d.addErrback(self._noHistory)
         return d
 
-    def _joinKeys(self) -> Tuple[Any, ...]:
+    def joinKeys(self) -> Tuple[Any, ...]:
         server = self.server
         keys = (self.key("members"), server.key("rooms"))
         return (4, *keys, server.nodeKey("rooms"), server.key("order"))
@@ -670,7 +670,7 @@ class RedisChatServer(ChatServer):
         for room in list(self._rooms.values()):
             assert isinstance(room, SharedRoom)
             for member in list(room.members.values()):
-                args = (*room._joinKeys(), member.nick, room.name)
+                args = (*room.joinKeys(), member.nick, room.name)
                 d = self.execute("EVAL", _JOIN, *args)
                 d.addCallback(self._rejoined, room, member)
                 steps.append(d)
@@ -918,7 +918,7 @@ class RedisChatServer(ChatServer):
             d.addErrback(self.logFailure, f"subscribing to #{name}")
         return room
 
-    def _emptied(self, room: ChatRoom) -> None:
+    def roomEmptied(self, room: ChatRoom) -> None:
         if room.name == self.defaultRoom or self._rooms.get(room.name) is not room:
             return
         del self._rooms[room.name]
@@ -937,13 +937,19 @@ class RedisChatServer(ChatServer):
 
         return d.addCallback(counted)
 
+    def counts(self) -> Dict[str, float]:
+        counts = super().counts()
+        counts["broker_up"] = 1 if self.up else 0
+        counts["broker_lag"] = self.lag
+        return counts
+
     @property
     def busy(self) -> bool:
         """
         Whether anything is under way: a command, a room's batch or sync.
         """
         return self.link.busy or any(
-            room._pending
+            room.pending
             or getattr(room, "syncing", False)
             or getattr(room, "_incoming", None)
             for room in self._rooms.values()
