@@ -23,12 +23,14 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
+from zope.interface import implementer
 
 from .... import __version__
 from ....text import sanitize
-from ...events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
+from ...events import ACTION, MESSAGE, NICK, ChatEvent, EventBatch
 from ...interfaces import (
     ChatError,
+    IChatClient,
     IChatRoom,
     InvalidNickError,
     NickInUseError,
@@ -37,47 +39,19 @@ from ...interfaces import (
 )
 from ...names import valid_nick, valid_room
 from ...session import ChatSession
-from ..base import FrontEndFactory
-from ..line import ChatProtocol
+from ..base import FrontEndFactory, FrontEndProtocol
+from .commands import dispatch
+from .render import HOST, MAX_NICK, MAX_ROOM, SERVER, format_event, irc_line, mask
 
 __all__ = ["IrcChatFactory", "IrcChatProtocol", "IrcSession", "irc_line"]
-
-MAX_NICK = 16
-MAX_ROOM = 32
-SERVER = "sockproto"
-"""The server's name, in the prefix of what it says itself."""
-HOST = "sockproto"
-"""The host part of every user's mask: it reveals nobody's address."""
-
-
-def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
-    """
-    One IRC message, without its CRLF.  The last of several parameters is
-    sent as a trailing one (after C{:}), as servers do for texts; a lone
-    one only when it must be.
-    """
-    words = [f":{prefix}", command] if prefix else [command]
-    if params:
-        *middle, last = params
-        words += middle
-        trailing = middle or not last or " " in last or last.startswith(":")
-        words.append(":" + last if trailing else last)
-    return " ".join(words)
-
-
-def mask(nick: str) -> str:
-    """
-    A user's C{nick!user@host}: the same for everyone, revealing nothing.
-    """
-    return f"{nick}!{nick}@{HOST}"
-
 
 IrcSession = ChatSession
 """Deprecated: every front end's session is a L{ChatSession} now, which may be
 in several rooms at once."""
 
 
-class IrcChatProtocol(ChatProtocol):
+@implementer(IChatClient)
+class IrcChatProtocol(FrontEndProtocol):
     """
     One IRC client.  Until it has registered (C{NICK} and C{USER}, after
     C{CAP END} if it negotiates), only registration commands are answered.
@@ -156,38 +130,7 @@ class IrcChatProtocol(ChatProtocol):
             prefix, command, params = irc.parsemsg(text)
         except (ValueError, IndexError, irc.IRCBadMessage):
             return self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "Malformed message")
-        command = command.upper()
-        if not self.registered and command not in self.beforeRegistration:
-            return self.numeric(irc.ERR_NOTREGISTERED, "You have not registered")
-        handler = getattr(self, f"irc_{command}", None)
-        if handler is None:
-            self.log.info(
-                "irc: {peer} unknown command {command!r}",
-                peer=self.peer,
-                command=command,
-            )
-            return self.numeric(irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")
-        handler(params)
-
-    beforeRegistration = {
-        "CAP",
-        "AUTHENTICATE",
-        "PASS",
-        "NICK",
-        "USER",
-        "PING",
-        "PONG",
-        "QUIT",
-    }
-
-    def need(self, params: Sequence[str], count: int, command: str) -> bool:
-        """
-        Whether C{params} has C{count} parameters; if not, say so (461).
-        """
-        if len(params) >= count and all(p for p in params[:count]):
-            return True
-        self.numeric(irc.ERR_NEEDMOREPARAMS, command, "Not enough parameters")
-        return False
+        dispatch(self, command.upper(), params)
 
     # registration
 
@@ -315,15 +258,13 @@ class IrcChatProtocol(ChatProtocol):
     def irc_PASS(self, params: List[str]) -> None:
         if self.registered:
             return self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
-        if self.need(params, 1, "PASS"):
-            self.password = params[0]
+        self.password = params[0]
 
     def irc_USER(self, params: List[str]) -> None:
         if self.registered:
             return self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
-        if self.need(params, 4, "USER"):
-            self.user = params[0]
-            self.maybeRegister()
+        self.user = params[0]
+        self.maybeRegister()
 
     def irc_NICK(self, params: List[str]) -> None:
         if not params or not params[0]:
@@ -492,8 +433,6 @@ class IrcChatProtocol(ChatProtocol):
         return result
 
     def irc_JOIN(self, params: List[str]) -> None:
-        if not self.need(params, 1, "JOIN"):
-            return
         if params[0] == "0":
             return self.partAll()
         for channel, name in self.channels(params[0]):
@@ -566,8 +505,6 @@ class IrcChatProtocol(ChatProtocol):
         self.numeric(irc.RPL_ENDOFNAMES, f"#{name}", "End of /NAMES list")
 
     def irc_PART(self, params: List[str]) -> None:
-        if not self.need(params, 1, "PART"):
-            return
         reason = sanitize(params[1]) if len(params) > 1 else "left"
         for channel, name in self.channels(params[0]):
             self.partChannel(channel, name, reason)
@@ -630,15 +567,11 @@ class IrcChatProtocol(ChatProtocol):
         self.factory.server.rooms().addCallback(show)
 
     def irc_TOPIC(self, params: List[str]) -> None:
-        if not self.need(params, 1, "TOPIC"):
-            return
         if len(params) > 1:
             return self.numeric("482", params[0], "Topics cannot be set here")
         self.numeric(irc.RPL_NOTOPIC, params[0], "No topic is set")
 
     def irc_MODE(self, params: List[str]) -> None:
-        if not self.need(params, 1, "MODE"):
-            return
         target = params[0]
         if target.startswith("#"):
             if len(params) > 1 and params[1] in ("b", "+b"):
@@ -708,8 +641,6 @@ class IrcChatProtocol(ChatProtocol):
             self.numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
 
     def irc_USERHOST(self, params: List[str]) -> None:
-        if not self.need(params, 1, "USERHOST"):
-            return
         self.present(params[:5]).addCallback(
             lambda nicks: self.numeric(
                 irc.RPL_USERHOST, " ".join(f"{n}=+{n}@{HOST}" for n in nicks)
@@ -717,8 +648,6 @@ class IrcChatProtocol(ChatProtocol):
         )
 
     def irc_ISON(self, params: List[str]) -> None:
-        if not self.need(params, 1, "ISON"):
-            return
         nicks = " ".join(params).split()[:32]
         self.present(nicks).addCallback(
             lambda found: self.numeric(irc.RPL_ISON, " ".join(found))
@@ -798,23 +727,14 @@ class IrcChatProtocol(ChatProtocol):
         return "".join(line + "\r\n" for line in lines if line).encode("utf-8")
 
     def formatIrc(self, event: ChatEvent) -> str:
-        who = mask(event.nick)
-        room = f"#{event.room}"
-        if event.kind == MESSAGE:
-            return irc_line(who, "PRIVMSG", room, event.text)
-        if event.kind == ACTION:
-            return irc_line(who, "PRIVMSG", room, f"\x01ACTION {event.text}\x01")
-        if event.kind == JOIN:
-            return irc_line(who, "JOIN", room)
-        if event.kind == LEAVE:
-            return irc_line(who, "PART", room, event.text)
+        """
+        One event as one IRC message (a nickname change once per client).
+        """
         if event.kind == NICK:
-            return self.formatNick(event)
-        if event.kind == PRIVATE:
-            return irc_line(who, "PRIVMSG", event.target, event.text)
-        return irc_line(SERVER, "NOTICE", room, event.text)
+            return self.nickLine(event)
+        return format_event(event)
 
-    def formatNick(self, event: ChatEvent) -> str:
+    def nickLine(self, event: ChatEvent) -> str:
         change = (event.nick, event.text)
         if change in self._seenNicks:  # the same change, from another room
             return ""

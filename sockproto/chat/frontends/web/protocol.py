@@ -7,7 +7,7 @@ Each connection to a C{--web} port starts as HTTP (a L{twisted.web}
 L{Site} serves the page and its two files); a request for C{/ws} that
 comes from the page's own origin is upgraded to a WebSocket (RFC 6455,
 framed by wsproto), and from then on the connection is a chat client like
-any other: a L{WebChatProtocol} is a L{ChatProtocol} whose wire is JSON in
+any other: a L{WebChatProtocol} is a front end whose wire is JSON in
 WebSocket frames instead of lines.  The session, the rooms, the rate limit,
 the idle timeout and the bound on unread output are the same objects.
 
@@ -44,9 +44,8 @@ from zope.interface import implementer
 from ....lines import LineTooLong, Overflow, Rated
 from ....text import sanitize
 from ...events import JOIN, LEAVE, NICK, ChatEvent, EventBatch
-from ...interfaces import ChatError
-from ..base import FrontEndFactory
-from ..line import ChatProtocol
+from ...interfaces import ChatError, IChatClient
+from ..base import FrontEndFactory, FrontEndProtocol
 from .http import (
     WebChannel,
     WebRequest,
@@ -217,7 +216,8 @@ def event_json(event: ChatEvent) -> Dict[str, Any]:
     return fields
 
 
-class WebChatProtocol(ChatProtocol):
+@implementer(IChatClient)
+class WebChatProtocol(FrontEndProtocol):
     """
     A connection to a C{--web} port: HTTP until the page opens its
     WebSocket, then a chat client that speaks JSON.
@@ -263,7 +263,7 @@ class WebChatProtocol(ChatProtocol):
 
     def connectionMade(self) -> None:
         # The HTTP channel registers as the producer until the upgrade.
-        super(ChatProtocol, self).connectionMade()
+        super(FrontEndProtocol, self).connectionMade()
 
     def connectionReady(self) -> None:
         self.channel = channel = self.factory.site.buildProtocol(

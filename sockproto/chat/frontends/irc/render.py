@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.test_chat_irc -*-
+"""
+How the IRC front end writes: one message, a user's mask, and a room
+event as IRC says it, the same bytes for every client.
+"""
+
+from typing import Optional
+
+from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent
+
+__all__ = ["HOST", "SERVER", "format_event", "irc_line", "mask"]
+
+MAX_NICK = 16
+MAX_ROOM = 32
+SERVER = "sockproto"
+"""The server's name, in the prefix of what it says itself."""
+HOST = "sockproto"
+"""The host part of every user's mask: it reveals nobody's address."""
+
+
+def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
+    """
+    One IRC message, without its CRLF.  The last of several parameters is
+    sent as a trailing one (after C{:}), as servers do for texts; a lone
+    one only when it must be.
+    """
+    words = [f":{prefix}", command] if prefix else [command]
+    if params:
+        *middle, last = params
+        words += middle
+        trailing = middle or not last or " " in last or last.startswith(":")
+        words.append(":" + last if trailing else last)
+    return " ".join(words)
+
+
+def mask(nick: str) -> str:
+    """
+    A user's C{nick!user@host}: the same for everyone, revealing nothing.
+    """
+    return f"{nick}!{nick}@{HOST}"
+
+
+def format_event(event: ChatEvent) -> str:
+    """
+    A room event or a private message as one IRC message (a nickname
+    change is the protocol's, which shows each change once per client).
+    """
+    who = mask(event.nick)
+    room = f"#{event.room}"
+    if event.kind == MESSAGE:
+        return irc_line(who, "PRIVMSG", room, event.text)
+    if event.kind == ACTION:
+        return irc_line(who, "PRIVMSG", room, f"\x01ACTION {event.text}\x01")
+    if event.kind == JOIN:
+        return irc_line(who, "JOIN", room)
+    if event.kind == LEAVE:
+        return irc_line(who, "PART", room, event.text)
+    if event.kind == PRIVATE:
+        return irc_line(who, "PRIVMSG", event.target, event.text)
+    return irc_line(SERVER, "NOTICE", room, event.text)
