@@ -678,6 +678,16 @@ class AbuseTests(SynchronousTestCase):
         other.send(b"JOIN #fresh\r\n")
         self.assertIn("JOIN", " ".join(other.lines()))
 
+    def test_joining_rooms_others_made_is_not_limited_by_address(self) -> None:
+        count = IrcChatFactory.maxChannelsPerPeer + 10
+        for n in range(count):
+            client = IrcClient(self.chat, 1)
+            client.register(f"many{n}")
+            client.send(b"JOIN #lobby,#shared\r\n")
+            joins = [line for line in client.lines() if line.split()[1] == "JOIN"]
+            self.assertEqual(len(joins), 2, n)
+        self.assertEqual(sum(self.chat.factory.chat.roomsHeld.values()), 1)
+
     def test_quitting_gives_the_address_its_channels_back(self) -> None:
         client = IrcClient(self.chat, 1)
         client.register("q")

@@ -64,7 +64,7 @@ class ChatSession:
         "accounts",
         "nick",
         "room",
-        "rooms",
+        "_rooms",
         "joined",
         "quitReason",
         "wrongPasswords",
@@ -95,12 +95,24 @@ class ChatSession:
         self.accounts = accounts
         self.nick = ""
         self.room: Optional[IChatRoom] = None
-        self.rooms: Dict[str, IChatRoom] = {}
+        # Several rooms (IRC) only: one room is self.room alone, as most
+        # users are, and a dict per idle user would cost ~180 bytes.
+        self._rooms: Optional[Dict[str, IChatRoom]] = None
         self.joined = False
         self.quitReason = "connection lost"
         self.wrongPasswords = 0
         self._queue: Optional[Deque[str]] = None
         self.ended = False
+
+    @property
+    def rooms(self) -> Dict[str, IChatRoom]:
+        """
+        Every room the user is in, by name (a copy when there is one).
+        """
+        if self._rooms is not None:
+            return self._rooms
+        room = self.room
+        return {room.name: room} if room is not None else {}
 
     @property
     def peer(self) -> str:
@@ -556,7 +568,9 @@ class ChatSession:
         """
         if self.ended:  # gone while the back end answered
             return succeed(None)
-        self.rooms[room.name] = self.room = room
+        if self._rooms is not None:
+            self._rooms[room.name] = room
+        self.room = room
 
         def greet(nicks: List[str], history: List[Any]) -> None:
             if self.ended:
@@ -587,7 +601,9 @@ class ChatSession:
         def entered(room: IChatRoom) -> "Deferred[Optional[IChatRoom]]":
             if self.ended or name in self.rooms:
                 return succeed(None)
-            self.rooms[name] = self.room = room
+            if self._rooms is None:
+                self._rooms = self.rooms
+            self._rooms[name] = self.room = room
             return room.join(self.client).addCallback(showHistory, room)
 
         def showHistory(history: List[Any], room: IChatRoom) -> IChatRoom:
@@ -601,11 +617,17 @@ class ChatSession:
         """
         Leave room C{name} with C{reason}; False if the user is not in it.
         """
-        room = self.rooms.pop(name, None)
+        if self._rooms is not None:
+            room = self._rooms.pop(name, None)
+        else:
+            room = (
+                self.room if self.room is not None and self.room.name == name else None
+            )
         if room is None:
             return False
         if self.room is room:
-            self.room = next(reversed(list(self.rooms.values())), None)
+            rest = list(self._rooms.values()) if self._rooms is not None else []
+            self.room = rest[-1] if rest else None
         self._logFailure(room.leave(self.client, reason))
         return True
 

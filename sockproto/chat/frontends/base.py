@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import IService
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ...lines import LineFactory, LineProtocol
 from ..events import ChatEvent, EventBatch
@@ -23,6 +24,7 @@ from ..session import ChatSession
 __all__ = ["FrontEndFactory", "FrontEndProtocol"]
 
 
+@implementer(IChatClient)
 class FrontEndProtocol(LineProtocol):
     """
     A connection of a front end: its session, its output bound, and the

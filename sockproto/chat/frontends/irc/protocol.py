@@ -103,7 +103,8 @@ class IrcChatProtocol(FrontEndProtocol):
         if self._registrationCall is not None and self._registrationCall.active():
             self._registrationCall.cancel()
         self._registrationCall = None
-        self.holdChannels(-self._channelsHeld)
+        for name in list(self._created or ()):
+            self.leftChannel(name)
         super().connectionLost(reason)
 
     @property
@@ -446,52 +447,72 @@ class IrcChatProtocol(FrontEndProtocol):
         assert session is not None
         if name in session.rooms:
             return
-        why = self.tooManyChannels()
-        if why:
-            return self.numeric(irc.ERR_TOOMANYCHANNELS, f"#{name}", why)
-        self.holdChannels(1)  # counted while the back end answers
+        if self._channels >= self.factory.maxChannels:
+            return self.numeric(
+                irc.ERR_TOOMANYCHANNELS, f"#{name}", "You have joined too many channels"
+            )
+        self._channels += 1  # counted while the back end answers
         d = session.joinRoom(name)
 
         def joined(room: Optional[IChatRoom]) -> Optional["Deferred[None]"]:
             if room is None:
-                self.holdChannels(-1)
+                self._channels -= 1
                 return None
+            return room.nicks().addCallback(entered, room)
+
+        def entered(nicks: List[str], room: IChatRoom) -> None:
+            alone = nicks == [self.nick] and name != self.factory.server.defaultRoom
+            if alone and not self.created(name):
+                self._channels -= 1
+                session.leave(name, "too many channels")
+                return self.numeric(
+                    irc.ERR_TOOMANYCHANNELS,
+                    f"#{name}",
+                    "Your address has created too many channels",
+                )
             self.sendIrc(irc_line(mask(self.nick), "JOIN", f"#{name}"))
-            return room.nicks().addCallback(self.sendNames, name)
+            self.sendNames(nicks, name)
 
         def failed(failure: Failure) -> Failure:
-            self.holdChannels(-1)
+            self._channels -= 1
             return failure
 
         session._answer(d.addCallbacks(joined, failed))
 
-    _channelsHeld = 0
+    _channels = 0
+    _created: Optional[Set[str]] = None
 
-    def tooManyChannels(self) -> str:
+    def created(self, name: str) -> bool:
         """
-        Why this connection may not join one more channel (405), or "".
+        This connection made room C{name} (it was alone on joining it):
+        count it against its address, unless the address made
+        L{IrcChatFactory.maxChannelsPerPeer} rooms it is still in already
+        (then False): one address cannot hold every room C{--max-rooms}
+        allows.
         """
-        factory = self.factory
-        if self._channelsHeld >= factory.maxChannels:
-            return "You have joined too many channels"
-        if factory.chat.roomsHeld.get(self.peerKey, 0) >= factory.maxChannelsPerPeer:
-            return "Your address has joined too many channels"
-        return ""
-
-    def holdChannels(self, count: int) -> None:
-        """
-        Count C{count} more channels (or fewer) held by this connection
-        and by its address.
-        """
-        if not count:
-            return
-        self._channelsHeld += count
         held = self.factory.chat.roomsHeld
-        total = held.get(self.peerKey, 0) + count
-        if total > 0:
-            held[self.peerKey] = total
-        else:
+        if held.get(self.peerKey, 0) >= self.factory.maxChannelsPerPeer:
+            return False
+        held[self.peerKey] = held.get(self.peerKey, 0) + 1
+        if self._created is None:
+            self._created = set()
+        self._created.add(name)
+        return True
+
+    def leftChannel(self, name: str) -> None:
+        """
+        This connection left room C{name}: it no longer counts, and no
+        longer against its address if it made it.
+        """
+        self._channels -= 1
+        if self._created is None or name not in self._created:
+            return
+        self._created.discard(name)
+        held = self.factory.chat.roomsHeld
+        if held.get(self.peerKey, 0) <= 1:
             held.pop(self.peerKey, None)
+        else:
+            held[self.peerKey] -= 1
 
     def sendNames(self, nicks: List[str], name: str) -> None:
         line = ""
@@ -516,7 +537,7 @@ class IrcChatProtocol(FrontEndProtocol):
             return self.numeric(
                 irc.ERR_NOTONCHANNEL, channel, "You're not on that channel"
             )
-        self.holdChannels(-1)
+        self.leftChannel(name)
         self.sendIrc(irc_line(mask(self.nick), "PART", f"#{name}", reason))
 
     def partAll(self) -> None:
@@ -797,8 +818,9 @@ class IrcChatFactory(FrontEndFactory):
     maxChannels = 20
     """Channels one connection may be in at once (CHANLIMIT)."""
     maxChannelsPerPeer = 64
-    """Channels the connections of one address may be in at once, all
-    together: one address cannot hold every room C{--max-rooms} allows."""
+    """Rooms the connections of one address may have created and still be
+    in, all together (joining rooms others made does not count): one
+    address cannot hold every room C{--max-rooms} allows."""
 
     def __init__(self, chat: Any) -> None:
         # 512 bytes with the CRLF (RFC 2812 2.3): 510, and the CR counts.
