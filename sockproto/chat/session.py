@@ -36,6 +36,11 @@ class ChatSession:
     """
     One user in the chat.
 
+    Over 300 lines, on purpose: it is the one place every front end's
+    commands live (each C{command_NAME} is a short method a subclass may
+    replace, as L{twisted.protocols.basic} keeps each event one method),
+    with the nickname, password and room rules they share.
+
     To add a command, add a method C{command_NAME(self, argument)} whose
     docstring's first line is its help; the front end's L{IChatClient}
     shows what it says with L{notice} and L{error}.

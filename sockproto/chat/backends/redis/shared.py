@@ -486,6 +486,10 @@ class RedisChatServer(ChatServer):
     (and prefix).  While Redis is unreachable, this process goes on as an
     in-process L{ChatServer} for its own clients, and tells them so.
 
+    (Over 300 lines: it still holds the store, its key names and Lua
+    scripts, and subclasses the in-process server for when Redis is away;
+    both are the next steps of the restructuring, docs/architecture.md.)
+
     @ivar heartbeat: seconds between this process's heartbeats; a process
         silent for two heartbeats is reaped by the others (its members
         leave with the reason "server lost"), so within three.

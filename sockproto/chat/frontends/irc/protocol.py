@@ -55,6 +55,11 @@ class IrcChatProtocol(FrontEndProtocol):
     """
     One IRC client.  Until it has registered (C{NICK} and C{USER}, after
     C{CAP END} if it negotiates), only registration commands are answered.
+
+    Over 300 lines: the commands are declared in L{commands} and written by
+    L{render}, but registration (CAP, SASL, PASS, NICK, USER and their
+    state) still lives here; it is the next piece to move into an object of
+    its own (docs/architecture.md, "still to do").
     """
 
     factory: "IrcChatFactory"

@@ -220,7 +220,9 @@ def event_json(event: ChatEvent) -> Dict[str, Any]:
 class WebChatProtocol(FrontEndProtocol):
     """
     A connection to a C{--web} port: HTTP until the page opens its
-    WebSocket, then a chat client that speaks JSON.
+    WebSocket, then a chat client that speaks JSON.  (Over 300 lines: the
+    WebSocket's own rules, fragments, control frames and the closing
+    handshake, beside the JSON requests; the HTTP side is in L{http}.)
 
     A text message is a "line" for the line protocol's machinery: the rate
     limit, the queue, the idle timer.  One over L{WebChatFactory.maxMessage}
