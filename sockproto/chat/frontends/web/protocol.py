@@ -403,26 +403,36 @@ class WebChatProtocol(FrontEndProtocol):
     def peerClosed(self, event: CloseConnection) -> None:
         websocket = self.websocket
         assert websocket is not None
-        if event.code in (1000, 1001, 1005, 1006):
-            pass
-        elif 3000 <= event.code <= 4999:
+        self.logClose(event)
+        if websocket.state is not ConnectionState.CLOSED:
+            self.send(websocket.send(event.response()))
+        self.closeCode = 0  # answered already
+        self.closeConnection()
+
+    NORMAL_CLOSES = frozenset([1000, 1001, 1005, 1006])
+    """Close codes not worth a log line: done, going away, none given."""
+
+    def logClose(self, event: CloseConnection) -> None:
+        """
+        Log why the client closed: an application's own code (3000-4999)
+        as such, a protocol error as one; a normal close not at all.
+        """
+        if event.code in self.NORMAL_CLOSES:
+            return
+        if 3000 <= event.code <= 4999:
             self.log.info(
                 "web: {peer} closed with code {code}: {reason}",
                 peer=self.peer,
                 code=event.code,
                 reason=event.reason or "no reason given",
             )
-        else:
-            self.log.info(
-                "web: closing {peer}: {reason} ({code})",
-                peer=self.peer,
-                reason=event.reason or "protocol error",
-                code=event.code,
-            )
-        if websocket.state is not ConnectionState.CLOSED:
-            self.send(websocket.send(event.response()))
-        self.closeCode = 0  # answered already
-        self.closeConnection()
+            return
+        self.log.info(
+            "web: closing {peer}: {reason} ({code})",
+            peer=self.peer,
+            reason=event.reason or "protocol error",
+            code=event.code,
+        )
 
     def lineReceived(self, line: bytes) -> None:
         """
