@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 from sockproto.chat import ChatFactory
 from sockproto.chat.backends.redis.resp import RedisLink, parse_redis_url
-from sockproto.chat.backends.redis.shared import RedisChatServer
+from sockproto.chat.backends.redis.server import RedisChatServer
 from sockproto.chat.backends.redis.wire import encode_events
 from sockproto.chat.events import ChatEvent
 from sockproto.testing import (
@@ -416,6 +416,32 @@ class RedisRestartTests(ThreeNodes, TestCase):
         for user in (alice, carol, dave):
             self.assertEqual(user.seen(), [("message", "bob", "across again")])
 
+    @inlineCallbacks
+    def test_while_redis_is_away_a_newcomer_sees_the_whole_room_s_history(
+        self,
+    ) -> Any:
+        alice, bob, carol = yield self.named("alice", "bob", "carol")
+        alice.send("from alice's node")  # node 0
+        bob.send("from bob's node")  # node 1
+        yield self.turn()
+        self.redis.stop()
+        yield wait_for(lambda: not any(s.up for s in self.servers))
+        yield deferLater(reactor, 0, lambda: None)
+        alice.send("said alone")
+        self.clock.advance(0)
+        dave = LineUser(self.chats[0])  # alice's node, while Redis is away
+        self.clock.advance(0)
+        yield deferLater(reactor, 0.01, lambda: None)
+        history = [s for s in dave.seen() if s[0] == "message"]
+        self.assertEqual(
+            history,
+            [
+                ("message", "alice", "from alice's node"),
+                ("message", "bob", "from bob's node"),
+                ("message", "alice", "said alone"),
+            ],
+        )
+
 
 UNAVAILABLE_TEXT = "chat network unavailable: only people on this server see your lines"
 BACK_TEXT = "chat network back: everyone in your room sees your lines again"
@@ -443,9 +469,10 @@ class SharedHistoryTests(RedisFixture, TestCase):
         yield settle([server])
         for text in ("one", "two"):
             event = ChatEvent("message", "lobby", "bob", text)
-            yield server._publishTo("lobby", [event])
+            yield server.store.publish("lobby", encode_events([event]))
         yield server.link.subscribe(f"{self.prefix}room:lobby".encode())
-        yield server._publishTo("lobby", [ChatEvent("message", "lobby", "bob", "3")])
+        three = ChatEvent("message", "lobby", "bob", "3")
+        yield server.store.publish("lobby", encode_events([three]))
         yield settle([server])
         self.assertEqual(
             [s for s in alice.seen()],
@@ -455,7 +482,8 @@ class SharedHistoryTests(RedisFixture, TestCase):
                 ("message", "bob", "3"),
             ],
         )
-        self.assertEqual(room.lastSeq, int(self.redis.command("GET", room.key("seq"))))
+        seq = self.redis.command("GET", f"{self.prefix}room:lobby:seq")
+        self.assertEqual(room.lastSeq, int(seq))
 
 
 class SharedFactoryTests(RedisFixture, TestCase):

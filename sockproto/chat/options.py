@@ -29,7 +29,7 @@ from .backends.redis.resp import (
     parse_redis_url,
     read_password_file,
 )
-from .backends.redis.shared import RedisChatServer
+from .backends.redis.server import RedisChatServer
 from .frontends.irc.protocol import IrcChatFactory
 from .frontends.line import ChatFactory
 from .frontends.web.http import host_name

@@ -140,7 +140,7 @@ class ChatSession:
         self._queue = deque()  # what the user types meanwhile waits
         d = self.server.register(self.client)
         d.addCallback(self._registered, enter)
-        return self._answer(d).addBoth(self._nextLine)
+        return self.answer(d).addBoth(self._nextLine)
 
     def _registered(self, nick: str, enter: bool) -> Optional["Deferred[None]"]:
         self.nick = nick
@@ -243,7 +243,7 @@ class ChatSession:
             self.error(str(e))
             return None
         if isinstance(result, Deferred):
-            return self._answer(result)
+            return self.answer(result)
         return None
 
     def command(self, name: str) -> Optional[Callable[[str], Any]]:
@@ -263,14 +263,14 @@ class ChatSession:
         """
         if self.room is None:
             return None
-        return self._answer(self.room.say(self.client, text))
+        return self.answer(self.room.say(self.client, text))
 
     def act(self, text: str) -> None:
         """
         Show an action of the user in the room, as C{/me} does.
         """
         if self.room is not None:
-            self._answer(self.room.act(self.client, text))
+            self.answer(self.room.act(self.client, text))
 
     # --- output -----------------------------------------------------------
 
@@ -286,9 +286,11 @@ class ChatSession:
         """
         self.client.error(text)
 
-    def _answer(self, d: "Deferred[Any]") -> "Deferred[Any]":
+    def answer(self, d: "Deferred[Any]") -> "Deferred[Any]":
         """
-        Show a L{ChatError} from C{d} to the user; log anything else.
+        Show a L{ChatError} from C{d} to the user; log anything else (and
+        tell the user the chat is unavailable).  For front ends whose
+        requests go to the back end without the session.
         """
         return d.addErrback(self._failed)
 
@@ -645,7 +647,7 @@ class ChatSession:
         if room is None:
             return False
         say = room.act if action else room.say
-        self._answer(say(self.client, text))
+        self.answer(say(self.client, text))
         return True
 
     def leaveAll(self, reason: str) -> None:

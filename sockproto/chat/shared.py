@@ -1,20 +1,21 @@
 """
 Deprecated: sockproto.chat.shared is now
-sockproto.chat.backends.redis.shared.
+sockproto.chat.backends.redis (the server in C{server}, the room in
+C{room}, the Redis side in C{store}).
 This module re-exports their names for one release, with a
 DeprecationWarning.
 """
 
 import warnings
 
-from .backends.redis.shared import *  # noqa: F403
-from .backends.redis.shared import __all__ as _backends_redis_shared_all
+from .backends.redis.room import SharedRoom
+from .backends.redis.server import BrokerService, RedisChatServer
 
-__all__ = list(_backends_redis_shared_all)
+__all__ = ["BrokerService", "RedisChatServer", "SharedRoom"]
 
 warnings.warn(
     "sockproto.chat.shared is deprecated:"
-    " import from sockproto.chat.backends.redis.shared",
+    " import from sockproto.chat.backends.redis.server",
     DeprecationWarning,
     stacklevel=2,
 )

@@ -161,6 +161,15 @@ class ChatRoom:
         """
         Deliver C{batch} to every member of this process.
         """
+        for member in self.fanOut(batch):
+            self.remove(member, "delivery failed")
+
+    def fanOut(self, batch: EventBatch) -> List[IChatMember]:
+        """
+        Give C{batch} to every member, logging each that fails.
+
+        @return: the members whose delivery failed, for the caller to drop.
+        """
         failed = []
         self.stats.deliveries += len(batch.events) * len(self.members)
         for member in list(self.members.values()):
@@ -169,8 +178,7 @@ class ChatRoom:
             except Exception:
                 log.failure("chat: delivery to {nick} failed", nick=member.nick)
                 failed.append(member)
-        for member in failed:
-            self.remove(member, "delivery failed")
+        return failed
 
 
 @implementer(IChatServer)
@@ -184,6 +192,9 @@ class ChatServer:
     @ivar maxRooms: how many rooms may exist at once (0: no limit).
     @ivar reserved: tells whether a nickname is registered: guest
         nicknames skip those.
+    @ivar newRoom: makes the room called C{name} for this server (by
+        default a L{ChatRoom}); a back end that contains this one gives
+        its own, to be told when the room empties.
     """
 
     reserved: Callable[[str], bool] = staticmethod(lambda nick: False)
@@ -196,6 +207,7 @@ class ChatServer:
         defaultRoom: str = "lobby",
         quietAbove: int = 200,
         maxRooms: int = 1000,
+        newRoom: Optional[Callable[[str], ChatRoom]] = None,
     ) -> None:
         if clock is None:
             clock = default_reactor()
@@ -209,6 +221,7 @@ class ChatServer:
         self._rooms: Dict[str, ChatRoom] = {}
         self._guests = itertools.count(1)
         self.stats = ChatStats()
+        self.newRoom: Callable[[str], ChatRoom] = newRoom or self._newRoom
 
     def register(self, member: IChatMember) -> "Deferred[str]":
         while True:
@@ -219,28 +232,63 @@ class ChatServer:
                 return succeed(nick)
 
     def rename(self, member: IChatMember, nick: str) -> "Deferred[None]":
-        if not valid_nick(nick):
-            return fail(InvalidNickError(f"invalid nickname {nick!r}: {NICK_RULE}"))
-        holder = self._members.get(nick_key(nick))
-        if holder is not None and holder is not member:
-            same = holder.nick.lower() == nick.lower()
-            by = "" if same else f" (by {holder.nick})"
-            return fail(NickInUseError(f"nickname {nick} is taken{by}"))
+        try:
+            self.checkRename(member, nick)
+        except ChatError:
+            return fail()
         old = member.nick
-        self._forget(member)
-        self._members[nick_key(nick)] = member
+        self.forget(member)
+        self.hold(member, nick)
         for room in list(self._rooms.values()):
             room.renamed(member, old, nick)
         return succeed(None)
 
+    def checkRename(self, member: IChatMember, nick: str) -> None:
+        """
+        Whether C{member} may be called C{nick}, as far as this process
+        knows.
+
+        @raise InvalidNickError: if C{nick} breaks the rules.
+        @raise NickInUseError: if another member here holds it (or a
+            look-alike).
+        """
+        if not valid_nick(nick):
+            raise InvalidNickError(f"invalid nickname {nick!r}: {NICK_RULE}")
+        holder = self._members.get(nick_key(nick))
+        if holder is not None and holder is not member:
+            same = holder.nick.lower() == nick.lower()
+            by = "" if same else f" (by {holder.nick})"
+            raise NickInUseError(f"nickname {nick} is taken{by}")
+
     def unregister(self, member: IChatMember) -> "Deferred[None]":
-        self._forget(member)
+        self.forget(member)
         return succeed(None)
 
-    def _forget(self, member: IChatMember) -> None:
+    def hold(self, member: IChatMember, nick: str) -> None:
+        """
+        Record that C{member} holds C{nick} (L{forget} its old one first).
+        """
+        self._members[nick_key(nick)] = member
+
+    def forget(self, member: IChatMember) -> None:
+        """
+        Free C{member}'s nickname here.
+        """
         key = nick_key(member.nick)
         if self._members.get(key) is member:
             del self._members[key]
+
+    def holds(self, nick: str) -> bool:
+        """
+        Whether a member here holds C{nick} or a look-alike of it.
+        """
+        return nick_key(nick) in self._members
+
+    def members(self) -> List[IChatMember]:
+        """
+        This process's members.
+        """
+        return list(self._members.values())
 
     def find(self, nick: str) -> Optional[IChatMember]:
         """
@@ -280,15 +328,18 @@ class ChatServer:
                 raise ChatError(
                     f"too many rooms ({len(self._rooms)}): join one of /rooms"
                 )
-            room = self._rooms[name] = ChatRoom(
-                name,
-                self.clock,
-                self.historySize,
-                self.quietAbove,
-                self.roomEmptied,
-                self.stats,
-            )
+            room = self._rooms[name] = self.newRoom(name)
         return room
+
+    def _newRoom(self, name: str) -> ChatRoom:
+        return ChatRoom(
+            name,
+            self.clock,
+            self.historySize,
+            self.quietAbove,
+            self.roomEmptied,
+            self.stats,
+        )
 
     def counts(self) -> Dict[str, float]:
         return {

@@ -15,7 +15,9 @@ __all__ = ["COMMANDS", "Command", "dispatch"]
 
 class Command(NamedTuple):
     """
-    One IRC command: its handler is the protocol's C{irc_NAME} method.
+    One IRC command: its handler is the C{irc_NAME} method of the
+    protocol, or of the protocol's part named by C{on} (its
+    C{registration}, its C{channels}).
 
     @ivar minParams: the parameters it needs (non-empty ones); fewer get
         461 C{ERR_NEEDMOREPARAMS}.
@@ -25,26 +27,28 @@ class Command(NamedTuple):
 
     minParams: int = 0
     beforeRegistration: bool = False
+    on: str = ""
 
 
 COMMANDS: Dict[str, Command] = {
     # registration (CAP, SASL, PASS, NICK, USER) and connection upkeep
-    "CAP": Command(0, beforeRegistration=True),
-    "AUTHENTICATE": Command(0, beforeRegistration=True),
-    "PASS": Command(1, beforeRegistration=True),
-    "NICK": Command(0, beforeRegistration=True),  # 431 when missing: its own
-    "USER": Command(4, beforeRegistration=True),
+    "CAP": Command(0, beforeRegistration=True, on="registration"),
+    "AUTHENTICATE": Command(0, beforeRegistration=True, on="registration"),
+    "PASS": Command(1, beforeRegistration=True, on="registration"),
+    # 431 when missing: its own
+    "NICK": Command(0, beforeRegistration=True, on="registration"),
+    "USER": Command(4, beforeRegistration=True, on="registration"),
     "PING": Command(0, beforeRegistration=True),
     "PONG": Command(0, beforeRegistration=True),
     "QUIT": Command(0, beforeRegistration=True),
     # channels
-    "JOIN": Command(1),
-    "PART": Command(1),
-    "NAMES": Command(0),
-    "WHO": Command(0),
-    "LIST": Command(0),
-    "TOPIC": Command(1),
-    "MODE": Command(1),
+    "JOIN": Command(1, on="channels"),
+    "PART": Command(1, on="channels"),
+    "NAMES": Command(0, on="channels"),
+    "WHO": Command(0, on="channels"),
+    "LIST": Command(0, on="channels"),
+    "TOPIC": Command(1, on="channels"),
+    "MODE": Command(1, on="channels"),
     # talking and asking about people
     "PRIVMSG": Command(0),  # 411/412 and 461: its own
     "NOTICE": Command(0),  # never answered with an error
@@ -60,7 +64,8 @@ def dispatch(protocol: Any, command: str, params: List[str]) -> None:
     the numeric that says why not.
     """
     declared: Optional[Command] = COMMANDS.get(command)
-    handler = getattr(protocol, f"irc_{command}", None)
+    owner = getattr(protocol, declared.on) if declared and declared.on else protocol
+    handler = getattr(owner, f"irc_{command}", None)
     if declared is None or handler is None:
         protocol.log.info(
             "irc: {peer} unknown command {command!r}",

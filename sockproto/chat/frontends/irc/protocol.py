@@ -15,33 +15,27 @@ L{ctcpExtract}; they arrive through the line protocol's machinery (512
 bytes, rate limit, bounded output), as the line protocol's do.
 """
 
-import base64
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 from zope.interface import implementer
 
-from .... import __version__
 from ....text import sanitize
 from ...events import ACTION, MESSAGE, NICK, ChatEvent, EventBatch
 from ...interfaces import (
     ChatError,
     IChatClient,
-    IChatRoom,
-    InvalidNickError,
-    NickInUseError,
-    NickRegisteredError,
-    PasswordError,
 )
 from ...names import valid_nick, valid_room
 from ...session import ChatSession
 from ..base import FrontEndFactory, FrontEndProtocol
+from .channels import Channels
 from .commands import dispatch
-from .render import HOST, MAX_NICK, MAX_ROOM, SERVER, format_event, irc_line, mask
+from .registration import Registration
+from .render import HOST, SERVER, format_event, irc_line, mask
 
 __all__ = ["IrcChatFactory", "IrcChatProtocol", "IrcSession", "irc_line"]
 
@@ -53,64 +47,51 @@ in several rooms at once."""
 @implementer(IChatClient)
 class IrcChatProtocol(FrontEndProtocol):
     """
-    One IRC client.  Until it has registered (C{NICK} and C{USER}, after
-    C{CAP END} if it negotiates), only registration commands are answered.
+    One IRC client: its connection, the handlers of the commands that are
+    not registration's, and its output.  Registration (CAP, SASL, PASS,
+    NICK, USER) is its L{Registration}; the command table is
+    L{commands}; the lines are written by L{render}.
 
-    Over 300 lines: the commands are declared in L{commands} and written by
-    L{render}, but registration (CAP, SASL, PASS, NICK, USER and their
-    state) still lives here; it is the next piece to move into an object of
-    its own (docs/architecture.md, "still to do").
+    (Over 300 lines: the handlers of the channel and talking commands, and
+    the batched output, which must stay on the hot path of the connection.)
     """
 
     factory: "IrcChatFactory"
-    registered = False
     session: Optional[ChatSession] = None
-    _started = False
-    wantedNick = ""
-    user = ""
-    password = ""
+    registration: Registration
+    channels: Channels
     away = ""
-    _negotiating = False
     _pinged = False
-    _held: Optional[List[bytes]] = None
-    _sasl = False
-    caps: Set[str] = frozenset()  # type: ignore[assignment]
-    """The IRCv3 capabilities the client enabled (C{CAP REQ})."""
-    _registrationCall: Optional[IDelayedCall] = None
-    maxHeld = 32
-    """Lines a client may send while its registration is under way."""
 
     def connectionReady(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
-        self.caps = set()
         # Made now, started on registering: SASL counts its guesses.
         self.session = self.factory.buildSession(self)
-        self._registrationCall = self.callLater(
-            self.factory.registrationTimeout, self.registrationTimedOut
-        )
-
-    def registrationTimedOut(self) -> None:
-        """
-        Called when the client has not registered in
-        C{factory.registrationTimeout} seconds, whatever it sent (a PING
-        does not extend it): close.
-        """
-        self._registrationCall = None
-        if self.registered:
-            return
-        self.log.info("irc: {peer} did not register in time", peer=self.peer)
-        self.sendIrc(irc_line(None, "ERROR", "Closing link: registration timed out"))
-        self.closeConnection()
+        self.registration = Registration(self)
+        self.channels = Channels(self)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
-        if self._registrationCall is not None and self._registrationCall.active():
-            self._registrationCall.cancel()
-        self._registrationCall = None
-        for name in list(self._created or ()):
-            self.leftChannel(name)
+        registration = getattr(self, "registration", None)
+        if registration is not None:
+            registration.stop()
+        channels = getattr(self, "channels", None)
+        if channels is not None:
+            channels.releaseAll()
         super().connectionLost(reason)
+
+    @property
+    def registered(self) -> bool:
+        """Whether the client has registered (been welcomed)."""
+        registration = getattr(self, "registration", None)
+        return registration is not None and registration.done
+
+    @property
+    def caps(self) -> Set[str]:
+        """The IRCv3 capabilities the client enabled (C{CAP REQ})."""
+        registration = getattr(self, "registration", None)
+        return registration.caps if registration is not None else set()
 
     @property
     def nick(self) -> str:
@@ -125,9 +106,7 @@ class IrcChatProtocol(FrontEndProtocol):
 
     def lineReceived(self, line: bytes) -> None:
         self._pinged = False
-        if self._held is not None:  # registering: in order, once done
-            if len(self._held) < self.maxHeld:
-                self._held.append(line)
+        if self.registration.hold(line):  # registering: in order, once done
             return
         text = line.decode("utf-8", "replace").strip("\r\n ")
         if not text:
@@ -137,256 +116,6 @@ class IrcChatProtocol(FrontEndProtocol):
         except (ValueError, IndexError, irc.IRCBadMessage):
             return self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "Malformed message")
         dispatch(self, command.upper(), params)
-
-    # registration
-
-    def capabilities(self, values: bool) -> Dict[str, str]:
-        """
-        The IRCv3 capabilities offered, by name, with their values (given
-        only to a client that asked with C{CAP LS 302}).
-        """
-        offered = {"echo-message": ""}
-        if self.factory.accounts is not None:
-            offered["sasl"] = "PLAIN" if values else ""
-        return offered
-
-    def irc_CAP(self, params: List[str]) -> None:
-        sub = params[0].upper() if params else ""
-        if sub == "LS":
-            self._negotiating = not self.registered
-            values = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
-            listed = " ".join(
-                f"{name}={value}" if value else name
-                for name, value in sorted(self.capabilities(values).items())
-            )
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LS", listed))
-        elif sub == "LIST":
-            enabled = " ".join(sorted(self.caps))
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "LIST", enabled))
-        elif sub == "REQ":
-            wanted = params[1] if len(params) > 1 else ""
-            self.requestCapabilities(wanted)
-        elif sub == "END":
-            self._negotiating = False
-            self.maybeRegister()
-        else:
-            self.numeric("410", sub or "*", "Invalid CAP command")
-
-    def requestCapabilities(self, wanted: str) -> None:
-        """
-        C{CAP REQ}: enable (or, with C{-}, disable) every capability of
-        C{wanted}, or none if one of them cannot be (RFC: all or nothing).
-        """
-        offered = self.capabilities(False)
-        changes: List[Tuple[str, bool]] = []
-        for word in wanted.lower().split():
-            name = word[1:] if word.startswith("-") else word
-            if name not in offered or (name == "sasl" and self.registered):
-                changes = []
-                break
-            changes.append((name, not word.startswith("-")))
-        if not changes:
-            self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "NAK", wanted))
-            return
-        for name, on in changes:
-            if on:
-                self.caps.add(name)
-            else:
-                self.caps.discard(name)
-        self._sasl = "sasl" in self.caps
-        if self._sasl and not self.registered:
-            self._negotiating = True
-        self.sendIrc(irc_line(SERVER, "CAP", self.shownNick, "ACK", wanted))
-
-    def irc_AUTHENTICATE(self, params: List[str]) -> None:
-        """
-        SASL PLAIN (once C{CAP REQ :sasl} is acknowledged): the password of
-        a registered nickname, checked now, used on registering.
-        """
-        if not self._sasl or self.registered:
-            return self.numeric("904", "SASL authentication failed")
-        if not params:
-            return
-        if params[0].upper() == "PLAIN":
-            return self.sendIrc(irc_line(None, "AUTHENTICATE", "+"))
-        if params[0] == "*":
-            return self.numeric("906", "SASL authentication aborted")
-        try:
-            fields = base64.b64decode(params[0], validate=True).split(b"\0")
-            _, name, password = (f.decode("utf-8") for f in fields)
-        except (ValueError, UnicodeDecodeError):
-            return self.numeric("904", "SASL authentication failed")
-        self.checkSasl(name, password)
-
-    def checkSasl(self, name: str, password: str) -> None:
-        session = self.session
-        assert session is not None and self.factory.accounts is not None
-        account = self.factory.accounts.registeredName(name)
-        if account is None:
-            session.wrongGuess()  # guessing names is guessing too
-            return self.saslFailed()
-
-        def checked(right: bool) -> None:
-            if not right:
-                return self.saslFailed()
-            self.password = password
-            self.numeric(
-                "900", mask(account), account, f"You are now logged in as {account}"
-            )
-            self.numeric("903", "SASL authentication successful")
-
-        def refused(failure: Failure) -> None:
-            failure.trap(PasswordError)
-            self.saslFailed()
-
-        session.checkPassword(account, password).addCallbacks(checked, refused)
-
-    def saslFailed(self) -> None:
-        """
-        A SASL attempt failed (904); past the accounts' C{maxWrongPerConnection}
-        on this connection, as on every front end, disconnect.
-        """
-        self.numeric("904", "SASL authentication failed")
-        session = self.session
-        assert session is not None
-        if not session.guessesLeft:
-            self.log.warn(
-                "irc: {peer} failed SASL {count} times: disconnecting",
-                peer=self.peer,
-                count=session.wrongPasswords,
-            )
-            self.quit("too many wrong passwords")
-            self.sendIrc(
-                irc_line(None, "ERROR", "Closing link: too many wrong passwords")
-            )
-            self.closeConnection()
-
-    def irc_PASS(self, params: List[str]) -> None:
-        if self.registered:
-            return self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
-        self.password = params[0]
-
-    def irc_USER(self, params: List[str]) -> None:
-        if self.registered:
-            return self.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
-        self.user = params[0]
-        self.maybeRegister()
-
-    def irc_NICK(self, params: List[str]) -> None:
-        if not params or not params[0]:
-            return self.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
-        nick = params[0]
-        if not valid_nick(nick):
-            return self.numeric(irc.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
-        if not self.registered:
-            self.wantedNick = nick
-            return self.maybeRegister()
-        if nick == self.nick:
-            return
-        old = self.nick
-        d = self.takeNick(nick)
-        d.addCallback(lambda taken: self.renamed(old, nick) if taken else None)
-
-    def maybeRegister(self) -> None:
-        if self.registered or self._negotiating or not (self.wantedNick and self.user):
-            return
-        self._held = []
-        session = self.session
-        assert session is not None
-        if not self._started:
-            self._started = True
-            d = session.start(enter=False).addCallback(lambda _: self.claimWantedNick())
-        else:
-            d = self.claimWantedNick()
-        d.addBoth(self.release)
-        d.addErrback(
-            lambda f: self.log.failure("irc: registering {peer}", f, peer=self.peer)
-        )
-
-    def claimWantedNick(self) -> "Deferred[None]":
-        nick = self.wantedNick
-        if self.session is None or not self.session.joined or not nick:
-            return succeed(None)
-        if nick == self.nick:
-            self.welcome()
-            return succeed(None)
-        d = self.takeNick(nick)
-        return d.addCallback(lambda taken: self.welcome() if taken else None)
-
-    def release(self, result: object) -> object:
-        """
-        Registration is done (or refused): handle the lines that came
-        meanwhile, in order.
-        """
-        held, self._held = self._held or [], None
-        while held and self.connected:
-            if self._held is not None:  # registering again (another NICK)
-                self._held.extend(held)
-                break
-            self.lineReceived(held.pop(0))
-        return result
-
-    def takeNick(self, nick: str) -> "Deferred[bool]":
-        """
-        Ask the chat for C{nick} (with the password of C{PASS} or SASL, if
-        it is registered); fires with whether it was granted (if not, the
-        client was told why).
-        """
-        session = self.session
-        assert session is not None
-        accounts = session.accounts
-        registered = accounts is not None and accounts.registeredName(nick) is not None
-        d = session.claimNick(nick, self.password if registered else None)
-        return d.addErrback(self.nickRefused, nick)
-
-    def nickRefused(self, failure: Failure, nick: str) -> bool:
-        """
-        The chat refused C{nick}: say why, with IRC's numerics.
-        """
-        failure.trap(ChatError)
-        why = failure.getErrorMessage()
-        if failure.check(InvalidNickError):
-            self.numeric(irc.ERR_ERRONEUSNICKNAME, nick, why)
-        elif failure.check(NickRegisteredError):
-            self.numeric(
-                irc.ERR_NICKNAMEINUSE,
-                nick,
-                "Nickname is registered: connect with its password (PASS)",
-            )
-        elif failure.check(NickInUseError):
-            self.numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
-        else:
-            self.error(why)
-        return False
-
-    def welcome(self) -> None:
-        self.registered = True
-        if self._registrationCall is not None and self._registrationCall.active():
-            self._registrationCall.cancel()
-        self._registrationCall = None
-        nick = self.nick
-        server = self.factory.server
-        self.numeric(irc.RPL_WELCOME, f"Welcome to {server.name}, {mask(nick)}")
-        self.numeric(irc.RPL_YOURHOST, f"Your host is {SERVER}, running sockproto")
-        self.numeric(irc.RPL_CREATED, "This server speaks IRC to sockproto's chat")
-        self.numeric(irc.RPL_MYINFO, SERVER, __version__, "i", "")
-        self.numeric(
-            irc.RPL_ISUPPORT,
-            "CHANTYPES=#",
-            f"NICKLEN={MAX_NICK}",
-            f"CHANNELLEN={MAX_ROOM + 1}",
-            "CASEMAPPING=ascii",
-            "PREFIX=",
-            "CHANMODES=,,,",
-            f"CHANLIMIT=#:{self.factory.maxChannels}",
-            f"NETWORK={SERVER}",
-            "are supported by this server",
-        )
-        self.numeric(
-            irc.ERR_NOMOTD,
-            f"No MOTD: join #{server.defaultRoom} to meet the others",
-        )
-        self.log.info("irc: {peer} registered as {nick}", peer=self.peer, nick=nick)
 
     def renamed(self, old: str, new: str) -> None:
         """
@@ -424,188 +153,6 @@ class IrcChatProtocol(FrontEndProtocol):
         self.quit("Ping timeout")
         self.sendIrc(irc_line(None, "ERROR", "Closing link: ping timeout"))
         super().timeoutConnection()
-
-    # channels
-
-    def channels(self, param: str) -> List[Tuple[str, Optional[str]]]:
-        """
-        Each C{#room} of a comma-separated list, with its room name (None
-        if it is not one).
-        """
-        result = []
-        for channel in param.split(","):
-            name = valid_room(channel) if channel.startswith("#") else None
-            result.append((channel, name))
-        return result
-
-    def irc_JOIN(self, params: List[str]) -> None:
-        if params[0] == "0":
-            return self.partAll()
-        for channel, name in self.channels(params[0]):
-            if name is None:
-                self.numeric(irc.ERR_NOSUCHCHANNEL, channel, "No such channel")
-            else:
-                self.joinChannel(name)
-
-    def joinChannel(self, name: str) -> None:
-        session = self.session
-        assert session is not None
-        if name in session.rooms:
-            return
-        if self._channels >= self.factory.maxChannels:
-            return self.numeric(
-                irc.ERR_TOOMANYCHANNELS, f"#{name}", "You have joined too many channels"
-            )
-        self._channels += 1  # counted while the back end answers
-        d = session.joinRoom(name)
-
-        def joined(room: Optional[IChatRoom]) -> Optional["Deferred[None]"]:
-            if room is None:
-                self._channels -= 1
-                return None
-            return room.nicks().addCallback(entered, room)
-
-        def entered(nicks: List[str], room: IChatRoom) -> None:
-            alone = nicks == [self.nick] and name != self.factory.server.defaultRoom
-            if alone and not self.created(name):
-                self._channels -= 1
-                session.leave(name, "too many channels")
-                return self.numeric(
-                    irc.ERR_TOOMANYCHANNELS,
-                    f"#{name}",
-                    "Your address has created too many channels",
-                )
-            self.sendIrc(irc_line(mask(self.nick), "JOIN", f"#{name}"))
-            self.sendNames(nicks, name)
-
-        def failed(failure: Failure) -> Failure:
-            self._channels -= 1
-            return failure
-
-        session._answer(d.addCallbacks(joined, failed))
-
-    _channels = 0
-    _created: Optional[Set[str]] = None
-
-    def created(self, name: str) -> bool:
-        """
-        This connection made room C{name} (it was alone on joining it):
-        count it against its address, unless the address made
-        L{IrcChatFactory.maxChannelsPerPeer} rooms it is still in already
-        (then False): one address cannot hold every room C{--max-rooms}
-        allows.
-        """
-        held = self.factory.chat.roomsHeld
-        if held.get(self.peerKey, 0) >= self.factory.maxChannelsPerPeer:
-            return False
-        held[self.peerKey] = held.get(self.peerKey, 0) + 1
-        if self._created is None:
-            self._created = set()
-        self._created.add(name)
-        return True
-
-    def leftChannel(self, name: str) -> None:
-        """
-        This connection left room C{name}: it no longer counts, and no
-        longer against its address if it made it.
-        """
-        self._channels -= 1
-        if self._created is None or name not in self._created:
-            return
-        self._created.discard(name)
-        held = self.factory.chat.roomsHeld
-        if held.get(self.peerKey, 0) <= 1:
-            held.pop(self.peerKey, None)
-        else:
-            held[self.peerKey] -= 1
-
-    def sendNames(self, nicks: List[str], name: str) -> None:
-        line = ""
-        for nick in nicks:
-            if len(line) + len(nick) > 400:
-                self.numeric(irc.RPL_NAMREPLY, "=", f"#{name}", line)
-                line = ""
-            line = f"{line} {nick}" if line else nick
-        if line:
-            self.numeric(irc.RPL_NAMREPLY, "=", f"#{name}", line)
-        self.numeric(irc.RPL_ENDOFNAMES, f"#{name}", "End of /NAMES list")
-
-    def irc_PART(self, params: List[str]) -> None:
-        reason = sanitize(params[1]) if len(params) > 1 else "left"
-        for channel, name in self.channels(params[0]):
-            self.partChannel(channel, name, reason)
-
-    def partChannel(self, channel: str, name: Optional[str], reason: str) -> None:
-        session = self.session
-        assert session is not None
-        if name is None or not session.leave(name, reason):
-            return self.numeric(
-                irc.ERR_NOTONCHANNEL, channel, "You're not on that channel"
-            )
-        self.leftChannel(name)
-        self.sendIrc(irc_line(mask(self.nick), "PART", f"#{name}", reason))
-
-    def partAll(self) -> None:
-        assert self.session is not None
-        for name in list(self.session.rooms):
-            self.partChannel(f"#{name}", name, "left")
-
-    def irc_NAMES(self, params: List[str]) -> None:
-        if not params:
-            return self.numeric(irc.RPL_ENDOFNAMES, "*", "End of /NAMES list")
-        for channel, name in self.channels(params[0]):
-            room = self.session.rooms.get(name) if name and self.session else None
-            if room is None or name is None:
-                self.numeric(irc.RPL_ENDOFNAMES, channel, "End of /NAMES list")
-            else:
-                room.nicks().addCallback(self.sendNames, name)
-
-    def irc_WHO(self, params: List[str]) -> None:
-        target = params[0] if params else "*"
-        name = valid_room(target) if target.startswith("#") else None
-        room = self.session.rooms.get(name) if name and self.session else None
-        if room is None:
-            return self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
-
-        def show(nicks: List[str]) -> None:
-            for nick in nicks:
-                self.numeric(
-                    irc.RPL_WHOREPLY,
-                    f"#{name}",
-                    nick,
-                    HOST,
-                    SERVER,
-                    nick,
-                    "G" if nick == self.nick and self.away else "H",
-                    f"0 {nick}",
-                )
-            self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
-
-        room.nicks().addCallback(show)
-
-    def irc_LIST(self, params: List[str]) -> None:
-        def show(rooms: List[Tuple[str, int]]) -> None:
-            self.numeric(irc.RPL_LISTSTART, "Channel", "Users  Name")
-            for name, count in rooms:
-                self.numeric(irc.RPL_LIST, f"#{name}", str(count), "")
-            self.numeric(irc.RPL_LISTEND, "End of /LIST")
-
-        self.factory.server.rooms().addCallback(show)
-
-    def irc_TOPIC(self, params: List[str]) -> None:
-        if len(params) > 1:
-            return self.numeric("482", params[0], "Topics cannot be set here")
-        self.numeric(irc.RPL_NOTOPIC, params[0], "No topic is set")
-
-    def irc_MODE(self, params: List[str]) -> None:
-        target = params[0]
-        if target.startswith("#"):
-            if len(params) > 1 and params[1] in ("b", "+b"):
-                return self.numeric("368", target, "End of channel ban list")
-            return self.numeric(irc.RPL_CHANNELMODEIS, target, "+")
-        if target.lower() == self.nick.lower():
-            return self.numeric(irc.RPL_UMODEIS, "+")
-        self.numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
 
     # talking
 
@@ -657,7 +204,7 @@ class IrcChatProtocol(FrontEndProtocol):
             if not quiet:
                 self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
 
-        session._answer(d.addErrback(failed))
+        session.answer(d.addErrback(failed))
 
     def irc_AWAY(self, params: List[str]) -> None:
         self.away = sanitize(params[0]) if params and params[0] else ""

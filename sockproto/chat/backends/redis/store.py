@@ -1,0 +1,433 @@
+# -*- test-case-name: tests.test_chat_redis_store -*-
+"""
+What the shared chat keeps in Redis, and the one module that knows how:
+key names, Lua scripts, and the replies they give, as Python values.
+
+Keys, under the prefix (C{sockproto:} by default)::
+
+    nick:KEY              "NODE NICK": who holds a nickname (KEY is its
+                          look-alike key, L{sockproto.chat.names.nick_key})
+    guests                the last guest number handed out
+    rooms                 the set of rooms
+    room:R:members        sorted set of R's nicknames, in joining order
+    room:R:seq            the number of R's last message
+    room:R:log            capped stream of R's messages, id 0-SEQ
+    order                 joining counter (the members' scores)
+    nodes                 sorted set of processes, by last heartbeat (ms)
+    node:N:nicks          the look-alike keys process N claimed
+    node:N:rooms          "ROOM NICK" for each of N's memberships
+
+Channels: C{room:R} carries "SEQ MESSAGE" for each message of R;
+C{node:N} carries private messages to process N's members.
+
+Every command that fails because Redis went away fails with a
+L{ChatError} a user can read ("try again").
+"""
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+
+from ...interfaces import ChatError
+from ...names import nick_key
+from .resp import RedisLink
+
+__all__ = ["RedisStore", "UNREACHABLE"]
+
+UNREACHABLE = "the chat network is unavailable: try again"
+
+# KEYS: seq, stream, channel.  ARGV: stream length, message.
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'm', ARGV[2])
+redis.call('PUBLISH', KEYS[3], seq .. ' ' .. ARGV[2])
+return seq
+"""
+
+# KEYS: rooms. ARGV: room, maxRooms.  Returns 0, or the number of rooms.
+_ROOM = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+local count = redis.call('SCARD', KEYS[1])
+local max = tonumber(ARGV[2])
+if max > 0 and count >= max then return count end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 0
+"""
+
+# KEYS: members, rooms, node rooms, order.  ARGV: nick, room.
+_JOIN = """
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2] .. ' ' .. ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[4]), ARGV[1])
+return 1
+"""
+
+# KEYS: members, rooms, node rooms, stream.  ARGV: nick, room, keep empty.
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2] .. ' ' .. ARGV[1])
+local left = redis.call('ZCARD', KEYS[1])
+if left == 0 and ARGV[3] == '0' then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[4])
+end
+return left
+"""
+
+# KEYS: claim, node nicks.  ARGV: node, nick, key.  Returns the holder, or
+# nil once claimed.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and string.sub(holder, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
+  return holder
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return false
+"""
+
+# KEYS: claim, node nicks.  ARGV: node, key.
+_UNCLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and string.sub(holder, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: node rooms.  ARGV: prefix, old nick, new nick, rooms...
+_RENAME_MEMBER = """
+for i = 4, #ARGV do
+  local members = ARGV[1] .. 'room:' .. ARGV[i] .. ':members'
+  local score = redis.call('ZSCORE', members, ARGV[2])
+  if score then
+    redis.call('ZREM', members, ARGV[2])
+    redis.call('ZADD', members, score, ARGV[3])
+  end
+  redis.call('SREM', KEYS[1], ARGV[i] .. ' ' .. ARGV[2])
+  redis.call('SADD', KEYS[1], ARGV[i] .. ' ' .. ARGV[3])
+end
+return 1
+"""
+
+# KEYS: nodes.  ARGV: node, dead after (ms).  Returns {newly added, dead}.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, node in ipairs(dead) do redis.call('ZREM', KEYS[1], node) end
+return {new, dead}
+"""
+
+# KEYS: dead node's nicks, its rooms.  ARGV: prefix, node, default room.
+# Returns {room, nick, members left, ...}.
+_REAP = """
+local gone = {}
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local space = string.find(entry, ' ', 1, true)
+  local room = string.sub(entry, 1, space - 1)
+  local nick = string.sub(entry, space + 1)
+  local members = ARGV[1] .. 'room:' .. room .. ':members'
+  if redis.call('ZREM', members, nick) == 1 then
+    local left = redis.call('ZCARD', members)
+    if left == 0 and room ~= ARGV[3] then
+      redis.call('SREM', ARGV[1] .. 'rooms', room)
+      redis.call('DEL', ARGV[1] .. 'room:' .. room .. ':log')
+    end
+    table.insert(gone, room)
+    table.insert(gone, nick)
+    table.insert(gone, left)
+  end
+end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local claim = ARGV[1] .. 'nick:' .. key
+  local holder = redis.call('GET', claim)
+  if holder and string.sub(holder, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then
+    redis.call('DEL', claim)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return gone
+"""
+
+# KEYS: rooms.  ARGV: prefix.  Returns {room, count, ...}.
+_ROOMS = """
+local out = {}
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  table.insert(out, room)
+  table.insert(out, redis.call('ZCARD', ARGV[1] .. 'room:' .. room .. ':members'))
+end
+return out
+"""
+
+Entries = List[Tuple[int, bytes]]
+"""A room's stored messages: (number, message), oldest first."""
+
+
+def text(value: Any) -> str:
+    """
+    A string Redis answered (bytes), as text.
+    """
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def integer(value: Any) -> Optional[int]:
+    """
+    A number Redis answered (bytes), or None.
+    """
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _entries(reply: Sequence[Any]) -> Entries:
+    entries = []
+    for entry_id, fields in reply:
+        seq = integer(text(entry_id).partition("-")[2])
+        if seq is not None:
+            entries.append((seq, fields[1] if len(fields) >= 2 else b""))
+    return entries
+
+
+class RedisStore:
+    """
+    The shared chat's state in Redis, for process C{node}.
+
+    @ivar streamLength: about how many messages each room's stream keeps
+        (for history and backfill).
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        node: str,
+        prefix: str = "sockproto:",
+        streamLength: int = 1000,
+    ) -> None:
+        self.link = link
+        self.node = node
+        self.prefix = prefix
+        self.streamLength = streamLength
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def roomKey(self, room: str, what: str) -> str:
+        return self.key(f"room:{room}:{what}")
+
+    def nodeKey(self, what: str, node: Optional[str] = None) -> str:
+        return self.key(f"node:{node or self.node}:{what}")
+
+    def roomChannel(self, room: str) -> bytes:
+        """The channel carrying C{room}'s numbered messages."""
+        return self.key(f"room:{room}").encode()
+
+    def nodeChannel(self, node: Optional[str] = None) -> bytes:
+        """The channel carrying private messages to C{node} (this one)."""
+        return self.key(f"node:{node or self.node}").encode()
+
+    def execute(self, *args: Any) -> "Deferred[Any]":
+        """
+        Run a Redis command; if Redis is lost meanwhile, fail with a
+        L{ChatError} that tells the user to try again.
+        """
+        return self.link.execute(*args).addErrback(_unreachable)
+
+    def _eval(self, script: str, keys: Sequence[str], *args: Any) -> "Deferred[Any]":
+        return self.execute("EVAL", script, len(keys), *keys, *args)
+
+    # --- rooms ------------------------------------------------------------
+
+    def publish(self, room: str, message: bytes) -> "Deferred[int]":
+        """
+        Number C{message} as C{room}'s next, keep it in the room's stream,
+        and publish it on the room's channel.
+
+        @return: its number.
+        """
+        keys = (
+            self.roomKey(room, "seq"),
+            self.roomKey(room, "log"),
+            self.roomChannel(room).decode(),
+        )
+        return self._eval(_PUBLISH, keys, self.streamLength, message)
+
+    def addRoom(self, room: str, maxRooms: int) -> "Deferred[int]":
+        """
+        Add C{room} to the rooms, unless it would be one too many.
+
+        @return: 0 if it is there, else how many rooms there are.
+        """
+        return self._eval(_ROOM, [self.key("rooms")], room, maxRooms)
+
+    def join(self, room: str, nick: str) -> "Deferred[bool]":
+        """
+        Make C{nick}, of this process, a member of C{room}.
+
+        @return: whether it was not a member already.
+        """
+        keys = (
+            self.roomKey(room, "members"),
+            self.key("rooms"),
+            self.nodeKey("rooms"),
+            self.key("order"),
+        )
+        return self._eval(_JOIN, keys, nick, room).addCallback(bool)
+
+    def leave(self, room: str, nick: str, keepEmpty: bool) -> "Deferred[int]":
+        """
+        Take C{nick}, of this process, out of C{room}; forget the room and
+        its stream once empty, unless C{keepEmpty}.
+
+        @return: how many members are left.
+        """
+        keys = (
+            self.roomKey(room, "members"),
+            self.key("rooms"),
+            self.nodeKey("rooms"),
+            self.roomKey(room, "log"),
+        )
+        return self._eval(_LEAVE, keys, nick, room, "1" if keepEmpty else "0")
+
+    def members(self, room: str) -> "Deferred[List[str]]":
+        """C{room}'s nicknames, in joining order."""
+        d = self.execute("ZRANGE", self.roomKey(room, "members"), 0, -1)
+        return d.addCallback(lambda names: [text(n) for n in names])
+
+    def rooms(self) -> "Deferred[List[Tuple[str, int]]]":
+        """Each room and its number of members, by name."""
+        d = self._eval(_ROOMS, [self.key("rooms")], self.prefix)
+
+        def counted(flat: List[Any]) -> List[Tuple[str, int]]:
+            pairs = [(text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            return sorted(pairs)
+
+        return d.addCallback(counted)
+
+    def lastNumber(self, room: str) -> "Deferred[int]":
+        """The number of C{room}'s last message (0 if none)."""
+        d = self.execute("GET", self.roomKey(room, "seq"))
+        return d.addCallback(lambda value: integer(value) or 0)
+
+    def messages(
+        self, room: str, first: int, last: Optional[int] = None
+    ) -> "Deferred[Entries]":
+        """C{room}'s stored messages numbered C{first} to C{last} (or on)."""
+        end = "+" if last is None else f"0-{last}"
+        d = self.execute("XRANGE", self.roomKey(room, "log"), f"0-{first}", end)
+        return d.addCallback(_entries)
+
+    def recent(self, room: str, last: int, count: int) -> "Deferred[Entries]":
+        """C{room}'s last C{count} stored messages up to number C{last}."""
+        key = self.roomKey(room, "log")
+        d = self.execute("XREVRANGE", key, f"0-{last}", "-", "COUNT", count)
+        return d.addCallback(lambda reply: list(reversed(_entries(reply))))
+
+    def renameMember(self, old: str, new: str, rooms: Sequence[str]) -> "Deferred[Any]":
+        """Call C{old} C{new} in C{rooms}' members (keeping its place)."""
+        return self._eval(
+            _RENAME_MEMBER, [self.nodeKey("rooms")], self.prefix, old, new, *rooms
+        )
+
+    # --- nicknames --------------------------------------------------------
+
+    def claim(self, nick: str) -> "Deferred[Optional[str]]":
+        """
+        Claim C{nick} (and its look-alikes) for this process.
+
+        @return: None once claimed; else the holder's nickname.
+        """
+        key = nick_key(nick)
+        keys = (self.key(f"nick:{key}"), self.nodeKey("nicks"))
+        d = self._eval(_CLAIM, keys, self.node, nick, key)
+        return d.addCallback(
+            lambda holder: None if holder is None else text(holder).partition(" ")[2]
+        )
+
+    def unclaim(self, nick: str) -> "Deferred[Any]":
+        """Free C{nick}, if this process holds it."""
+        key = nick_key(nick)
+        keys = (self.key(f"nick:{key}"), self.nodeKey("nicks"))
+        return self._eval(_UNCLAIM, keys, self.node, key)
+
+    def holder(self, nick: str) -> "Deferred[Optional[Tuple[str, str]]]":
+        """
+        Who uses C{nick} exactly (ignoring case): (process, nickname).
+        """
+        d = self.execute("GET", self.key(f"nick:{nick_key(nick)}"))
+
+        def parsed(value: Optional[bytes]) -> Optional[Tuple[str, str]]:
+            if value is None:
+                return None
+            node, _, holder = text(value).partition(" ")
+            return (node, holder) if holder.lower() == nick.lower() else None
+
+        return d.addCallback(parsed)
+
+    def nextGuest(self) -> "Deferred[int]":
+        """The next guest number."""
+        return self.execute("INCR", self.key("guests"))
+
+    def sendPrivate(self, node: str, message: bytes) -> "Deferred[int]":
+        """
+        Send C{message} to process C{node}.
+
+        @return: how many processes received it (0: it is gone).
+        """
+        return self.execute("PUBLISH", self.nodeChannel(node), message)
+
+    # --- processes --------------------------------------------------------
+
+    def heartbeat(self, deadAfter: float) -> "Deferred[Tuple[bool, List[str]]]":
+        """
+        Say this process is alive; take out of the process list those
+        silent for C{deadAfter} seconds (by Redis's clock).
+
+        @return: whether this process was not listed (new, or reaped), and
+            the processes found dead.
+        """
+        deadAfterMs = int(deadAfter * 1000)
+        d = self._eval(_HEARTBEAT, [self.key("nodes")], self.node, deadAfterMs)
+
+        def parsed(reply: List[Any]) -> Tuple[bool, List[str]]:
+            return bool(reply[0]), [text(node) for node in reply[1]]
+
+        return d.addCallback(parsed)
+
+    def reap(
+        self, node: str, defaultRoom: str
+    ) -> "Deferred[List[Tuple[str, str, int]]]":
+        """
+        Take process C{node}'s members out of every room, forgetting rooms
+        left empty (but C{defaultRoom}), and free its nicknames.
+
+        @return: (room, nickname, members left) for each membership.
+        """
+        keys = (self.nodeKey("nicks", node), self.nodeKey("rooms", node))
+        d = self._eval(_REAP, keys, self.prefix, node, defaultRoom)
+
+        def parsed(flat: List[Any]) -> List[Tuple[str, str, int]]:
+            return [
+                (text(flat[i]), text(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+
+        return d.addCallback(parsed)
+
+    def leaveNodes(self) -> "Deferred[Any]":
+        """Take this process off the process list."""
+        return self.execute("ZREM", self.key("nodes"), self.node)
+
+
+def _unreachable(failure: Failure) -> Failure:
+    if failure.check(ConnectionLost):
+        raise ChatError(UNREACHABLE)
+    return failure

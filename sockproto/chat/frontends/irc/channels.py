@@ -1,0 +1,236 @@
+# -*- test-case-name: tests.test_chat_irc -*-
+"""
+The channel commands of the IRC front end: C{JOIN}, C{PART}, C{NAMES},
+C{WHO}, C{LIST}, C{TOPIC}, C{MODE}; and what one connection may hold
+(C{CHANLIMIT}, and the rooms its address made).
+
+A channel is a room of the chat: joining one is the session's
+L{ChatSession.joinRoom}, leaving it L{ChatSession.leave}.
+"""
+
+from typing import TYPE_CHECKING, List, Optional, Set, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.words.protocols import irc
+
+from ....text import sanitize
+from ...interfaces import IChatRoom
+from ...names import valid_room
+from .render import HOST, SERVER, irc_line, mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .protocol import IrcChatProtocol
+
+__all__ = ["Channels"]
+
+
+class Channels:
+    """
+    The channels of one IRC connection.
+
+    @ivar count: the channels it is in (or joining).
+    @ivar made: the rooms it made (it was alone on joining), which count
+        against its address while it is in them.
+    """
+
+    def __init__(self, protocol: "IrcChatProtocol") -> None:
+        self.protocol = protocol
+        self.numeric = protocol.numeric
+        self.sendIrc = protocol.sendIrc
+        self.count = 0
+        self.made: Set[str] = set()
+
+    def releaseAll(self) -> None:
+        """
+        The connection is gone: its address no longer holds its rooms.
+        """
+        for name in list(self.made):
+            self.leftChannel(name)
+
+    def parse(self, param: str) -> List[Tuple[str, Optional[str]]]:
+        """
+        Each C{#room} of a comma-separated list, with its room name (None
+        if it is not one).
+        """
+        result = []
+        for channel in param.split(","):
+            name = valid_room(channel) if channel.startswith("#") else None
+            result.append((channel, name))
+        return result
+
+    def joined(self, name: Optional[str]) -> Optional[IChatRoom]:
+        """
+        Room C{name}, if the connection is in it.
+        """
+        session = self.protocol.session
+        return session.rooms.get(name) if name and session is not None else None
+
+    def irc_JOIN(self, params: List[str]) -> None:
+        if params[0] == "0":
+            return self.partAll()
+        for channel, name in self.parse(params[0]):
+            if name is None:
+                self.numeric(irc.ERR_NOSUCHCHANNEL, channel, "No such channel")
+            else:
+                self.joinChannel(name)
+
+    def joinChannel(self, name: str) -> None:
+        session = self.protocol.session
+        assert session is not None
+        if name in session.rooms:
+            return
+        if self.count >= self.protocol.factory.maxChannels:
+            return self.numeric(
+                irc.ERR_TOOMANYCHANNELS, f"#{name}", "You have joined too many channels"
+            )
+        self.count += 1  # counted while the back end answers
+        d = session.joinRoom(name)
+
+        def joined(room: Optional[IChatRoom]) -> Optional["Deferred[None]"]:
+            if room is None:
+                self.count -= 1
+                return None
+            return room.nicks().addCallback(entered, room)
+
+        def entered(nicks: List[str], room: IChatRoom) -> None:
+            alone = (
+                nicks == [self.protocol.nick]
+                and name != self.protocol.factory.server.defaultRoom
+            )
+            if alone and not self.created(name):
+                self.count -= 1
+                session.leave(name, "too many channels")
+                return self.numeric(
+                    irc.ERR_TOOMANYCHANNELS,
+                    f"#{name}",
+                    "Your address has created too many channels",
+                )
+            self.sendIrc(irc_line(mask(self.protocol.nick), "JOIN", f"#{name}"))
+            self.sendNames(nicks, name)
+
+        def failed(failure: Failure) -> Failure:
+            self.count -= 1
+            return failure
+
+        session.answer(d.addCallbacks(joined, failed))
+
+    def created(self, name: str) -> bool:
+        """
+        This connection made room C{name} (it was alone on joining it):
+        count it against its address, unless the address made
+        C{factory.maxChannelsPerPeer} rooms it is still in already
+        (then False): one address cannot hold every room C{--max-rooms}
+        allows.
+        """
+        factory, peer = self.protocol.factory, self.protocol.peerKey
+        held = factory.chat.roomsHeld
+        if held.get(peer, 0) >= factory.maxChannelsPerPeer:
+            return False
+        held[peer] = held.get(peer, 0) + 1
+        self.made.add(name)
+        return True
+
+    def leftChannel(self, name: str) -> None:
+        """
+        This connection left room C{name}: it no longer counts, and no
+        longer against its address if it made it.
+        """
+        self.count -= 1
+        if name not in self.made:
+            return
+        self.made.discard(name)
+        peer = self.protocol.peerKey
+        held = self.protocol.factory.chat.roomsHeld
+        if held.get(peer, 0) <= 1:
+            held.pop(peer, None)
+        else:
+            held[peer] -= 1
+
+    def sendNames(self, nicks: List[str], name: str) -> None:
+        line = ""
+        for nick in nicks:
+            if len(line) + len(nick) > 400:
+                self.numeric(irc.RPL_NAMREPLY, "=", f"#{name}", line)
+                line = ""
+            line = f"{line} {nick}" if line else nick
+        if line:
+            self.numeric(irc.RPL_NAMREPLY, "=", f"#{name}", line)
+        self.numeric(irc.RPL_ENDOFNAMES, f"#{name}", "End of /NAMES list")
+
+    def irc_PART(self, params: List[str]) -> None:
+        reason = sanitize(params[1]) if len(params) > 1 else "left"
+        for channel, name in self.parse(params[0]):
+            self.partChannel(channel, name, reason)
+
+    def partChannel(self, channel: str, name: Optional[str], reason: str) -> None:
+        session = self.protocol.session
+        assert session is not None
+        if name is None or not session.leave(name, reason):
+            return self.numeric(
+                irc.ERR_NOTONCHANNEL, channel, "You're not on that channel"
+            )
+        self.leftChannel(name)
+        self.sendIrc(irc_line(mask(self.protocol.nick), "PART", f"#{name}", reason))
+
+    def partAll(self) -> None:
+        assert self.protocol.session is not None
+        for name in list(self.protocol.session.rooms):
+            self.partChannel(f"#{name}", name, "left")
+
+    def irc_NAMES(self, params: List[str]) -> None:
+        if not params:
+            return self.numeric(irc.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        for channel, name in self.parse(params[0]):
+            room = self.joined(name)
+            if room is None or name is None:
+                self.numeric(irc.RPL_ENDOFNAMES, channel, "End of /NAMES list")
+            else:
+                room.nicks().addCallback(self.sendNames, name)
+
+    def irc_WHO(self, params: List[str]) -> None:
+        target = params[0] if params else "*"
+        name = valid_room(target) if target.startswith("#") else None
+        room = self.joined(name)
+        if room is None:
+            return self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+
+        def show(nicks: List[str]) -> None:
+            for nick in nicks:
+                self.numeric(
+                    irc.RPL_WHOREPLY,
+                    f"#{name}",
+                    nick,
+                    HOST,
+                    SERVER,
+                    nick,
+                    "G" if nick == self.protocol.nick and self.protocol.away else "H",
+                    f"0 {nick}",
+                )
+            self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+
+        room.nicks().addCallback(show)
+
+    def irc_LIST(self, params: List[str]) -> None:
+        def show(rooms: List[Tuple[str, int]]) -> None:
+            self.numeric(irc.RPL_LISTSTART, "Channel", "Users  Name")
+            for name, count in rooms:
+                self.numeric(irc.RPL_LIST, f"#{name}", str(count), "")
+            self.numeric(irc.RPL_LISTEND, "End of /LIST")
+
+        self.protocol.factory.server.rooms().addCallback(show)
+
+    def irc_TOPIC(self, params: List[str]) -> None:
+        if len(params) > 1:
+            return self.numeric("482", params[0], "Topics cannot be set here")
+        self.numeric(irc.RPL_NOTOPIC, params[0], "No topic is set")
+
+    def irc_MODE(self, params: List[str]) -> None:
+        target = params[0]
+        if target.startswith("#"):
+            if len(params) > 1 and params[1] in ("b", "+b"):
+                return self.numeric("368", target, "End of channel ban list")
+            return self.numeric(irc.RPL_CHANNELMODEIS, target, "+")
+        if target.lower() == self.protocol.nick.lower():
+            return self.numeric(irc.RPL_UMODEIS, "+")
+        self.numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")

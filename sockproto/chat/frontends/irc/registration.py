@@ -1,0 +1,377 @@
+# -*- test-case-name: tests.test_chat_irc -*-
+"""
+An IRC connection's registration, and its nickname after: C{CAP}
+negotiation (IRCv3 302), SASL PLAIN, C{PASS}, C{NICK} and C{USER}, the
+deadline to finish them, the lines held meanwhile, and the welcome
+(001 to 005, 422).
+
+The connection (L{IrcChatProtocol}) owns one L{Registration}; the command
+table sends these commands here.  The nickname and password rules are the
+session's (L{ChatSession.claimNick}, L{ChatSession.checkPassword}): this
+module only turns their answers into IRC's numerics.
+"""
+
+import base64
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+from twisted.words.protocols import irc
+
+from .... import __version__
+from ...interfaces import (
+    ChatError,
+    InvalidNickError,
+    NickInUseError,
+    NickRegisteredError,
+    PasswordError,
+)
+from ...names import valid_nick
+from .render import MAX_NICK, MAX_ROOM, SERVER, irc_line, mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .protocol import IrcChatProtocol
+
+__all__ = ["Registration"]
+
+
+class Registration:
+    """
+    The registration state of one IRC connection.  Until it is L{done}
+    (C{NICK} and C{USER}, after C{CAP END} if the client negotiates), only
+    registration commands are answered.
+
+    @ivar done: whether the client is registered (welcomed).
+    @ivar caps: the IRCv3 capabilities the client enabled (C{CAP REQ}).
+    @ivar password: from C{PASS} or SASL: the password of a registered
+        nickname, used when the nickname is claimed.
+    """
+
+    maxHeld = 32
+    """Lines a client may send while its registration is under way."""
+
+    def __init__(self, protocol: "IrcChatProtocol") -> None:
+        self.protocol = protocol
+        self.done = False
+        self.caps: Set[str] = set()
+        self.wantedNick = ""
+        self.user = ""
+        self.password = ""
+        self._negotiating = False
+        self._sasl = False
+        self._started = False
+        self._held: Optional[List[bytes]] = None
+        self._timer: Optional[IDelayedCall] = protocol.callLater(
+            protocol.factory.registrationTimeout, self.timedOut
+        )
+
+    def hold(self, line: bytes) -> bool:
+        """
+        Keep C{line} for later if the registration is under way (the back
+        end is answering): it is handled, in order, once that is done.
+
+        @return: whether the line was kept (or, past L{maxHeld}, dropped).
+        """
+        if self._held is None:
+            return False
+        if len(self._held) < self.maxHeld:
+            self._held.append(line)
+        return True
+
+    def timedOut(self) -> None:
+        """
+        Called when the client has not registered in
+        C{factory.registrationTimeout} seconds, whatever it sent (a PING
+        does not extend it): close.
+        """
+        self._timer = None
+        if self.done:
+            return
+        protocol = self.protocol
+        protocol.log.info("irc: {peer} did not register in time", peer=protocol.peer)
+        closing = "Closing link: registration timed out"
+        protocol.sendIrc(irc_line(None, "ERROR", closing))
+        protocol.closeConnection()
+
+    def stop(self) -> None:
+        """
+        The connection is gone: stop the deadline.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # --- CAP and SASL -----------------------------------------------------
+
+    def capabilities(self, values: bool) -> Dict[str, str]:
+        """
+        The IRCv3 capabilities offered, by name, with their values (given
+        only to a client that asked with C{CAP LS 302}).
+        """
+        offered = {"echo-message": ""}
+        if self.protocol.factory.accounts is not None:
+            offered["sasl"] = "PLAIN" if values else ""
+        return offered
+
+    def irc_CAP(self, params: List[str]) -> None:
+        protocol = self.protocol
+        shown = protocol.shownNick
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            self._negotiating = not self.done
+            values = len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302
+            listed = " ".join(
+                f"{name}={value}" if value else name
+                for name, value in sorted(self.capabilities(values).items())
+            )
+            protocol.sendIrc(irc_line(SERVER, "CAP", shown, "LS", listed))
+        elif sub == "LIST":
+            enabled = " ".join(sorted(self.caps))
+            protocol.sendIrc(irc_line(SERVER, "CAP", shown, "LIST", enabled))
+        elif sub == "REQ":
+            self.requestCapabilities(params[1] if len(params) > 1 else "")
+        elif sub == "END":
+            self._negotiating = False
+            self.maybeRegister()
+        else:
+            protocol.numeric("410", sub or "*", "Invalid CAP command")
+
+    def requestCapabilities(self, wanted: str) -> None:
+        """
+        C{CAP REQ}: enable (or, with C{-}, disable) every capability of
+        C{wanted}, or none if one of them cannot be (RFC: all or nothing).
+        """
+        offered = self.capabilities(False)
+        changes: List[Tuple[str, bool]] = []
+        for word in wanted.lower().split():
+            name = word[1:] if word.startswith("-") else word
+            if name not in offered or (name == "sasl" and self.done):
+                changes = []
+                break
+            changes.append((name, not word.startswith("-")))
+        shown = self.protocol.shownNick
+        if not changes:
+            self.protocol.sendIrc(irc_line(SERVER, "CAP", shown, "NAK", wanted))
+            return
+        for name, on in changes:
+            if on:
+                self.caps.add(name)
+            else:
+                self.caps.discard(name)
+        self._sasl = "sasl" in self.caps
+        if self._sasl and not self.done:
+            self._negotiating = True
+        self.protocol.sendIrc(irc_line(SERVER, "CAP", shown, "ACK", wanted))
+
+    def irc_AUTHENTICATE(self, params: List[str]) -> None:
+        """
+        SASL PLAIN (once C{CAP REQ :sasl} is acknowledged): the password of
+        a registered nickname, checked now, used on registering.
+        """
+        numeric = self.protocol.numeric
+        if not self._sasl or self.done:
+            return numeric("904", "SASL authentication failed")
+        if not params:
+            return
+        if params[0].upper() == "PLAIN":
+            return self.protocol.sendIrc(irc_line(None, "AUTHENTICATE", "+"))
+        if params[0] == "*":
+            return numeric("906", "SASL authentication aborted")
+        try:
+            fields = base64.b64decode(params[0], validate=True).split(b"\0")
+            _, name, password = (f.decode("utf-8") for f in fields)
+        except (ValueError, UnicodeDecodeError):
+            return numeric("904", "SASL authentication failed")
+        self.checkSasl(name, password)
+
+    def checkSasl(self, name: str, password: str) -> None:
+        protocol = self.protocol
+        session = protocol.session
+        accounts = protocol.factory.accounts
+        assert session is not None and accounts is not None
+        account = accounts.registeredName(name)
+        if account is None:
+            session.wrongGuess()  # guessing names is guessing too
+            return self.saslFailed()
+
+        def checked(right: bool) -> None:
+            if not right:
+                return self.saslFailed()
+            self.password = password
+            protocol.numeric(
+                "900", mask(account), account, f"You are now logged in as {account}"
+            )
+            protocol.numeric("903", "SASL authentication successful")
+
+        def refused(failure: Failure) -> None:
+            failure.trap(PasswordError)
+            self.saslFailed()
+
+        session.checkPassword(account, password).addCallbacks(checked, refused)
+
+    def saslFailed(self) -> None:
+        """
+        A SASL attempt failed (904); past the accounts' C{maxWrongPerConnection}
+        on this connection, as on every front end, disconnect.
+        """
+        protocol = self.protocol
+        protocol.numeric("904", "SASL authentication failed")
+        session = protocol.session
+        assert session is not None
+        if not session.guessesLeft:
+            protocol.log.warn(
+                "irc: {peer} failed SASL {count} times: disconnecting",
+                peer=protocol.peer,
+                count=session.wrongPasswords,
+            )
+            protocol.quit("too many wrong passwords")
+            protocol.sendIrc(
+                irc_line(None, "ERROR", "Closing link: too many wrong passwords")
+            )
+            protocol.closeConnection()
+
+    # --- PASS, USER, NICK -------------------------------------------------
+
+    def irc_PASS(self, params: List[str]) -> None:
+        if self.done:
+            return self.protocol.numeric(
+                irc.ERR_ALREADYREGISTRED, "You may not reregister"
+            )
+        self.password = params[0]
+
+    def irc_USER(self, params: List[str]) -> None:
+        if self.done:
+            return self.protocol.numeric(
+                irc.ERR_ALREADYREGISTRED, "You may not reregister"
+            )
+        self.user = params[0]
+        self.maybeRegister()
+
+    def irc_NICK(self, params: List[str]) -> None:
+        protocol = self.protocol
+        if not params or not params[0]:
+            return protocol.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+        nick = params[0]
+        if not valid_nick(nick):
+            return protocol.numeric(
+                irc.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname"
+            )
+        if not self.done:
+            self.wantedNick = nick
+            return self.maybeRegister()
+        if nick == protocol.nick:
+            return
+        old = protocol.nick
+        d = self.takeNick(nick)
+        d.addCallback(lambda taken: protocol.renamed(old, nick) if taken else None)
+
+    def maybeRegister(self) -> None:
+        if self.done or self._negotiating or not (self.wantedNick and self.user):
+            return
+        self._held = []
+        protocol = self.protocol
+        session = protocol.session
+        assert session is not None
+        if not self._started:
+            self._started = True
+            d = session.start(enter=False).addCallback(lambda _: self.claimWantedNick())
+        else:
+            d = self.claimWantedNick()
+        d.addBoth(self.release)
+        d.addErrback(
+            lambda f: protocol.log.failure(
+                "irc: registering {peer}", f, peer=protocol.peer
+            )
+        )
+
+    def claimWantedNick(self) -> "Deferred[None]":
+        nick = self.wantedNick
+        session = self.protocol.session
+        if session is None or not session.joined or not nick:
+            return succeed(None)
+        if nick == session.nick:
+            self.welcome()
+            return succeed(None)
+        d = self.takeNick(nick)
+        return d.addCallback(lambda taken: self.welcome() if taken else None)
+
+    def release(self, result: object) -> object:
+        """
+        Registration is done (or refused): handle the lines that came
+        meanwhile, in order.
+        """
+        held, self._held = self._held or [], None
+        protocol = self.protocol
+        while held and protocol.connected:
+            if self._held is not None:  # registering again (another NICK)
+                self._held.extend(held)
+                break
+            protocol.lineReceived(held.pop(0))
+        return result
+
+    def takeNick(self, nick: str) -> "Deferred[bool]":
+        """
+        Ask the chat for C{nick} (with the password of C{PASS} or SASL, if
+        it is registered); fires with whether it was granted (if not, the
+        client was told why).
+        """
+        session = self.protocol.session
+        assert session is not None
+        accounts = session.accounts
+        registered = accounts is not None and accounts.registeredName(nick) is not None
+        d = session.claimNick(nick, self.password if registered else None)
+        return d.addErrback(self.nickRefused, nick)
+
+    def nickRefused(self, failure: Failure, nick: str) -> bool:
+        """
+        The chat refused C{nick}: say why, with IRC's numerics.
+        """
+        failure.trap(ChatError)
+        numeric = self.protocol.numeric
+        if failure.check(InvalidNickError):
+            numeric(irc.ERR_ERRONEUSNICKNAME, nick, failure.getErrorMessage())
+        elif failure.check(NickRegisteredError):
+            numeric(
+                irc.ERR_NICKNAMEINUSE,
+                nick,
+                "Nickname is registered: connect with its password (PASS)",
+            )
+        elif failure.check(NickInUseError):
+            numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+        else:
+            self.protocol.error(failure.getErrorMessage())
+        return False
+
+    # --- the welcome ------------------------------------------------------
+
+    def welcome(self) -> None:
+        self.done = True
+        self.stop()
+        protocol = self.protocol
+        factory = protocol.factory
+        numeric = protocol.numeric
+        nick = protocol.nick
+        server = factory.server
+        numeric(irc.RPL_WELCOME, f"Welcome to {server.name}, {mask(nick)}")
+        numeric(irc.RPL_YOURHOST, f"Your host is {SERVER}, running sockproto")
+        numeric(irc.RPL_CREATED, "This server speaks IRC to sockproto's chat")
+        numeric(irc.RPL_MYINFO, SERVER, __version__, "i", "")
+        numeric(
+            irc.RPL_ISUPPORT,
+            "CHANTYPES=#",
+            f"NICKLEN={MAX_NICK}",
+            f"CHANNELLEN={MAX_ROOM + 1}",
+            "CASEMAPPING=ascii",
+            "PREFIX=",
+            "CHANMODES=,,,",
+            f"CHANLIMIT=#:{factory.maxChannels}",
+            f"NETWORK={SERVER}",
+            "are supported by this server",
+        )
+        numeric(
+            irc.ERR_NOMOTD, f"No MOTD: join #{server.defaultRoom} to meet the others"
+        )
+        protocol.log.info(
+            "irc: {peer} registered as {nick}", peer=protocol.peer, nick=nick
+        )
