@@ -42,7 +42,7 @@ class StoreTests(TestCase):
         self.messages: List[Tuple[bytes, bytes]] = []
         self.link.onMessage = lambda c, m: self.messages.append((c, m))
         self.link.startService()
-        self.addCleanup(self.link.stopService)
+        self.addCleanup(lambda: self.link.stopService() if self.link.running else None)
         yield wait_for(lambda: self.link.up)
         self.store = self.storeFor("node-a")
 

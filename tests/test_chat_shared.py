@@ -463,7 +463,7 @@ class SharedHistoryTests(RedisFixture, TestCase):
         clock.advance(0)
         yield settle([server])
         alice.seen()
-        room = server._rooms["lobby"]
+        room = server.getRoom("lobby")
         # Lines published while this process was not listening:
         server.link.unsubscribe(f"{self.prefix}room:lobby".encode())
         yield settle([server])

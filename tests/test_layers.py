@@ -12,6 +12,10 @@ source (an ast walk over sockproto/), so that no change blurs them.
   dependencies, and a cycle cannot hide inside a function.  (The one
   exception: a module's __getattr__ that re-exports a moved name for one
   release, with a DeprecationWarning.)
+- No module reads another object's private attributes (C{other._name}):
+  what one piece needs of another is a public name of it.  (The one
+  exception: Twisted's own transport buffer, L{sockproto.server}, which
+  C{tests.test_faults} watches.)
 """
 
 import ast
@@ -64,6 +68,24 @@ def imports(path: Path) -> Iterator[Tuple[str, int, bool, str]]:
             yield from walk(child, inner)
 
     yield from walk(tree, "")
+
+
+PRIVATE_READS_ALLOWED = {("sockproto/server.py", "transport._tempDataLen")}
+
+
+def private_reads(path: Path) -> Iterator[Tuple[int, str]]:
+    """
+    Each C{other._name} in C{path} whose C{other} is not C{self} or
+    C{cls}: the line and the expression.
+    """
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Attribute):
+            continue
+        if not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            continue
+        yield node.lineno, ast.unparse(node)
 
 
 def sources() -> List[Path]:
@@ -119,6 +141,19 @@ class LayerTests(SynchronousTestCase):
                 if local and within(name, ("sockproto",)) and function != "__getattr__":
                     found.append(f"{path.relative_to(ROOT.parent)}:{line} {name}")
         self.assertEqual(sorted(set(found)), [])
+
+    def test_no_module_reads_another_object_s_private_attributes(self) -> None:
+        found = []
+        for path in sources():
+            where = str(path.relative_to(ROOT.parent))
+            for line, expression in private_reads(path):
+                if (where, expression) not in PRIVATE_READS_ALLOWED:
+                    found.append(f"{where}:{line} {expression}")
+        self.assertEqual(found, [])
+
+    def test_the_private_walk_sees_private_reads(self) -> None:
+        server = list(private_reads(ROOT / "server.py"))
+        self.assertIn("transport._tempDataLen", [e for _, e in server])
 
     def test_the_walk_sees_imports(self) -> None:
         # A contract that can never fail checks nothing: the walk finds the

@@ -79,6 +79,11 @@ class RedisProtocol(Protocol):
         self.messageReceived: Callable[[bytes, bytes], None] = lambda c, m: None
         self.lost: Deferred[None] = Deferred()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a command waits for its reply."""
+        return bool(self._waiting)
+
     def execute(self, *args: Argument) -> "Deferred[Any]":
         """
         Send one command.
@@ -203,8 +208,8 @@ class _LinkFactory(Factory):
     def buildProtocol(self, addr: Any) -> RedisProtocol:
         protocol = RedisProtocol()
         if self.subscriber:
-            protocol.messageReceived = self.link._messageReceived
-        protocol.lost.addCallback(lambda _: self.link._lost(self.subscriber))
+            protocol.messageReceived = self.link.channelMessage
+        protocol.lost.addCallback(lambda _: self.link.connectionLost(self.subscriber))
         return protocol
 
 
@@ -304,13 +309,13 @@ class RedisLink(MultiService):
 
     def _connected(self, protocol: Any, subscriber: bool) -> None:
         if getattr(protocol, "rejected", False):
-            return  # closing: _lost watches for the next one
+            return  # closing: connectionLost watches for the next one
         if subscriber:
             self._subscriber = protocol
             steps = [protocol.execute("SUBSCRIBE", c) for c in sorted(self.channels)]
             d = gatherResults(steps, consumeErrors=True)
             d.addCallback(lambda _: self._maybeUp())
-            d.addErrback(lambda f: None)  # lost again: _lost says so
+            d.addErrback(lambda f: None)  # lost again: connectionLost says so
         else:
             self._commands = protocol
             self._maybeUp()
@@ -322,7 +327,11 @@ class RedisLink(MultiService):
         log.info("redis: connected to {address}", address=str(self.address))
         self.onUp()
 
-    def _lost(self, subscriber: bool) -> None:
+    def connectionLost(self, subscriber: bool) -> None:
+        """
+        One of the two connections was lost: the link is down until both
+        are back.
+        """
         if subscriber:
             self._subscriber = None
         else:
@@ -334,7 +343,10 @@ class RedisLink(MultiService):
             log.warn("redis: lost {address}; reconnecting", address=str(self.address))
             self.onDown()
 
-    def _messageReceived(self, channel: bytes, message: bytes) -> None:
+    def channelMessage(self, channel: bytes, message: bytes) -> None:
+        """
+        A pub/sub message arrived on the subscriber connection.
+        """
         if channel in self.channels:
             self.onMessage(channel, message)
 
@@ -374,7 +386,7 @@ class RedisLink(MultiService):
         Whether a command is waiting for its reply.
         """
         return any(
-            protocol is not None and bool(protocol._waiting)
+            protocol is not None and protocol.waiting
             for protocol in (self._commands, self._subscriber)
         )
 

@@ -60,6 +60,11 @@ class IrcChatProtocol(FrontEndProtocol):
     session: Optional[ChatSession] = None
     registration: Registration
     channels: Channels
+    registered = False
+    """Whether the client has registered: set by its L{Registration}'s
+    welcome, the one place (a plain attribute: every delivery reads it)."""
+    caps: Set[str] = frozenset()  # type: ignore[assignment]
+    """The IRCv3 capabilities the client enabled: its L{Registration}'s."""
     away = ""
     _pinged = False
 
@@ -70,6 +75,7 @@ class IrcChatProtocol(FrontEndProtocol):
         # Made now, started on registering: SASL counts its guesses.
         self.session = self.factory.buildSession(self)
         self.registration = Registration(self)
+        self.caps = self.registration.caps
         self.channels = Channels(self)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
@@ -80,18 +86,6 @@ class IrcChatProtocol(FrontEndProtocol):
         if channels is not None:
             channels.releaseAll()
         super().connectionLost(reason)
-
-    @property
-    def registered(self) -> bool:
-        """Whether the client has registered (been welcomed)."""
-        registration = getattr(self, "registration", None)
-        return registration is not None and registration.done
-
-    @property
-    def caps(self) -> Set[str]:
-        """The IRCv3 capabilities the client enabled (C{CAP REQ})."""
-        registration = getattr(self, "registration", None)
-        return registration.caps if registration is not None else set()
 
     @property
     def nick(self) -> str:

@@ -349,6 +349,7 @@ class Registration:
         self.done = True
         self.stop()
         protocol = self.protocol
+        protocol.registered = True
         factory = protocol.factory
         numeric = protocol.numeric
         nick = protocol.nick
