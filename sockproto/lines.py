@@ -11,8 +11,9 @@ chunks.
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Iterable, List, Optional, Union
+from typing import Any, Deque, Iterable, List, Optional, Union
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.python.failure import Failure
 
@@ -237,6 +238,7 @@ class LineProtocol(ServiceProtocol):
     _queued = 0
     _lagCall: Optional[IDelayedCall] = None
     _closeWhenDone = False
+    _answering = False
 
     # Made on first use: a connection that never sends keeps neither (idle
     # connections are most of a chat's memory).
@@ -312,6 +314,36 @@ class LineProtocol(ServiceProtocol):
                 self._startLag(events[index:])
                 return
             self._handle(event)
+            if self._answering:
+                self._startWaiting(events[index + 1 :])
+                return
+
+    def waitFor(self, answer: "Deferred[Any]") -> None:
+        """
+        The line being handled is answered once C{answer} fires: the lines
+        after it wait until then (queued, the connection paused, as for the
+        rate limit), so that the replies to a client leave in the order of
+        its commands.  C{answer}'s result is left as it is.
+        """
+        if answer.called:
+            return
+        self._answering = True
+
+        def answered(result: object) -> object:
+            self._answering = False
+            if self._queue is not None and self._lagCall is None:
+                self._drainQueue()
+            elif self._queue is None and self._closeWhenDone and self.connected:
+                self.closeConnection()
+            return result
+
+        answer.addBoth(answered)
+
+    def _startWaiting(self, events: List[Event]) -> None:
+        if self._queue is None:
+            self._queue = deque()
+            self.transport.pauseProducing()
+        self._enqueue(events)
 
     def _take(self) -> bool:
         return self.bucket is None or self.bucket.take()
@@ -372,6 +404,8 @@ class LineProtocol(ServiceProtocol):
             queue.popleft()
             self._queued -= _cost(event)
             self._handle(event)
+            if self._answering:
+                return  # the rest waits for the answer: see waitFor
         self._dropQueue()
         if self.connected and not self.transport.disconnecting:
             self.transport.resumeProducing()
@@ -394,7 +428,7 @@ class LineProtocol(ServiceProtocol):
         """
         self._closeWhenDone = True
         self.handleEvents(self.parser.finish())
-        if self._queue is None:
+        if self._queue is None and not self._answering:
             self.closeConnection()
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:

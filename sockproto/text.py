@@ -22,6 +22,11 @@ _ESCAPE_SEQUENCE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL or ST
     r"|\x1b[@-_]"  # other two-character escapes
+    # mIRC colours, with their numbers: ^C, ^Cfg, ^Cfg,bg (one or two
+    # digits each), and hex colours ^Drrggbb[,rrggbb]; the other formatting
+    # characters (bold, italics, ...) are controls, dropped below.
+    r"|\x03(?:\d{1,2}(?:,\d{1,2})?)?"
+    r"|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
 )
 
 # Controls (Cc), format characters (Cf: bidi marks and overrides, zero-width
@@ -82,7 +87,8 @@ def sanitize(text: str) -> str:
     Remove terminal escape sequences, control and format characters from
     C{text}.
 
-    Tabs become spaces; every other control character (C0, DEL, C1), every
+    Tabs become spaces; an IRC colour code goes with its numbers (so no
+    stray digits are left); every other control character (C0, DEL, C1), every
     format character (bidirectional marks and overrides, zero-width
     characters, BOM, tag characters), the line and paragraph separators,
     noncharacters and lone surrogates are dropped, and a character keeps at

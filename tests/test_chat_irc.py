@@ -14,10 +14,12 @@ from typing import Any, List, Tuple
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatFactory
+from sockproto.chat.backends.memory import ChatServer
 from sockproto.chat.frontends.irc.protocol import (
     IrcChatFactory,
     IrcChatProtocol,
@@ -31,6 +33,7 @@ from sockproto.testing import (
     temporary_directory,
     wait_for,
 )
+from sockproto.testing.behaviour import LateChatServer
 
 from .support import IrcClient
 
@@ -753,3 +756,140 @@ class SaslLimitTests(SynchronousTestCase):
         self.assertEqual(codes(lines).count("904"), limit)
         self.assertEqual(lines[-1], "ERROR :Closing link: too many wrong passwords")
         self.assertTrue(client.transport.disconnecting)
+
+
+class ConformanceTests(SynchronousTestCase):
+    """
+    What RFC 2812 and the modern IRC client protocol document say a
+    server answers, where sockproto answered otherwise.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.alice = IrcClient(self.chat, 1)
+        self.alice.register("alice")
+
+    def test_myinfo_and_isupport_list_the_modes_there_are(self) -> None:
+        lines = IrcClient(self.chat, 2).register("bob")
+        [myinfo] = [line for line in lines if line.split()[1] == "004"]
+        self.assertTrue(myinfo.endswith(" i :n"), myinfo)  # no empty parameter
+        [isupport] = [line for line in lines if line.split()[1] == "005"]
+        self.assertIn("CHANMODES=,,,n", isupport)
+
+    def test_privmsg_without_recipient_or_text(self) -> None:
+        self.alice.send(b"PRIVMSG\r\nPRIVMSG bob\r\nPRIVMSG bob :\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["411", "412", "412"])
+        self.alice.send(b"NOTICE\r\nNOTICE bob :\r\n")  # never answered
+        self.assertEqual(self.alice.lines(), [])
+
+    def test_a_bare_ping_needs_a_parameter(self) -> None:
+        self.alice.send(b"PING\r\n")
+        self.assertEqual(
+            self.alice.lines(), [":sockproto 461 alice PING :Not enough parameters"]
+        )
+
+    def test_topic_of_a_room_that_does_not_exist(self) -> None:
+        self.alice.send(b"TOPIC #nosuchroom\r\nTOPIC #lobby\r\nTOPIC nochannel\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["403", "331", "403"])
+
+    def test_a_channel_mode_change_is_refused_not_answered_as_a_query(self) -> None:
+        self.alice.send(b"JOIN #lobby\r\n")
+        self.alice.lines()
+        self.alice.send(b"MODE #lobby +m\r\nMODE #lobby\r\nMODE #lobby e\r\n")
+        lines = self.alice.lines()
+        self.assertEqual(codes(lines), ["482", "324", "349"])
+        self.assertEqual(lines[1], ":sockproto 324 alice #lobby :+n")
+
+    def test_user_modes(self) -> None:
+        self.alice.send(b"MODE alice +i\r\nMODE alice\r\nMODE alice +i\r\n")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":alice!alice@sockproto MODE alice :+i",
+                ":sockproto 221 alice :+i",
+            ],
+        )
+        self.alice.send(b"MODE alice +w\r\nMODE alice -i\r\n")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":sockproto 501 alice :Unknown MODE flag",
+                ":alice!alice@sockproto MODE alice :-i",
+            ],
+        )
+
+    def test_oper_on_a_server_without_operators(self) -> None:
+        self.alice.send(b"OPER alice secret\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["491"])
+
+    def test_history_comes_after_join_and_names(self) -> None:
+        line, _ = self.chat.join()
+        self.chat.send(line, "/nick bob", "before alice came")
+        self.alice.send(b"JOIN #lobby\r\n")
+        lines = self.alice.lines()
+        self.assertEqual(lines[0], ":alice!alice@sockproto JOIN #lobby")
+        self.assertEqual(codes(lines[1:3]), ["353", "366"])
+        self.assertEqual(
+            lines[3:],
+            [
+                ":sockproto NOTICE #lobby :last 1 lines of #lobby:",
+                ":sockproto NOTICE #lobby :<bob> before alice came",
+            ],
+        )
+
+    def test_colours_reach_nobody_as_stray_digits(self) -> None:
+        line, lineIO = self.chat.join()
+        self.chat.send(line, "/nick bob")
+        bob = IrcClient(self.chat, 2)
+        bob.register("carol")
+        bob.send(b"JOIN #lobby\r\n")
+        self.alice.send(b"JOIN #lobby\r\n")
+        bob.lines()
+        lineIO.clear()
+        self.alice.send(b"PRIVMSG #lobby :\x0304,01red\x03 and \x02bold\x02\r\n")
+        self.assertIn("<alice> red and bold", lineIO.value().decode())
+        self.assertEqual(
+            bob.lines(), [":alice!alice@sockproto PRIVMSG #lobby :red and bold"]
+        )
+
+
+class ReplyOrderTests(SynchronousTestCase):
+    """
+    Replies to one client leave in the order of its commands, even when
+    the back end answers some of them later.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        server = LateChatServer(ChatServer("late", self.clock), self.clock)
+        self.chat = ChatOnClock(server, self.clock)
+
+    def settle(self) -> None:
+        for _ in range(20):
+            self.clock.advance(0.01)
+
+    def test_a_nick_change_is_answered_before_a_later_ping(self) -> None:
+        alice = IrcClient(self.chat, 1)
+        alice.send(b"NICK alice\r\nUSER alice 0 * :alice\r\n")
+        self.settle()
+        alice.lines()
+        alice.send(b"NICK NINE\r\nPING tok\r\n")
+        self.settle()
+        self.assertEqual(
+            alice.lines(),
+            [":alice!alice@sockproto NICK NINE", ":sockproto PONG sockproto :tok"],
+        )
+
+    def test_lines_sent_while_registering_are_answered_in_order(self) -> None:
+        alice = IrcClient(self.chat, 1)
+        alice.send(
+            b"NICK alice\r\nUSER alice 0 * :alice\r\nJOIN #lobby\r\nPING a\r\n"
+            b"LIST\r\nPING b\r\n"
+        )
+        self.settle()
+        lines = alice.lines()
+        self.assertEqual(
+            codes(lines),
+            ["001", "002", "003", "004", "005", "422"]
+            + ["JOIN", "353", "366", "PONG", "321", "322", "323", "PONG"],
+        )

@@ -2,9 +2,19 @@ from typing import List
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sockproto.lines import Event, LineParser, LineTooLong, Overflow
+from sockproto.lines import (
+    Event,
+    LineFactory,
+    LineParser,
+    LineProtocol,
+    LineTooLong,
+    Overflow,
+)
+from sockproto.testing import connect
 
 
 def parse_in_chunks(data: bytes, cuts: List[int], limit: int = 8) -> List[Event]:
@@ -65,3 +75,54 @@ class LineParserTests(SynchronousTestCase):
     ) -> None:
         data = b"".join(pieces)
         self.assertEqual(parse_in_chunks(data, cuts), parse_in_chunks(data, []))
+
+
+class Answering(LineProtocol):
+    """
+    Answers C{slow} lines once its test fires their Deferred, the others at
+    once: what a protocol whose replies wait for a back end does.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.pending: List[Deferred[None]] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        if line == b"slow":
+            d: Deferred[None] = Deferred()
+            d.addCallback(lambda _: self.transport.write(b"slow done\n"))
+            self.pending.append(d)
+            self.waitFor(d)
+        else:
+            self.transport.write(line + b"\n")
+
+
+class WaitForTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        factory = LineFactory()
+        factory.protocol = Answering
+        factory.clock = Clock()
+        self.protocol, self.transport = connect(factory)
+
+    def test_lines_after_one_being_answered_wait_for_its_answer(self) -> None:
+        self.protocol.dataReceived(b"one\nslow\ntwo\nthree\n")
+        self.assertEqual(self.transport.value(), b"one\n")
+        self.assertEqual(self.transport.producerState, "paused")
+        self.protocol.dataReceived(b"four\n")  # read before the pause took
+        self.protocol.pending.pop().callback(None)
+        self.assertEqual(self.transport.value(), b"one\nslow done\ntwo\nthree\nfour\n")
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_an_answer_already_there_holds_nothing(self) -> None:
+        self.protocol.dataReceived(b"slow\n")
+        self.protocol.pending.pop().callback(None)
+        self.protocol.dataReceived(b"again\n")
+        self.assertEqual(self.transport.value(), b"slow done\nagain\n")
+
+    def test_the_end_of_input_closes_once_answered(self) -> None:
+        self.protocol.dataReceived(b"slow\nlast\n")
+        self.protocol.inputEnded()
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.pending.pop().callback(None)
+        self.assertEqual(self.transport.value(), b"slow done\nlast\n")
+        self.assertTrue(self.transport.disconnecting)

@@ -17,6 +17,18 @@ class SanitizeTests(SynchronousTestCase):
     def test_bell_backspace_and_c1_controls_are_removed(self) -> None:
         self.assertEqual(sanitize("a\x07b\x08c\x9bd\x7f"), "abcd")
 
+    def test_irc_colours_go_with_their_numbers(self) -> None:
+        self.assertEqual(sanitize("\x0304,01red\x03 plain"), "red plain")
+        self.assertEqual(sanitize("\x034green \x0312,5blue"), "green blue")
+        self.assertEqual(sanitize("\x03,5 a comma stays"), ",5 a comma stays")
+        self.assertEqual(sanitize("\x04ff0000,00ff00hex\x04"), "hex")
+        self.assertEqual(sanitize("year \x032026"), "year 26")  # two digits at most
+        formatting = "\x02bold\x02 \x1ditalic\x1d \x1funder\x1f \x16rev\x0f"
+        self.assertEqual(
+            sanitize(formatting + "\x11mono\x1estrike"),
+            "bold italic under revmonostrike",
+        )
+
     def test_tab_becomes_space(self) -> None:
         self.assertEqual(sanitize("a\tb"), "a b")
 

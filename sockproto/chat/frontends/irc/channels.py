@@ -8,16 +8,17 @@ A channel is a room of the chat: joining one is the session's
 L{ChatSession.joinRoom}, leaving it L{ChatSession.leave}.
 """
 
-from typing import TYPE_CHECKING, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
 from ....text import sanitize
+from ...events import ChatEvent
 from ...interfaces import IChatRoom
 from ...names import valid_room
-from .render import HOST, SERVER, irc_line, mask
+from .render import CHANNEL_MODES, HOST, SERVER, USER_MODES, irc_line, mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocol import IrcChatProtocol
@@ -32,6 +33,9 @@ class Channels:
     @ivar count: the channels it is in (or joining).
     @ivar made: the rooms it made (it was alone on joining), which count
         against its address while it is in them.
+    @ivar entering: the rooms being joined, with the history the session
+        gave for each: it is shown after C{JOIN} and C{NAMES}, as IRC
+        clients expect (else they show it in the server's buffer).
     """
 
     def __init__(self, protocol: "IrcChatProtocol") -> None:
@@ -40,6 +44,7 @@ class Channels:
         self.sendIrc = protocol.sendIrc
         self.count = 0
         self.made: Set[str] = set()
+        self.entering: Dict[str, List[Sequence[ChatEvent]]] = {}
 
     def releaseAll(self) -> None:
         """
@@ -66,30 +71,36 @@ class Channels:
         session = self.protocol.session
         return session.rooms.get(name) if name and session is not None else None
 
-    def irc_JOIN(self, params: List[str]) -> None:
+    def irc_JOIN(self, params: List[str]) -> Optional["Deferred[Any]"]:
         if params[0] == "0":
-            return self.partAll()
+            self.partAll()
+            return None
+        joins = []
         for channel, name in self.parse(params[0]):
             if name is None:
                 self.numeric(irc.ERR_NOSUCHCHANNEL, channel, "No such channel")
             else:
-                self.joinChannel(name)
+                joins.append(self.joinChannel(name))
+        return _all(joins)
 
-    def joinChannel(self, name: str) -> None:
+    def joinChannel(self, name: str) -> Optional["Deferred[Any]"]:
         session = self.protocol.session
         assert session is not None
         if name in session.rooms:
-            return
+            return None
         if self.count >= self.protocol.factory.maxChannels:
-            return self.numeric(
+            self.numeric(
                 irc.ERR_TOOMANYCHANNELS, f"#{name}", "You have joined too many channels"
             )
+            return None
         self.count += 1  # counted while the back end answers
+        self.entering[name] = []
         d = session.joinRoom(name)
 
         def joined(room: Optional[IChatRoom]) -> Optional["Deferred[None]"]:
             if room is None:
                 self.count -= 1
+                self.entering.pop(name, None)
                 return None
             return room.nicks().addCallback(entered, room)
 
@@ -98,6 +109,7 @@ class Channels:
                 nicks == [self.protocol.nick]
                 and name != self.protocol.factory.server.defaultRoom
             )
+            history = self.entering.pop(name, [])
             if alone and not self.created(name):
                 self.count -= 1
                 session.leave(name, "too many channels")
@@ -108,12 +120,15 @@ class Channels:
                 )
             self.sendIrc(irc_line(mask(self.protocol.nick), "JOIN", f"#{name}"))
             self.sendNames(nicks, name)
+            for events in history:
+                self.protocol.sendHistory(name, events)
 
         def failed(failure: Failure) -> Failure:
             self.count -= 1
+            self.entering.pop(name, None)
             return failure
 
-        session.answer(d.addCallbacks(joined, failed))
+        return session.answer(d.addCallbacks(joined, failed))
 
     def created(self, name: str) -> bool:
         """
@@ -178,22 +193,26 @@ class Channels:
         for name in list(self.protocol.session.rooms):
             self.partChannel(f"#{name}", name, "left")
 
-    def irc_NAMES(self, params: List[str]) -> None:
+    def irc_NAMES(self, params: List[str]) -> Optional["Deferred[Any]"]:
         if not params:
-            return self.numeric(irc.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            self.numeric(irc.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            return None
+        answers = []
         for channel, name in self.parse(params[0]):
             room = self.joined(name)
             if room is None or name is None:
                 self.numeric(irc.RPL_ENDOFNAMES, channel, "End of /NAMES list")
             else:
-                room.nicks().addCallback(self.sendNames, name)
+                answers.append(room.nicks().addCallback(self.sendNames, name))
+        return _all(answers)
 
-    def irc_WHO(self, params: List[str]) -> None:
+    def irc_WHO(self, params: List[str]) -> Optional["Deferred[None]"]:
         target = params[0] if params else "*"
         name = valid_room(target) if target.startswith("#") else None
         room = self.joined(name)
         if room is None:
-            return self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+            self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+            return None
 
         def show(nicks: List[str]) -> None:
             for nick in nicks:
@@ -209,28 +228,78 @@ class Channels:
                 )
             self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
 
-        room.nicks().addCallback(show)
+        return room.nicks().addCallback(show)
 
-    def irc_LIST(self, params: List[str]) -> None:
+    def irc_LIST(self, params: List[str]) -> "Deferred[None]":
         def show(rooms: List[Tuple[str, int]]) -> None:
             self.numeric(irc.RPL_LISTSTART, "Channel", "Users  Name")
             for name, count in rooms:
                 self.numeric(irc.RPL_LIST, f"#{name}", str(count), "")
             self.numeric(irc.RPL_LISTEND, "End of /LIST")
 
-        self.protocol.factory.server.rooms().addCallback(show)
+        return self.protocol.factory.server.rooms().addCallback(show)
 
-    def irc_TOPIC(self, params: List[str]) -> None:
+    def irc_TOPIC(self, params: List[str]) -> Optional["Deferred[None]"]:
+        channel = params[0]
+        name = valid_room(channel) if channel.startswith("#") else None
         if len(params) > 1:
-            return self.numeric("482", params[0], "Topics cannot be set here")
-        self.numeric(irc.RPL_NOTOPIC, params[0], "No topic is set")
+            self.numeric("482", channel, "Topics cannot be set here")
+            return None
+        if self.joined(name) is not None:
+            self.numeric(irc.RPL_NOTOPIC, channel, "No topic is set")
+            return None
+
+        server = self.protocol.factory.server
+
+        def answer(rooms: List[Tuple[str, int]]) -> None:
+            if name is not None and (name == server.defaultRoom or name in dict(rooms)):
+                self.numeric(irc.RPL_NOTOPIC, channel, "No topic is set")
+            else:
+                self.numeric(irc.ERR_NOSUCHCHANNEL, channel, "No such channel")
+
+        return server.rooms().addCallback(answer)
 
     def irc_MODE(self, params: List[str]) -> None:
         target = params[0]
+        change = params[1] if len(params) > 1 else ""
         if target.startswith("#"):
-            if len(params) > 1 and params[1] in ("b", "+b"):
-                return self.numeric("368", target, "End of channel ban list")
-            return self.numeric(irc.RPL_CHANNELMODEIS, target, "+")
-        if target.lower() == self.protocol.nick.lower():
-            return self.numeric(irc.RPL_UMODEIS, "+")
-        self.numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
+            if change in ("b", "+b", "e", "+e", "I", "+I"):
+                ends = {"b": ("368", "ban"), "e": ("349", "exception")}
+                code, what = ends.get(change[-1], ("347", "invite"))
+                return self.numeric(code, target, f"End of channel {what} list")
+            if not change:
+                return self.numeric(irc.RPL_CHANNELMODEIS, target, f"+{CHANNEL_MODES}")
+            return self.numeric(
+                irc.ERR_CHANOPRIVSNEEDED,
+                target,
+                "You're not channel operator (there are none here)",
+            )
+        protocol = self.protocol
+        if target.lower() != protocol.nick.lower():
+            return self.numeric(
+                irc.ERR_USERSDONTMATCH, "Cannot change mode for other users"
+            )
+        if not change:
+            return self.numeric(irc.RPL_UMODEIS, "+" + "".join(sorted(protocol.modes)))
+        if change.strip("+-") and not set(change.strip("+-")) <= set(USER_MODES):
+            return self.numeric(irc.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+        adding, changed = True, ""
+        for letter in change:
+            if letter in "+-":
+                adding = letter == "+"
+            elif adding != (letter in protocol.modes):
+                (protocol.modes.add if adding else protocol.modes.discard)(letter)
+                changed += ("+" if adding else "-") + letter
+        if changed:
+            nick = protocol.nick
+            protocol.sendIrc(irc_line(mask(nick), "MODE", nick, changed))
+
+
+def _all(answers: Sequence[Optional["Deferred[Any]"]]) -> Optional["Deferred[Any]"]:
+    """
+    One Deferred for the C{answers} still to come (None if none).
+    """
+    waiting = [d for d in answers if d is not None and not d.called]
+    if not waiting:
+        return None
+    return waiting[0] if len(waiting) == 1 else DeferredList(waiting)

@@ -38,7 +38,7 @@ COMMANDS: Dict[str, Command] = {
     # 431 when missing: its own
     "NICK": Command(0, beforeRegistration=True, on="registration"),
     "USER": Command(4, beforeRegistration=True, on="registration"),
-    "PING": Command(0, beforeRegistration=True),
+    "PING": Command(1, beforeRegistration=True),
     "PONG": Command(0, beforeRegistration=True),
     "QUIT": Command(0, beforeRegistration=True),
     # channels
@@ -55,13 +55,18 @@ COMMANDS: Dict[str, Command] = {
     "AWAY": Command(0),
     "USERHOST": Command(1),
     "ISON": Command(1),
+    # what a server without operators answers
+    "OPER": Command(2),
 }
 
 
-def dispatch(protocol: Any, command: str, params: List[str]) -> None:
+def dispatch(protocol: Any, command: str, params: List[str]) -> Any:
     """
     Run C{protocol}'s handler of C{command} with C{params}, or answer with
     the numeric that says why not.
+
+    @return: what the handler returned: a Deferred if its reply waits for
+        the back end (the protocol's next lines wait for it).
     """
     declared: Optional[Command] = COMMANDS.get(command)
     owner = getattr(protocol, declared.on) if declared and declared.on else protocol
@@ -82,4 +87,4 @@ def dispatch(protocol: Any, command: str, params: List[str]) -> None:
         return protocol.numeric(
             irc.ERR_NEEDMOREPARAMS, command, "Not enough parameters"
         )
-    handler(params)
+    return handler(params)

@@ -60,6 +60,8 @@ class IrcChatProtocol(FrontEndProtocol):
     session: Optional[ChatSession] = None
     registration: Registration
     channels: Channels
+    modes: Set[str] = frozenset()  # type: ignore[assignment]
+    """The client's user modes (C{i} at most: it changes nothing)."""
     registered = False
     """Whether the client has registered: set by its L{Registration}'s
     welcome, the one place (a plain attribute: every delivery reads it)."""
@@ -76,6 +78,7 @@ class IrcChatProtocol(FrontEndProtocol):
         self.session = self.factory.buildSession(self)
         self.registration = Registration(self)
         self.caps = self.registration.caps
+        self.modes = set()
         self.channels = Channels(self)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
@@ -100,8 +103,6 @@ class IrcChatProtocol(FrontEndProtocol):
 
     def lineReceived(self, line: bytes) -> None:
         self._pinged = False
-        if self.registration.hold(line):  # registering: in order, once done
-            return
         text = line.decode("utf-8", "replace").strip("\r\n ")
         if not text:
             return
@@ -109,7 +110,10 @@ class IrcChatProtocol(FrontEndProtocol):
             prefix, command, params = irc.parsemsg(text)
         except (ValueError, IndexError, irc.IRCBadMessage):
             return self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "Malformed message")
-        dispatch(self, command.upper(), params)
+        answer = dispatch(self, command.upper(), params)
+        if isinstance(answer, Deferred):
+            # The replies leave in the order of the commands.
+            self.waitFor(answer)
 
     def renamed(self, old: str, new: str) -> None:
         """
@@ -124,7 +128,10 @@ class IrcChatProtocol(FrontEndProtocol):
     # connection upkeep
 
     def irc_PING(self, params: List[str]) -> None:
-        self.sendIrc(irc_line(SERVER, "PONG", SERVER, params[0] if params else SERVER))
+        self.sendIrc(irc_line(SERVER, "PONG", SERVER, params[0]))
+
+    def irc_OPER(self, params: List[str]) -> None:
+        self.numeric(irc.ERR_NOOPERHOST, "No operators on this server")
 
     def irc_PONG(self, params: List[str]) -> None:
         pass  # any line counts: lineReceived cleared the ping
@@ -150,22 +157,27 @@ class IrcChatProtocol(FrontEndProtocol):
 
     # talking
 
-    def irc_PRIVMSG(self, params: List[str], notice: bool = False) -> None:
-        command = "NOTICE" if notice else "PRIVMSG"
+    def irc_PRIVMSG(
+        self, params: List[str], notice: bool = False
+    ) -> Optional["Deferred[None]"]:
+        if not params or not params[0]:
+            if not notice:
+                self.numeric(irc.ERR_NORECIPIENT, "No recipient given (PRIVMSG)")
+            return None
         if len(params) < 2 or not params[1]:
             if not notice:
-                self.numeric(irc.ERR_NEEDMOREPARAMS, command, "Not enough parameters")
-            return
+                self.numeric(irc.ERR_NOTEXTTOSEND, "No text to send")
+            return None
         target, text = params[0], params[1]
         action = False
         if text.startswith(irc.X_DELIM):
             tag, data = (irc.ctcpExtract(text)["extended"] or [("", "")])[0]
             if tag != "ACTION":
-                return  # other CTCPs (VERSION, ...) are not relayed
+                return None  # other CTCPs (VERSION, ...) are not relayed
             action, text = True, data or ""
         text = sanitize(text).strip()
         if not text:
-            return
+            return None
         session = self.session
         assert session is not None
         if target.startswith("#"):
@@ -173,16 +185,16 @@ class IrcChatProtocol(FrontEndProtocol):
             if name is None or not session.sayIn(name, text, action):
                 if not notice:
                     self.numeric("404", target, "Cannot send to channel (join it)")
-            return
+            return None
         if target.lower() == SERVER:
             session.textReceived(text if text.startswith("/") else "/" + text)
-            return
-        self.tell(target, f"* {self.nick} {text}" if action else text, notice)
+            return None
+        return self.tell(target, f"* {self.nick} {text}" if action else text, notice)
 
-    def irc_NOTICE(self, params: List[str]) -> None:
-        self.irc_PRIVMSG(params, notice=True)
+    def irc_NOTICE(self, params: List[str]) -> Optional["Deferred[None]"]:
+        return self.irc_PRIVMSG(params, notice=True)
 
-    def tell(self, nick: str, text: str, quiet: bool) -> None:
+    def tell(self, nick: str, text: str, quiet: bool) -> "Deferred[None]":
         session = self.session
         assert session is not None
         d = self.factory.server.tell(self, nick, text)
@@ -198,7 +210,7 @@ class IrcChatProtocol(FrontEndProtocol):
             if not quiet:
                 self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
 
-        session.answer(d.addErrback(failed))
+        return session.answer(d.addErrback(failed))
 
     def irc_AWAY(self, params: List[str]) -> None:
         self.away = sanitize(params[0]) if params and params[0] else ""
@@ -207,16 +219,16 @@ class IrcChatProtocol(FrontEndProtocol):
         else:
             self.numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
 
-    def irc_USERHOST(self, params: List[str]) -> None:
-        self.present(params[:5]).addCallback(
+    def irc_USERHOST(self, params: List[str]) -> "Deferred[None]":
+        return self.present(params[:5]).addCallback(
             lambda nicks: self.numeric(
                 irc.RPL_USERHOST, " ".join(f"{n}=+{n}@{HOST}" for n in nicks)
             )
         )
 
-    def irc_ISON(self, params: List[str]) -> None:
+    def irc_ISON(self, params: List[str]) -> "Deferred[None]":
         nicks = " ".join(params).split()[:32]
-        self.present(nicks).addCallback(
+        return self.present(nicks).addCallback(
             lambda found: self.numeric(irc.RPL_ISON, " ".join(found))
         )
 
@@ -309,6 +321,16 @@ class IrcChatProtocol(FrontEndProtocol):
         return irc_line(mask(event.nick), "NICK", event.text)
 
     def history(self, room: str, events: Sequence[ChatEvent]) -> None:
+        entering = self.channels.entering.get(room)
+        if entering is not None:  # after its JOIN and NAMES
+            entering.append(events)
+        else:
+            self.sendHistory(room, events)
+
+    def sendHistory(self, room: str, events: Sequence[ChatEvent]) -> None:
+        """
+        Show room C{room}'s recent lines, as notices to the channel.
+        """
         lines = [f"last {len(events)} lines of #{room}:"]
         for event in events:
             if event.kind == MESSAGE:

@@ -28,7 +28,15 @@ from ...interfaces import (
     PasswordError,
 )
 from ...names import valid_nick
-from .render import MAX_NICK, MAX_ROOM, SERVER, irc_line, mask
+from .render import (
+    CHANNEL_MODES,
+    MAX_NICK,
+    MAX_ROOM,
+    SERVER,
+    USER_MODES,
+    irc_line,
+    mask,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocol import IrcChatProtocol
@@ -40,16 +48,14 @@ class Registration:
     """
     The registration state of one IRC connection.  Until it is L{done}
     (C{NICK} and C{USER}, after C{CAP END} if the client negotiates), only
-    registration commands are answered.
+    registration commands are answered; while the back end answers, the
+    client's next lines wait (L{LineProtocol.waitFor}).
 
     @ivar done: whether the client is registered (welcomed).
     @ivar caps: the IRCv3 capabilities the client enabled (C{CAP REQ}).
     @ivar password: from C{PASS} or SASL: the password of a registered
         nickname, used when the nickname is claimed.
     """
-
-    maxHeld = 32
-    """Lines a client may send while its registration is under way."""
 
     def __init__(self, protocol: "IrcChatProtocol") -> None:
         self.protocol = protocol
@@ -61,23 +67,9 @@ class Registration:
         self._negotiating = False
         self._sasl = False
         self._started = False
-        self._held: Optional[List[bytes]] = None
         self._timer: Optional[IDelayedCall] = protocol.callLater(
             protocol.factory.registrationTimeout, self.timedOut
         )
-
-    def hold(self, line: bytes) -> bool:
-        """
-        Keep C{line} for later if the registration is under way (the back
-        end is answering): it is handled, in order, once that is done.
-
-        @return: whether the line was kept (or, past L{maxHeld}, dropped).
-        """
-        if self._held is None:
-            return False
-        if len(self._held) < self.maxHeld:
-            self._held.append(line)
-        return True
 
     def timedOut(self) -> None:
         """
@@ -114,7 +106,7 @@ class Registration:
             offered["sasl"] = "PLAIN" if values else ""
         return offered
 
-    def irc_CAP(self, params: List[str]) -> None:
+    def irc_CAP(self, params: List[str]) -> Optional["Deferred[None]"]:
         protocol = self.protocol
         shown = protocol.shownNick
         sub = params[0].upper() if params else ""
@@ -133,9 +125,10 @@ class Registration:
             self.requestCapabilities(params[1] if len(params) > 1 else "")
         elif sub == "END":
             self._negotiating = False
-            self.maybeRegister()
+            return self.maybeRegister()
         else:
             protocol.numeric("410", sub or "*", "Invalid CAP command")
+        return None
 
     def requestCapabilities(self, wanted: str) -> None:
         """
@@ -240,36 +233,40 @@ class Registration:
             )
         self.password = params[0]
 
-    def irc_USER(self, params: List[str]) -> None:
+    def irc_USER(self, params: List[str]) -> Optional["Deferred[None]"]:
         if self.done:
-            return self.protocol.numeric(
-                irc.ERR_ALREADYREGISTRED, "You may not reregister"
-            )
+            self.protocol.numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
+            return None
         self.user = params[0]
-        self.maybeRegister()
+        return self.maybeRegister()
 
-    def irc_NICK(self, params: List[str]) -> None:
+    def irc_NICK(self, params: List[str]) -> Optional["Deferred[None]"]:
         protocol = self.protocol
         if not params or not params[0]:
-            return protocol.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+            protocol.numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return None
         nick = params[0]
         if not valid_nick(nick):
-            return protocol.numeric(
-                irc.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname"
-            )
+            protocol.numeric(irc.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
+            return None
         if not self.done:
             self.wantedNick = nick
             return self.maybeRegister()
         if nick == protocol.nick:
-            return
+            return None
         old = protocol.nick
         d = self.takeNick(nick)
-        d.addCallback(lambda taken: protocol.renamed(old, nick) if taken else None)
+        return d.addCallback(
+            lambda taken: protocol.renamed(old, nick) if taken else None
+        )
 
-    def maybeRegister(self) -> None:
+    def maybeRegister(self) -> Optional["Deferred[None]"]:
+        """
+        Register, if the client said all it must: the lines it sends
+        meanwhile wait (the Deferred returned) until it is done.
+        """
         if self.done or self._negotiating or not (self.wantedNick and self.user):
-            return
-        self._held = []
+            return None
         protocol = self.protocol
         session = protocol.session
         assert session is not None
@@ -278,8 +275,7 @@ class Registration:
             d = session.start(enter=False).addCallback(lambda _: self.claimWantedNick())
         else:
             d = self.claimWantedNick()
-        d.addBoth(self.release)
-        d.addErrback(
+        return d.addErrback(
             lambda f: protocol.log.failure(
                 "irc: registering {peer}", f, peer=protocol.peer
             )
@@ -295,20 +291,6 @@ class Registration:
             return succeed(None)
         d = self.takeNick(nick)
         return d.addCallback(lambda taken: self.welcome() if taken else None)
-
-    def release(self, result: object) -> object:
-        """
-        Registration is done (or refused): handle the lines that came
-        meanwhile, in order.
-        """
-        held, self._held = self._held or [], None
-        protocol = self.protocol
-        while held and protocol.connected:
-            if self._held is not None:  # registering again (another NICK)
-                self._held.extend(held)
-                break
-            protocol.lineReceived(held.pop(0))
-        return result
 
     def takeNick(self, nick: str) -> "Deferred[bool]":
         """
@@ -357,7 +339,7 @@ class Registration:
         numeric(irc.RPL_WELCOME, f"Welcome to {server.name}, {mask(nick)}")
         numeric(irc.RPL_YOURHOST, f"Your host is {SERVER}, running sockproto")
         numeric(irc.RPL_CREATED, "This server speaks IRC to sockproto's chat")
-        numeric(irc.RPL_MYINFO, SERVER, __version__, "i", "")
+        numeric(irc.RPL_MYINFO, SERVER, __version__, USER_MODES, CHANNEL_MODES)
         numeric(
             irc.RPL_ISUPPORT,
             "CHANTYPES=#",
@@ -365,7 +347,7 @@ class Registration:
             f"CHANNELLEN={MAX_ROOM + 1}",
             "CASEMAPPING=ascii",
             "PREFIX=",
-            "CHANMODES=,,,",
+            f"CHANMODES=,,,{CHANNEL_MODES}",
             f"CHANLIMIT=#:{factory.maxChannels}",
             f"NETWORK={SERVER}",
             "are supported by this server",

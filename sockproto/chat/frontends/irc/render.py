@@ -8,7 +8,15 @@ from typing import Optional
 
 from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent
 
-__all__ = ["HOST", "SERVER", "format_event", "irc_line", "mask"]
+__all__ = [
+    "CHANNEL_MODES",
+    "HOST",
+    "SERVER",
+    "USER_MODES",
+    "format_event",
+    "irc_line",
+    "mask",
+]
 
 MAX_NICK = 16
 MAX_ROOM = 32
@@ -16,6 +24,11 @@ SERVER = "sockproto"
 """The server's name, in the prefix of what it says itself."""
 HOST = "sockproto"
 """The host part of every user's mask: it reveals nobody's address."""
+USER_MODES = "i"
+"""The user modes there are: C{i} (invisible), which changes nothing here."""
+CHANNEL_MODES = "n"
+"""The channel modes there are: C{n} (no messages from outside), always
+set: only a member may speak in a room."""
 
 
 def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
