@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from sockproto.chat import ChatFactory
@@ -25,6 +26,7 @@ from sockproto.chat.frontends.irc.protocol import (
     IrcChatProtocol,
     irc_line,
 )
+from sockproto.chat.options import ChatOptions
 from sockproto.testing import (
     ChatOnClock,
     connect_line_client,
@@ -63,14 +65,14 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto CAP * LS :echo-message",
-                ":sockproto 451 * :You have not registered",
+                ":sockproto.local CAP * LS :echo-message",
+                ":sockproto.local 451 * :You have not registered",
             ],
         )
         client.send(IRSSI_AFTER_CAP)
         lines = client.lines()
         self.assertEqual(codes(lines), ["001", "002", "003", "004", "005", "422"])
-        self.assertTrue(lines[0].startswith(":sockproto 001 alice :Welcome"))
+        self.assertTrue(lines[0].startswith(":sockproto.local 001 alice :Welcome"))
         self.assertIn("CHANTYPES=#", lines[4])
         self.assertIn("NICKLEN=16", lines[4])
         self.assertIn("CASEMAPPING=ascii", lines[4])
@@ -83,14 +85,16 @@ class RegistrationTests(SynchronousTestCase):
     def test_commands_before_registering_get_451(self) -> None:
         client = IrcClient(self.chat, 1)
         client.send(b"JOIN #lobby\r\n")
-        self.assertEqual(client.lines(), [":sockproto 451 * :You have not registered"])
+        self.assertEqual(
+            client.lines(), [":sockproto.local 451 * :You have not registered"]
+        )
 
     def test_a_nick_in_use_gets_433_and_another_can_follow(self) -> None:
         IrcClient(self.chat, 1).register("alice")
         second = IrcClient(self.chat, 2)
         self.assertEqual(
             second.register("alice"),
-            [":sockproto 433 * alice :Nickname is already in use"],
+            [":sockproto.local 433 * alice :Nickname is already in use"],
         )
         second.send(b"NICK alice_\r\n")
         self.assertIn("001", codes(second.lines()))
@@ -130,11 +134,11 @@ class SaslTests(SynchronousTestCase):
         client = self.client = IrcClient(self.chat, 1)
         client.send(b"CAP LS 302\r\nNICK carol\r\nUSER c 0 * :c\r\n")
         self.assertEqual(
-            client.lines(), [":sockproto CAP * LS :echo-message sasl=PLAIN"]
+            client.lines(), [":sockproto.local CAP * LS :echo-message sasl=PLAIN"]
         )
         client.send(b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
         self.assertEqual(
-            client.lines(), [":sockproto CAP * ACK :sasl", "AUTHENTICATE +"]
+            client.lines(), [":sockproto.local CAP * ACK :sasl", "AUTHENTICATE +"]
         )
         token = base64.b64encode(f"\0carol\0{password}".encode()).decode()
         client.send(f"AUTHENTICATE {token}\r\n".encode())
@@ -144,7 +148,7 @@ class SaslTests(SynchronousTestCase):
         self.assertEqual(codes(self.authenticate("secret")), ["900", "903"])
         self.client.send(b"CAP END\r\n")
         lines = self.client.lines()
-        self.assertTrue(lines[0].startswith(":sockproto 001 carol "), lines)
+        self.assertTrue(lines[0].startswith(":sockproto.local 001 carol "), lines)
 
     def test_a_wrong_sasl_password_fails_and_counts(self) -> None:
         self.assertEqual(codes(self.authenticate("guess")), ["904"])
@@ -158,9 +162,9 @@ class SaslTests(SynchronousTestCase):
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto CAP * LS :echo-message",
-                ":sockproto CAP * NAK :sasl",
-                ":sockproto 904 * :SASL authentication failed",
+                ":sockproto.local CAP * LS :echo-message",
+                ":sockproto.local CAP * NAK :sasl",
+                ":sockproto.local 904 * :SASL authentication failed",
             ],
         )
 
@@ -182,7 +186,7 @@ class CommandTests(SynchronousTestCase):
         lines = self.joined()
         self.assertEqual(lines[0], ":alice!alice@sockproto JOIN #lobby")
         self.assertEqual(codes(lines[1:]), ["353", "366"])
-        self.assertEqual(lines[1], ":sockproto 353 alice = #lobby :bob alice")
+        self.assertEqual(lines[1], ":sockproto.local 353 alice = #lobby :bob alice")
         self.assertIn("-!- alice joined #lobby", self.lineIO.value().decode())
 
     def test_several_rooms_at_once(self) -> None:
@@ -301,21 +305,23 @@ class CommandTests(SynchronousTestCase):
             codes(lines),
             ["353", "366", "352", "352", "315", "321", "322", "323", "331"],
         )
-        self.assertIn(":sockproto 322 alice #lobby 2 :", lines)
+        self.assertIn(":sockproto.local 322 alice #lobby 2 :", lines)
         self.alice.send(b"MODE #lobby\r\nMODE #lobby b\r\nMODE alice\r\n")
         self.assertEqual(codes(self.alice.lines()), ["324", "368", "221"])
 
     def test_ping_away_userhost_ison(self) -> None:
         self.alice.send(b"PING :abc\r\n")
-        self.assertEqual(self.alice.lines(), [":sockproto PONG sockproto :abc"])
+        self.assertEqual(
+            self.alice.lines(), [":sockproto.local PONG sockproto.local :abc"]
+        )
         self.alice.send(b"AWAY :lunch\r\nAWAY\r\n")
         self.assertEqual(codes(self.alice.lines()), ["306", "305"])
         self.alice.send(b"USERHOST bob\r\nISON bob carol\r\n")
         self.assertEqual(
             self.alice.lines(),
             [
-                ":sockproto 302 alice :bob=+bob@sockproto",
-                ":sockproto 303 alice :bob",
+                ":sockproto.local 302 alice :bob=+bob@sockproto",
+                ":sockproto.local 303 alice :bob",
             ],
         )
 
@@ -343,10 +349,10 @@ class CommandTests(SynchronousTestCase):
     def test_an_idle_client_is_pinged_then_dropped(self) -> None:
         clock = self.chat.clock
         clock.advance(IrcChatFactory.pingInterval)
-        self.assertEqual(self.alice.lines(), ["PING sockproto"])
+        self.assertEqual(self.alice.lines(), ["PING sockproto.local"])
         self.alice.send(b"PONG sockproto\r\n")
         clock.advance(IrcChatFactory.pingInterval)
-        self.assertEqual(self.alice.lines(), ["PING sockproto"])
+        self.assertEqual(self.alice.lines(), ["PING sockproto.local"])
         clock.advance(IrcChatFactory.pingInterval)
         self.assertEqual(self.alice.lines(), ["ERROR :Closing link: ping timeout"])
         self.assertTrue(self.alice.transport.disconnecting)
@@ -361,7 +367,7 @@ class CommandTests(SynchronousTestCase):
         self.joined()
         self.alice.send(b"PRIVMSG sockproto :rooms\r\n")
         self.assertEqual(
-            self.alice.lines(), [":sockproto NOTICE alice :rooms (1): #lobby (2)"]
+            self.alice.lines(), [":sockproto.local NOTICE alice :rooms (1): #lobby (2)"]
         )
 
 
@@ -598,20 +604,22 @@ class CapabilityTests(SynchronousTestCase):
     def test_cap_ls_without_302_has_no_values(self) -> None:
         client = IrcClient(self.chat, 1)
         client.send(b"CAP LS\r\n")
-        self.assertEqual(client.lines(), [":sockproto CAP * LS :echo-message sasl"])
+        self.assertEqual(
+            client.lines(), [":sockproto.local CAP * LS :echo-message sasl"]
+        )
 
     def test_a_request_is_all_or_nothing(self) -> None:
         client = IrcClient(self.chat, 1)
         client.send(b"CAP LS 302\r\nCAP REQ :echo-message frobnicate\r\n")
         self.assertEqual(
-            client.lines()[-1], ":sockproto CAP * NAK :echo-message frobnicate"
+            client.lines()[-1], ":sockproto.local CAP * NAK :echo-message frobnicate"
         )
         client.send(b"CAP REQ :echo-message\r\nCAP LIST\r\n")
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto CAP * ACK :echo-message",
-                ":sockproto CAP * LIST :echo-message",
+                ":sockproto.local CAP * ACK :echo-message",
+                ":sockproto.local CAP * LIST :echo-message",
             ],
         )
 
@@ -785,7 +793,8 @@ class ConformanceTests(SynchronousTestCase):
     def test_a_bare_ping_needs_a_parameter(self) -> None:
         self.alice.send(b"PING\r\n")
         self.assertEqual(
-            self.alice.lines(), [":sockproto 461 alice PING :Not enough parameters"]
+            self.alice.lines(),
+            [":sockproto.local 461 alice PING :Not enough parameters"],
         )
 
     def test_topic_of_a_room_that_does_not_exist(self) -> None:
@@ -798,7 +807,7 @@ class ConformanceTests(SynchronousTestCase):
         self.alice.send(b"MODE #lobby +m\r\nMODE #lobby\r\nMODE #lobby e\r\n")
         lines = self.alice.lines()
         self.assertEqual(codes(lines), ["482", "324", "349"])
-        self.assertEqual(lines[1], ":sockproto 324 alice #lobby :+n")
+        self.assertEqual(lines[1], ":sockproto.local 324 alice #lobby :+n")
 
     def test_user_modes(self) -> None:
         self.alice.send(b"MODE alice +i\r\nMODE alice\r\nMODE alice +i\r\n")
@@ -806,14 +815,14 @@ class ConformanceTests(SynchronousTestCase):
             self.alice.lines(),
             [
                 ":alice!alice@sockproto MODE alice :+i",
-                ":sockproto 221 alice :+i",
+                ":sockproto.local 221 alice :+i",
             ],
         )
         self.alice.send(b"MODE alice +w\r\nMODE alice -i\r\n")
         self.assertEqual(
             self.alice.lines(),
             [
-                ":sockproto 501 alice :Unknown MODE flag",
+                ":sockproto.local 501 alice :Unknown MODE flag",
                 ":alice!alice@sockproto MODE alice :-i",
             ],
         )
@@ -832,8 +841,8 @@ class ConformanceTests(SynchronousTestCase):
         self.assertEqual(
             lines[3:],
             [
-                ":sockproto NOTICE #lobby :last 1 lines of #lobby:",
-                ":sockproto NOTICE #lobby :<bob> before alice came",
+                ":sockproto.local NOTICE #lobby :last 1 lines of #lobby:",
+                ":sockproto.local NOTICE #lobby :<bob> before alice came",
             ],
         )
 
@@ -877,7 +886,10 @@ class ReplyOrderTests(SynchronousTestCase):
         self.settle()
         self.assertEqual(
             alice.lines(),
-            [":alice!alice@sockproto NICK NINE", ":sockproto PONG sockproto :tok"],
+            [
+                ":alice!alice@sockproto NICK NINE",
+                ":sockproto.local PONG sockproto.local :tok",
+            ],
         )
 
     def test_lines_sent_while_registering_are_answered_in_order(self) -> None:
@@ -893,3 +905,31 @@ class ReplyOrderTests(SynchronousTestCase):
             ["001", "002", "003", "004", "005", "422"]
             + ["JOIN", "353", "366", "PONG", "321", "322", "323", "PONG"],
         )
+
+
+class ServerNameTests(SynchronousTestCase):
+    def test_the_server_s_name_has_a_dot_and_can_be_chosen(self) -> None:
+        chat = ChatOnClock()
+        chat._irc = IrcChatFactory(chat.factory, "irc.example.org")  # type: ignore
+        alice = IrcClient(chat, 1)
+        lines = alice.register("alice")
+        self.assertTrue(all(line.startswith(":irc.example.org ") for line in lines))
+        self.assertIn("NETWORK=irc.example.org", lines[4])
+        alice.send(b"PING x\r\nPRIVMSG sockproto :who\r\n")
+        self.assertEqual(alice.lines()[0], ":irc.example.org PONG irc.example.org :x")
+        self.assertEqual(IrcChatFactory.serverName, "sockproto.local")
+
+    def test_a_name_without_a_dot_or_with_spaces_is_refused(self) -> None:
+        chat = ChatOnClock()
+        for name in ("sockproto", "a b.c", "-x.org", "x..org", "a" * 60 + ".org"):
+            self.assertRaises(ValueError, IrcChatFactory, chat.factory, name)
+        options = ChatOptions()
+        error = self.assertRaises(
+            UsageError, options.parseOptions, ["--server-name", "nodot"]
+        )
+        self.assertIn(
+            "--server-name takes a host name with at least one dot", str(error)
+        )
+        options = ChatOptions()
+        options.parseOptions(["--irc", "tcp:0", "--server-name", "chat.example.org"])
+        self.assertEqual(options["server-name"], "chat.example.org")

@@ -31,6 +31,9 @@ from .backends.redis.resp import (
 )
 from .backends.redis.server import RedisChatServer
 from .frontends.irc.protocol import IrcChatFactory
+from .frontends.irc.render import SERVER as IRC_SERVER
+from .frontends.irc.render import SERVER_NAME_RULE
+from .frontends.irc.render import valid_server_name as valid_irc_server_name
 from .frontends.line import ChatFactory
 from .frontends.web.http import host_name
 from .frontends.web.protocol import WebChatFactory
@@ -118,6 +121,13 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         ],
         ["redis-prefix", None, "sockproto:", "Prefix of every Redis key and channel"],
         [
+            "server-name",
+            None,
+            IRC_SERVER,
+            "The IRC server's name, in the prefix of what it says (with a dot:"
+            " irc.example.org)",
+        ],
+        [
             "heartbeat",
             None,
             5.0,
@@ -164,7 +174,7 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
     def otherFactory(self, name: str, factory: ServiceFactory) -> ServiceFactory:
         assert isinstance(factory, ChatFactory)
         if name == "irc":
-            return IrcChatFactory(factory)
+            return IrcChatFactory(factory, self["server-name"])
         return WebChatFactory(factory, self["web-origin"], self["web-host"])
 
     def postOptions(self) -> None:
@@ -184,6 +194,8 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             raise usage.UsageError("--web-origin needs --web")
         if self["web-host"] and not self["web"]:
             raise usage.UsageError("--web-host needs --web")
+        if not valid_irc_server_name(self["server-name"]):
+            raise usage.UsageError(f"--server-name takes {SERVER_NAME_RULE}")
 
     def _redisAddress(self) -> Optional[RedisAddress]:
         url = self["redis"]

@@ -18,7 +18,7 @@ from ....text import sanitize
 from ...events import ChatEvent
 from ...interfaces import IChatRoom
 from ...names import valid_room
-from .render import CHANNEL_MODES, HOST, SERVER, USER_MODES, irc_line, mask
+from .render import CHANNEL_MODES, HOST, USER_MODES, irc_line, mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .protocol import IrcChatProtocol
@@ -221,7 +221,7 @@ class Channels:
                     f"#{name}",
                     nick,
                     HOST,
-                    SERVER,
+                    self.protocol.serverName,
                     nick,
                     "G" if nick == self.protocol.nick and self.protocol.away else "H",
                     f"0 {nick}",

@@ -35,7 +35,16 @@ from ..base import FrontEndFactory, FrontEndProtocol
 from .channels import Channels
 from .commands import dispatch
 from .registration import Registration
-from .render import HOST, SERVER, format_event, irc_line, mask
+from .render import (
+    HOST,
+    SERVER,
+    SERVER_NAME_RULE,
+    SERVICE,
+    format_event,
+    irc_line,
+    mask,
+    valid_server_name,
+)
 
 __all__ = ["IrcChatFactory", "IrcChatProtocol", "IrcSession", "irc_line"]
 
@@ -59,6 +68,7 @@ class IrcChatProtocol(FrontEndProtocol):
     factory: "IrcChatFactory"
     session: Optional[ChatSession] = None
     registration: Registration
+    serverName = SERVER
     channels: Channels
     modes: Set[str] = frozenset()  # type: ignore[assignment]
     """The client's user modes (C{i} at most: it changes nothing)."""
@@ -76,6 +86,7 @@ class IrcChatProtocol(FrontEndProtocol):
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
         # Made now, started on registering: SASL counts its guesses.
         self.session = self.factory.buildSession(self)
+        self.serverName = self.factory.serverName
         self.registration = Registration(self)
         self.caps = self.registration.caps
         self.modes = set()
@@ -128,7 +139,8 @@ class IrcChatProtocol(FrontEndProtocol):
     # connection upkeep
 
     def irc_PING(self, params: List[str]) -> None:
-        self.sendIrc(irc_line(SERVER, "PONG", SERVER, params[0]))
+        name = self.serverName
+        self.sendIrc(irc_line(name, "PONG", name, params[0]))
 
     def irc_OPER(self, params: List[str]) -> None:
         self.numeric(irc.ERR_NOOPERHOST, "No operators on this server")
@@ -148,7 +160,7 @@ class IrcChatProtocol(FrontEndProtocol):
         """
         if self.registered and not self._pinged:
             self._pinged = True
-            self.sendIrc(irc_line(None, "PING", SERVER))
+            self.sendIrc(irc_line(None, "PING", self.serverName))
             self.setTimeout(self.factory.timeout)
             return
         self.quit("Ping timeout")
@@ -186,7 +198,7 @@ class IrcChatProtocol(FrontEndProtocol):
                 if not notice:
                     self.numeric("404", target, "Cannot send to channel (join it)")
             return None
-        if target.lower() == SERVER:
+        if target.lower() == SERVICE:
             session.textReceived(text if text.startswith("/") else "/" + text)
             return None
         return self.tell(target, f"* {self.nick} {text}" if action else text, notice)
@@ -247,7 +259,7 @@ class IrcChatProtocol(FrontEndProtocol):
         self.writeOut((line + "\r\n").encode("utf-8"))
 
     def numeric(self, code: str, *params: str) -> None:
-        self.sendIrc(irc_line(SERVER, code, self.shownNick, *params))
+        self.sendIrc(irc_line(self.serverName, code, self.shownNick, *params))
 
     def deliver(self, batch: EventBatch) -> None:
         if self.transport.disconnecting or not self.registered:
@@ -338,10 +350,10 @@ class IrcChatProtocol(FrontEndProtocol):
             elif event.kind == ACTION:
                 lines.append(f"* {event.nick} {event.text}")
         for line in lines:
-            self.sendIrc(irc_line(SERVER, "NOTICE", f"#{room}", line))
+            self.sendIrc(irc_line(self.serverName, "NOTICE", f"#{room}", line))
 
     def notice(self, text: str) -> None:
-        self.sendIrc(irc_line(SERVER, "NOTICE", self.shownNick, text))
+        self.sendIrc(irc_line(self.serverName, "NOTICE", self.shownNick, text))
 
     def error(self, text: str) -> None:
         self.notice("error: " + text)
@@ -389,7 +401,20 @@ class IrcChatFactory(FrontEndFactory):
     """Rooms the connections of one address may have created and still be
     in, all together (joining rooms others made does not count): one
     address cannot hold every room C{--max-rooms} allows."""
+    serverName = SERVER
+    """The server's name in what it says (C{--server-name})."""
 
-    def __init__(self, chat: Any) -> None:
+    def __init__(self, chat: Any, serverName: Optional[str] = None) -> None:
+        """
+        @param serverName: the server's name (see L{valid_server_name});
+            by default L{SERVER}.
+        @raise ValueError: if C{serverName} is not a valid one.
+        """
         # 512 bytes with the CRLF (RFC 2812 2.3): 510, and the CR counts.
         super().__init__(chat, maxLineLength=511, timeout=self.pingInterval)
+        if serverName is not None:
+            if not valid_server_name(serverName):
+                raise ValueError(
+                    f"invalid server name {serverName!r}: {SERVER_NAME_RULE}"
+                )
+            self.serverName = serverName

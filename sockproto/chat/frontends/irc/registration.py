@@ -32,7 +32,6 @@ from .render import (
     CHANNEL_MODES,
     MAX_NICK,
     MAX_ROOM,
-    SERVER,
     USER_MODES,
     irc_line,
     mask,
@@ -108,7 +107,6 @@ class Registration:
 
     def irc_CAP(self, params: List[str]) -> Optional["Deferred[None]"]:
         protocol = self.protocol
-        shown = protocol.shownNick
         sub = params[0].upper() if params else ""
         if sub == "LS":
             self._negotiating = not self.done
@@ -117,10 +115,10 @@ class Registration:
                 f"{name}={value}" if value else name
                 for name, value in sorted(self.capabilities(values).items())
             )
-            protocol.sendIrc(irc_line(SERVER, "CAP", shown, "LS", listed))
+            self.cap("LS", listed)
         elif sub == "LIST":
             enabled = " ".join(sorted(self.caps))
-            protocol.sendIrc(irc_line(SERVER, "CAP", shown, "LIST", enabled))
+            self.cap("LIST", enabled)
         elif sub == "REQ":
             self.requestCapabilities(params[1] if len(params) > 1 else "")
         elif sub == "END":
@@ -143,9 +141,8 @@ class Registration:
                 changes = []
                 break
             changes.append((name, not word.startswith("-")))
-        shown = self.protocol.shownNick
         if not changes:
-            self.protocol.sendIrc(irc_line(SERVER, "CAP", shown, "NAK", wanted))
+            self.cap("NAK", wanted)
             return
         for name, on in changes:
             if on:
@@ -155,7 +152,16 @@ class Registration:
         self._sasl = "sasl" in self.caps
         if self._sasl and not self.done:
             self._negotiating = True
-        self.protocol.sendIrc(irc_line(SERVER, "CAP", shown, "ACK", wanted))
+        self.cap("ACK", wanted)
+
+    def cap(self, sub: str, text: str) -> None:
+        """
+        Answer C{CAP} with C{sub} (C{LS}, C{ACK}, ...) and C{text}.
+        """
+        protocol = self.protocol
+        protocol.sendIrc(
+            irc_line(protocol.serverName, "CAP", protocol.shownNick, sub, text)
+        )
 
     def irc_AUTHENTICATE(self, params: List[str]) -> None:
         """
@@ -336,10 +342,11 @@ class Registration:
         numeric = protocol.numeric
         nick = protocol.nick
         server = factory.server
+        name = protocol.serverName
         numeric(irc.RPL_WELCOME, f"Welcome to {server.name}, {mask(nick)}")
-        numeric(irc.RPL_YOURHOST, f"Your host is {SERVER}, running sockproto")
+        numeric(irc.RPL_YOURHOST, f"Your host is {name}, running sockproto")
         numeric(irc.RPL_CREATED, "This server speaks IRC to sockproto's chat")
-        numeric(irc.RPL_MYINFO, SERVER, __version__, USER_MODES, CHANNEL_MODES)
+        numeric(irc.RPL_MYINFO, name, __version__, USER_MODES, CHANNEL_MODES)
         numeric(
             irc.RPL_ISUPPORT,
             "CHANTYPES=#",
@@ -349,7 +356,7 @@ class Registration:
             "PREFIX=",
             f"CHANMODES=,,,{CHANNEL_MODES}",
             f"CHANLIMIT=#:{factory.maxChannels}",
-            f"NETWORK={SERVER}",
+            f"NETWORK={name}",
             "are supported by this server",
         )
         numeric(

@@ -4,6 +4,7 @@ How the IRC front end writes: one message, a user's mask, and a room
 event as IRC says it, the same bytes for every client.
 """
 
+import re
 from typing import Optional
 
 from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent
@@ -12,16 +13,30 @@ __all__ = [
     "CHANNEL_MODES",
     "HOST",
     "SERVER",
+    "SERVER_NAME_RULE",
+    "SERVICE",
     "USER_MODES",
     "format_event",
     "irc_line",
     "mask",
+    "valid_server_name",
 ]
 
 MAX_NICK = 16
 MAX_ROOM = 32
-SERVER = "sockproto"
-"""The server's name, in the prefix of what it says itself."""
+SERVER = "sockproto.local"
+"""The server's name by default (C{--server-name}), in the prefix of what it
+says itself: with a dot, as clients tell a server from a user by it."""
+SERVER_NAME_RULE = (
+    "a host name with at least one dot, letters, digits, '-' and '.',"
+    " 63 characters at most (irc.example.org)"
+)
+_SERVER_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
+SERVICE = "sockproto"
+"""The nickname of the server's own commands (C{PRIVMSG sockproto :who})."""
 HOST = "sockproto"
 """The host part of every user's mask: it reveals nobody's address."""
 USER_MODES = "i"
@@ -29,6 +44,13 @@ USER_MODES = "i"
 CHANNEL_MODES = "n"
 """The channel modes there are: C{n} (no messages from outside), always
 set: only a member may speak in a room."""
+
+
+def valid_server_name(name: str) -> bool:
+    """
+    Whether C{name} may be the server's name: L{SERVER_NAME_RULE}.
+    """
+    return len(name) <= 63 and _SERVER_NAME.fullmatch(name) is not None
 
 
 def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
