@@ -933,3 +933,64 @@ class ServerNameTests(SynchronousTestCase):
         options = ChatOptions()
         options.parseOptions(["--irc", "tcp:0", "--server-name", "chat.example.org"])
         self.assertEqual(options["server-name"], "chat.example.org")
+
+
+class QueryTests(SynchronousTestCase):
+    """
+    What bot libraries ask on their own (pydle: WHOIS for every nick it
+    sees), and the server's own questions.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.alice = IrcClient(self.chat, 1)
+        self.alice.register("alice")
+        self.bob = IrcClient(self.chat, 2)
+        self.bob.register("bob")
+        self.alice.send(b"JOIN #lobby,#dev\r\n")
+        self.bob.send(b"JOIN #lobby,#secret\r\n")
+        self.alice.lines()
+        self.bob.lines()
+
+    def test_whois_of_someone_here(self) -> None:
+        self.bob.send(b"AWAY :lunch\r\n")
+        self.alice.send(b"WHOIS bob\r\n")
+        self.assertEqual(
+            self.alice.lines(),
+            [
+                ":sockproto.local 311 alice bob bob sockproto * :bob",
+                ":sockproto.local 319 alice bob :#lobby",  # not #secret
+                ":sockproto.local 312 alice bob sockproto.local :sockproto",
+                ":sockproto.local 301 alice bob :lunch",
+                ":sockproto.local 318 alice bob :End of /WHOIS list",
+            ],
+        )
+
+    def test_whois_of_nobody_and_of_a_server_and_nick(self) -> None:
+        self.alice.send(b"WHOIS <unregistered>\r\nWHOIS nobody\r\nWHOIS\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["401", "318", "401", "318", "431"])
+        self.alice.send(b"WHOIS sockproto.local alice\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["311", "319", "312", "318"])
+
+    def test_whowas_remembers_nobody(self) -> None:
+        self.alice.send(b"WHOWAS carol\r\n")
+        self.assertEqual(codes(self.alice.lines()), ["406", "369"])
+
+    def test_userhost_shows_who_is_away(self) -> None:
+        self.bob.send(b"AWAY :lunch\r\n")
+        self.alice.send(b"USERHOST bob alice\r\n")
+        self.assertEqual(
+            self.alice.lines(),
+            [":sockproto.local 302 alice :bob=-bob@sockproto alice=+alice@sockproto"],
+        )
+
+    def test_the_server_s_questions(self) -> None:
+        self.alice.send(b"LUSERS\r\nTIME\r\nMOTD\r\nVERSION\r\nINFO\r\nADMIN\r\n")
+        lines = self.alice.lines()
+        self.assertEqual(
+            codes(lines),
+            ["251", "254", "255", "391", "422", "351", "371", "374", "423"],
+        )
+        users = "There are 2 users and 0 invisible on 1 servers"
+        self.assertEqual(lines[0], f":sockproto.local 251 alice :{users}")
+        self.assertEqual(lines[1], ":sockproto.local 254 alice 3 :channels formed")

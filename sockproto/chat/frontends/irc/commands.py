@@ -53,8 +53,17 @@ COMMANDS: Dict[str, Command] = {
     "PRIVMSG": Command(0),  # 411/412 and 461: its own
     "NOTICE": Command(0),  # never answered with an error
     "AWAY": Command(0),
-    "USERHOST": Command(1),
-    "ISON": Command(1),
+    "WHOIS": Command(0, on="queries"),  # 431 when missing: its own
+    "WHOWAS": Command(1, on="queries"),
+    "USERHOST": Command(1, on="queries"),
+    "ISON": Command(1, on="queries"),
+    # asking about the server
+    "LUSERS": Command(0, on="queries"),
+    "TIME": Command(0, on="queries"),
+    "MOTD": Command(0, on="queries"),
+    "VERSION": Command(0, on="queries"),
+    "INFO": Command(0, on="queries"),
+    "ADMIN": Command(0, on="queries"),
     # what a server without operators answers
     "OPER": Command(2),
 }

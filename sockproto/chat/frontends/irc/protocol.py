@@ -18,7 +18,7 @@ bytes, rate limit, bounded output), as the line protocol's do.
 from collections import deque
 from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 from zope.interface import implementer
@@ -29,14 +29,14 @@ from ...interfaces import (
     ChatError,
     IChatClient,
 )
-from ...names import valid_nick, valid_room
+from ...names import valid_room
 from ...session import ChatSession
 from ..base import FrontEndFactory, FrontEndProtocol
 from .channels import Channels
 from .commands import dispatch
+from .queries import Queries
 from .registration import Registration
 from .render import (
-    HOST,
     SERVER,
     SERVER_NAME_RULE,
     SERVICE,
@@ -70,6 +70,7 @@ class IrcChatProtocol(FrontEndProtocol):
     registration: Registration
     serverName = SERVER
     channels: Channels
+    queries: Queries
     modes: Set[str] = frozenset()  # type: ignore[assignment]
     """The client's user modes (C{i} at most: it changes nothing)."""
     registered = False
@@ -91,6 +92,7 @@ class IrcChatProtocol(FrontEndProtocol):
         self.caps = self.registration.caps
         self.modes = set()
         self.channels = Channels(self)
+        self.queries = Queries(self)
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         registration = getattr(self, "registration", None)
@@ -230,28 +232,6 @@ class IrcChatProtocol(FrontEndProtocol):
             self.numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
         else:
             self.numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
-
-    def irc_USERHOST(self, params: List[str]) -> "Deferred[None]":
-        return self.present(params[:5]).addCallback(
-            lambda nicks: self.numeric(
-                irc.RPL_USERHOST, " ".join(f"{n}=+{n}@{HOST}" for n in nicks)
-            )
-        )
-
-    def irc_ISON(self, params: List[str]) -> "Deferred[None]":
-        nicks = " ".join(params).split()[:32]
-        return self.present(nicks).addCallback(
-            lambda found: self.numeric(irc.RPL_ISON, " ".join(found))
-        )
-
-    def present(self, nicks: Sequence[str]) -> "Deferred[List[str]]":
-        """
-        Those of C{nicks} someone uses now.
-        """
-        server = self.factory.server
-        checks = [server.inUse(n) if valid_nick(n) else succeed(False) for n in nicks]
-        d = gatherResults(checks, consumeErrors=True)
-        return d.addCallback(lambda used: [n for n, u in zip(nicks, used) if u])
 
     # --- output -----------------------------------------------------------
 
