@@ -11,6 +11,8 @@ import subprocess
 import threading
 from typing import Any, List, Tuple
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -26,6 +28,7 @@ from sockproto.chat.frontends.irc.protocol import (
     IrcChatProtocol,
     irc_line,
 )
+from sockproto.chat.frontends.irc.render import split_text
 from sockproto.chat.options import ChatOptions
 from sockproto.testing import (
     ChatOnClock,
@@ -994,3 +997,65 @@ class QueryTests(SynchronousTestCase):
         users = "There are 2 users and 0 invisible on 1 servers"
         self.assertEqual(lines[0], f":sockproto.local 251 alice :{users}")
         self.assertEqual(lines[1], ":sockproto.local 254 alice 3 :channels formed")
+
+
+class LongLineTests(SynchronousTestCase):
+    """
+    What IRC clients get is at most 512 bytes a message, CRLF included: a
+    longer text comes as several messages, never cut inside a character.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock(maxLineLength=2000)
+        self.alice = IrcClient(self.chat, 1)
+        self.alice.register("alice")
+        self.alice.send(b"JOIN #lobby\r\n")
+        self.line, _ = self.chat.join()
+        self.chat.send(self.line, "/nick bob")
+        self.alice.lines()
+
+    def received(self) -> List[bytes]:
+        data = self.alice.transport.value()
+        self.alice.transport.clear()
+        return [line + b"\r\n" for line in data.split(b"\r\n") if line]
+
+    def test_a_long_line_from_nc_comes_as_several_privmsgs(self) -> None:
+        text = " ".join(f"word{n:03}" for n in range(150))  # 1,199 bytes
+        self.chat.send(self.line, text)
+        lines = self.received()
+        self.assertGreater(len(lines), 2)
+        self.assertLessEqual(max(len(line) for line in lines), 512)
+        head = b":bob!bob@sockproto PRIVMSG #lobby :"
+        self.assertTrue(all(line.startswith(head) for line in lines))
+        said = [line[len(head) : -2].decode() for line in lines]
+        self.assertEqual(" ".join(said), text)
+
+    def test_multibyte_characters_are_never_cut(self) -> None:
+        text = "é" * 700  # no space to cut at: 1,400 bytes
+        self.chat.send(self.line, text)
+        lines = self.received()
+        self.assertLessEqual(max(len(line) for line in lines), 512)
+        said = "".join(line.decode("utf-8").split(" :", 1)[1][:-2] for line in lines)
+        self.assertEqual(said, text)
+
+    def test_an_action_stays_an_action_in_each_piece(self) -> None:
+        self.chat.send(self.line, "/me " + "x" * 1000)
+        lines = self.received()
+        self.assertGreater(len(lines), 1)
+        for line in lines:
+            self.assertLessEqual(len(line), 512)
+            self.assertIn(b":\x01ACTION x", line)
+            self.assertTrue(line.endswith(b"x\x01\r\n"))
+
+
+class SplitTextTests(SynchronousTestCase):
+    @given(st.text(max_size=400), st.integers(min_value=4, max_value=100))
+    def test_pieces_fit_and_lose_only_the_spaces_cut_at(
+        self, text: str, budget: int
+    ) -> None:
+        pieces = split_text(text, budget)
+        for piece in pieces:
+            self.assertLessEqual(len(piece.encode("utf-8")), budget)
+        joined = "".join(pieces)
+        self.assertEqual(joined.replace(" ", ""), text.replace(" ", ""))
+        self.assertGreaterEqual(len(joined), len(text) - (len(pieces) - 1))

@@ -42,6 +42,7 @@ from .render import (
     SERVICE,
     format_event,
     irc_line,
+    irc_lines,
     mask,
     valid_server_name,
 )
@@ -330,10 +331,10 @@ class IrcChatProtocol(FrontEndProtocol):
             elif event.kind == ACTION:
                 lines.append(f"* {event.nick} {event.text}")
         for line in lines:
-            self.sendIrc(irc_line(self.serverName, "NOTICE", f"#{room}", line))
+            self.sendIrc(irc_lines(self.serverName, "NOTICE", f"#{room}", line))
 
     def notice(self, text: str) -> None:
-        self.sendIrc(irc_line(self.serverName, "NOTICE", self.shownNick, text))
+        self.sendIrc(irc_lines(self.serverName, "NOTICE", self.shownNick, text))
 
     def error(self, text: str) -> None:
         self.notice("error: " + text)

@@ -5,7 +5,7 @@ event as IRC says it, the same bytes for every client.
 """
 
 import re
-from typing import Optional
+from typing import List, Optional
 
 from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent
 
@@ -18,6 +18,8 @@ __all__ = [
     "USER_MODES",
     "format_event",
     "irc_line",
+    "irc_lines",
+    "split_text",
     "mask",
     "valid_server_name",
 ]
@@ -68,6 +70,57 @@ def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
     return " ".join(words)
 
 
+MAX_MESSAGE = 510
+"""Bytes of an IRC message without its CRLF (RFC 2812 2.3: 512 with it)."""
+
+
+def split_text(text: str, budget: int) -> List[str]:
+    """
+    C{text} in pieces of at most C{budget} bytes of UTF-8, cut at a space
+    when one is in the second half of a piece, else between characters:
+    never inside one.
+    """
+    data = text.encode("utf-8")
+    budget = max(budget, 4)  # room for any one character
+    pieces = []
+    while len(data) > budget:
+        cut = budget
+        while data[cut] & 0xC0 == 0x80:  # a continuation byte: back off
+            cut -= 1
+        space = data.rfind(b" ", budget // 2, cut)
+        if space > 0:
+            cut = space
+        pieces.append(data[:cut].decode("utf-8"))
+        data = data[cut + 1 :] if space > 0 else data[cut:]
+    pieces.append(data.decode("utf-8"))
+    return pieces
+
+
+def irc_lines(prefix: Optional[str], command: str, *params: str, wrap: str = "") -> str:
+    """
+    L{irc_line}, as several messages (joined by CRLF) when one would be
+    over L{MAX_MESSAGE} bytes: the last parameter, a text, is split with
+    L{split_text}, each piece in a message of its own.  C{wrap} goes on
+    both sides of each piece (C{\x01}, for a CTCP C{ACTION}; its
+    C{ACTION } is then the start of the text).
+    """
+    line = irc_line(prefix, command, *params)
+    if len(line) * 4 <= MAX_MESSAGE or len(line.encode("utf-8")) <= MAX_MESSAGE:
+        return line
+    *middle, text = params
+    head = irc_line(prefix, command, *middle, "")  # ends with " :"
+    lead = ""
+    if wrap and text.startswith(wrap) and text.endswith(wrap):
+        text = text[len(wrap) : -len(wrap)]
+        lead, _, text = text.partition(" ")
+        lead = wrap + lead + " "
+    budget = MAX_MESSAGE - len(head.encode("utf-8")) - len(lead) - len(wrap)
+    return "\r\n".join(
+        head + lead + piece + (wrap if lead else "")
+        for piece in split_text(text, budget)
+    )
+
+
 def mask(nick: str) -> str:
     """
     A user's C{nick!user@host}: the same for everyone, revealing nothing.
@@ -77,19 +130,21 @@ def mask(nick: str) -> str:
 
 def format_event(event: ChatEvent) -> str:
     """
-    A room event or a private message as one IRC message (a nickname
-    change is the protocol's, which shows each change once per client).
+    A room event or a private message as IRC messages: one, or several
+    for a text too long for one (L{irc_lines}).  (A nickname change is the
+    protocol's, which shows each change once per client.)
     """
     who = mask(event.nick)
     room = f"#{event.room}"
     if event.kind == MESSAGE:
-        return irc_line(who, "PRIVMSG", room, event.text)
+        return irc_lines(who, "PRIVMSG", room, event.text)
     if event.kind == ACTION:
-        return irc_line(who, "PRIVMSG", room, f"\x01ACTION {event.text}\x01")
+        text = f"\x01ACTION {event.text}\x01"
+        return irc_lines(who, "PRIVMSG", room, text, wrap="\x01")
     if event.kind == JOIN:
         return irc_line(who, "JOIN", room)
-    if event.kind == LEAVE:
-        return irc_line(who, "PART", room, event.text)
+    if event.kind == LEAVE:  # one PART, its reason cut if need be
+        return irc_lines(who, "PART", room, event.text).split("\r\n", 1)[0]
     if event.kind == PRIVATE:
-        return irc_line(who, "PRIVMSG", event.target, event.text)
-    return irc_line(SERVER, "NOTICE", room, event.text)
+        return irc_lines(who, "PRIVMSG", event.target, event.text)
+    return irc_lines(SERVER, "NOTICE", room, event.text)
