@@ -13,6 +13,7 @@ from typing import Any, List, Tuple
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -126,8 +127,6 @@ class RegistrationTests(SynchronousTestCase):
 
 class SaslTests(SynchronousTestCase):
     def setUp(self) -> None:
-        from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-
         checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
         self.chat = ChatOnClock(checker=checker)
 
@@ -158,6 +157,48 @@ class SaslTests(SynchronousTestCase):
         self.assertEqual(self.chat.factory.accounts.wrongPasswords, 1)
         self.client.send(b"CAP END\r\n")
         self.assertEqual(codes(self.client.lines()), ["433"])
+
+    def chunked(self, password: str) -> List[str]:
+        import base64
+
+        checker = InMemoryUsernamePasswordDatabaseDontUse(dave=password.encode())
+        client = IrcClient(ChatOnClock(checker=checker), 1)
+        client.send(b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
+        token = base64.b64encode(f"\0dave\0{password}".encode()).decode()
+        pieces = [token[i : i + 400] for i in range(0, len(token), 400)]
+        if len(pieces[-1]) == 400:
+            pieces.append("+")
+        for piece in pieces:
+            client.send(f"AUTHENTICATE {piece}\r\n".encode())
+        self.assertEqual(len(pieces), 2)
+        return codes(client.lines())
+
+    def test_a_payload_in_400_byte_pieces_is_put_together(self) -> None:
+        self.assertEqual(self.chunked("p" * 350)[-2:], ["900", "903"])  # 400 + 84
+
+    def test_a_payload_of_exactly_400_bytes_ends_with_a_plus(self) -> None:
+        self.assertEqual(self.chunked("p" * 293)[-2:], ["900", "903"])  # 400, "+"
+
+    def test_once_authenticated_or_registered_no_more_sasl(self) -> None:
+        self.authenticate("secret")
+        self.client.send(b"AUTHENTICATE PLAIN\r\n")
+        self.assertEqual(codes(self.client.lines()), ["907"])
+        other = IrcClient(self.chat, 2)
+        other.send(b"CAP REQ :sasl\r\nCAP END\r\n")
+        other.register("erin")
+        other.send(b"AUTHENTICATE PLAIN\r\n")
+        self.assertEqual(codes(other.lines()), ["462"])
+
+    def test_other_mechanisms_and_overlong_payloads(self) -> None:
+        client = IrcClient(self.chat, 3)
+        client.send(b"CAP REQ :sasl\r\nAUTHENTICATE EXTERNAL\r\n")
+        self.assertEqual(codes(client.lines()[1:]), ["908", "904"])
+        client.send(b"AUTHENTICATE PLAIN\r\n")
+        client.lines()
+        for _ in range(4):
+            client.send(b"AUTHENTICATE " + b"A" * 400 + b"\r\n")
+        client.send(b"AUTHENTICATE AAAA\r\n")
+        self.assertEqual(codes(client.lines()), ["905"])
 
     def test_no_sasl_without_accounts(self) -> None:
         client = IrcClient(ChatOnClock(), 1)

@@ -42,6 +42,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Registration"]
 
+SASL_CHUNK = 400
+"""Bytes of base64 in one C{AUTHENTICATE} (IRCv3): a full one means more."""
+MAX_SASL = 4 * SASL_CHUNK
+"""Bytes of base64 a whole SASL PLAIN payload may have."""
+
 
 class Registration:
     """
@@ -52,6 +57,7 @@ class Registration:
 
     @ivar done: whether the client is registered (welcomed).
     @ivar caps: the IRCv3 capabilities the client enabled (C{CAP REQ}).
+    @ivar authenticated: whether SASL succeeded (once is all).
     @ivar password: from C{PASS} or SASL: the password of a registered
         nickname, used when the nickname is claimed.
     """
@@ -66,6 +72,8 @@ class Registration:
         self._negotiating = False
         self._sasl = False
         self._started = False
+        self._payload: Optional[str] = None
+        self.authenticated = False
         self._timer: Optional[IDelayedCall] = protocol.callLater(
             protocol.factory.registrationTimeout, self.timedOut
         )
@@ -166,22 +174,42 @@ class Registration:
     def irc_AUTHENTICATE(self, params: List[str]) -> None:
         """
         SASL PLAIN (once C{CAP REQ :sasl} is acknowledged): the password of
-        a registered nickname, checked now, used on registering.
+        a registered nickname, checked now, used on registering.  The
+        payload may come in 400-byte pieces (IRCv3: a shorter piece, or
+        C{+}, ends it).
         """
         numeric = self.protocol.numeric
-        if not self._sasl or self.done:
+        if self.authenticated:
+            return numeric("907", "You have already authenticated using SASL")
+        if self.done:
+            return numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
+        if not self._sasl:
             return numeric("904", "SASL authentication failed")
-        if not params:
+        if not params or not params[0]:
             return
-        if params[0].upper() == "PLAIN":
-            return self.protocol.sendIrc(irc_line(None, "AUTHENTICATE", "+"))
-        if params[0] == "*":
+        word = params[0]
+        if word == "*":
+            self._payload = None
             return numeric("906", "SASL authentication aborted")
+        if self._payload is None:  # the mechanism
+            if word.upper() != "PLAIN":
+                numeric("908", "PLAIN", "are available SASL mechanisms")
+                return numeric("904", "SASL authentication failed")
+            self._payload = ""
+            return self.protocol.sendIrc(irc_line(None, "AUTHENTICATE", "+"))
+        if len(word) > SASL_CHUNK or len(self._payload) + len(word) > MAX_SASL:
+            self._payload = None
+            return numeric("905", "SASL message too long")
+        if word != "+":
+            self._payload += word
+            if len(word) == SASL_CHUNK:
+                return  # more to come
+        payload, self._payload = self._payload, None
         try:
-            fields = base64.b64decode(params[0], validate=True).split(b"\0")
+            fields = base64.b64decode(payload, validate=True).split(b"\0")
             _, name, password = (f.decode("utf-8") for f in fields)
         except (ValueError, UnicodeDecodeError):
-            return numeric("904", "SASL authentication failed")
+            return self.saslFailed()
         self.checkSasl(name, password)
 
     def checkSasl(self, name: str, password: str) -> None:
@@ -198,6 +226,7 @@ class Registration:
             if not right:
                 return self.saslFailed()
             self.password = password
+            self.authenticated = True
             protocol.numeric(
                 "900", mask(account), account, f"You are now logged in as {account}"
             )
