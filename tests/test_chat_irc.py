@@ -1100,3 +1100,66 @@ class SplitTextTests(SynchronousTestCase):
         joined = "".join(pieces)
         self.assertEqual(joined.replace(" ", ""), text.replace(" ", ""))
         self.assertGreaterEqual(len(joined), len(text) - (len(pieces) - 1))
+
+
+class NoticeAndQuitTests(SynchronousTestCase):
+    """
+    A NOTICE stays a NOTICE end to end (bots answer PRIVMSGs, never
+    NOTICEs); a QUIT reaches each user sharing a channel once.
+    """
+
+    def setUp(self) -> None:
+        self.chat = ChatOnClock()
+        self.alice = IrcClient(self.chat, 1)
+        self.alice.register("alice")
+        self.bot = IrcClient(self.chat, 2)
+        self.bot.register("bot")
+        for client in (self.alice, self.bot):
+            client.send(b"JOIN #lobby,#dev\r\n")
+        self.line, self.lineIO = self.chat.join()
+        self.chat.send(self.line, "/nick carol")
+        for client in (self.alice, self.bot):
+            client.lines()
+        self.lineIO.clear()
+
+    def test_a_notice_to_a_channel_stays_a_notice(self) -> None:
+        self.alice.send(b"NOTICE #lobby :the build is green\r\n")
+        self.assertEqual(
+            self.bot.lines(),
+            [":alice!alice@sockproto NOTICE #lobby :the build is green"],
+        )
+        self.assertIn("<alice> the build is green", self.lineIO.value().decode())
+        newcomer, newcomerIO = self.chat.join()
+        self.assertNotIn("the build is green", newcomerIO.value().decode())
+
+    def test_a_notice_to_a_nick_stays_a_notice_and_never_errs(self) -> None:
+        self.alice.send(b"NOTICE bot :psst\r\nNOTICE nobody :hello?\r\n")
+        self.assertEqual(self.bot.lines(), [":alice!alice@sockproto NOTICE bot :psst"])
+        self.assertEqual(self.alice.lines(), [])
+        self.alice.send(b"NOTICE carol :to nc\r\n")
+        self.assertIn("*alice* -> *carol* to nc", self.lineIO.value().decode())
+
+    def test_echo_message_echoes_notices(self) -> None:
+        self.alice.send(b"CAP REQ :echo-message\r\nNOTICE #dev :echoed\r\n")
+        self.assertIn(":alice!alice@sockproto NOTICE #dev :echoed", self.alice.lines())
+
+    def test_a_quit_is_one_quit_for_every_shared_channel(self) -> None:
+        self.alice.send(b"QUIT :bye\r\n")
+        self.alice.protocol.connectionLost()
+        self.chat.clock.advance(0)
+        self.assertEqual(self.bot.lines(), [":alice!alice@sockproto QUIT :Quit: bye"])
+        self.assertIn("alice left #lobby (Quit: bye)", self.lineIO.value().decode())
+
+    def test_the_same_nick_quitting_again_later_is_shown_again(self) -> None:
+        self.alice.send(b"QUIT :bye\r\n")
+        self.alice.protocol.connectionLost()
+        self.chat.clock.advance(0)  # the quit is shown now
+        self.chat.clock.advance(60)
+        self.bot.lines()
+        again = IrcClient(self.chat, 3)
+        again.register("alice")
+        again.send(b"JOIN #lobby\r\nQUIT :again\r\n")
+        again.protocol.connectionLost()
+        self.chat.clock.advance(0)
+        lines = self.bot.lines()
+        self.assertIn(":alice!alice@sockproto QUIT :Quit: again", lines)

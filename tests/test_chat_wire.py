@@ -26,12 +26,24 @@ texts = st.text(
     max_size=200,
 )
 room_events = st.builds(
-    ChatEvent, st.sampled_from(["message", "action", "leave"]), rooms, nicks, texts
+    ChatEvent,
+    st.sampled_from(["message", "action", "notice", "leave", "quit"]),
+    rooms,
+    nicks,
+    texts,
+)
+private_events = st.builds(
+    ChatEvent,
+    st.sampled_from(["private", "private_notice"]),
+    st.just(""),
+    nicks,
+    texts,
+    nicks,
 )
 
 
 class WireTests(SynchronousTestCase):
-    @given(st.lists(room_events, max_size=20))
+    @given(st.lists(st.one_of(room_events, private_events), max_size=20))
     def test_events_survive_the_trip(self, events: List[ChatEvent]) -> None:
         decoded = decode_events(encode_events(events))
         self.assertEqual(

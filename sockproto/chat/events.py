@@ -14,6 +14,9 @@ JOIN = "join"
 LEAVE = "leave"
 NICK = "nick"
 PRIVATE = "private"
+NOTICE = "notice"
+PRIVATE_NOTICE = "private_notice"
+QUIT = "quit"
 
 
 @dataclass(frozen=True)
@@ -21,11 +24,14 @@ class ChatEvent:
     """
     One thing that happened in a room, or one private message.
 
-    @ivar kind: L{MESSAGE}, L{ACTION} (C{/me}), L{JOIN}, L{LEAVE}, L{NICK}
-        or L{PRIVATE}.
-    @ivar room: the room's name (empty for a private message).
+    @ivar kind: L{MESSAGE}, L{ACTION} (C{/me}), L{NOTICE} (IRC's: a line
+        that nobody, bots above all, answers), L{JOIN}, L{LEAVE}, L{QUIT}
+        (a leave because the member left the chat: IRC shows it once for
+        all its rooms), L{NICK}, L{PRIVATE} or L{PRIVATE_NOTICE}.
+    @ivar room: the room's name (empty for a private message or notice).
     @ivar nick: who did it.
-    @ivar text: what was said, the leave reason, or the new nickname.
+    @ivar text: what was said, the leave or quit reason, or the new
+        nickname.
     @ivar target: the recipient of a private message.
     """
 

@@ -150,6 +150,24 @@ class IChatRoom(Interface):
         @rtype: L{Deferred} firing with None
         """
 
+    def quit(member: IChatMember, reason: str) -> "Deferred[None]":
+        """
+        C{member} leaves the room because it leaves the chat (its
+        connection ends), with C{reason}: announced as a quit, which IRC
+        shows once for all the rooms the member was in.
+
+        @rtype: L{Deferred} firing with None
+        """
+
+    def notice(member: IChatMember, text: str) -> "Deferred[None]":
+        """
+        Send C{text} from C{member} to the room as a notice: a line that
+        nobody should answer automatically (IRC's C{NOTICE}).  Not kept in
+        the history.
+
+        @rtype: L{Deferred} firing with None
+        """
+
     def say(member: IChatMember, text: str) -> "Deferred[None]":
         """
         Publish a line from C{member} to everyone in the room.
@@ -228,6 +246,14 @@ class IChatServer(Interface):
         (ignoring case).
 
         @return: the private event, as its recipient got it.
+        @rtype: L{Deferred} firing with a L{ChatEvent}
+        @raise ChatError: (in the Deferred) if nobody uses C{nick}.
+        """
+
+    def notify(member: IChatMember, nick: str, text: str) -> "Deferred[ChatEvent]":
+        """
+        L{tell}, as a notice (IRC's C{NOTICE} to a nickname).
+
         @rtype: L{Deferred} firing with a L{ChatEvent}
         @raise ChatError: (in the Deferred) if nobody uses C{nick}.
         """

@@ -171,7 +171,7 @@ class ChatSession:
             return
         self.joined = False
         self._logFailure(self.server.unregister(self.client))
-        self.leaveAll(self.quitReason)
+        self.leaveAll(self.quitReason, quitting=True)
 
     # --- input ------------------------------------------------------------
 
@@ -620,9 +620,10 @@ class ChatSession:
 
         return self.server.room(name).addCallback(entered)
 
-    def leave(self, name: str, reason: str) -> bool:
+    def leave(self, name: str, reason: str, quitting: bool = False) -> bool:
         """
         Leave room C{name} with C{reason}; False if the user is not in it.
+        C{quitting}: because the user leaves the chat (a quit).
         """
         if self._rooms is not None:
             room = self._rooms.pop(name, None)
@@ -635,27 +636,31 @@ class ChatSession:
         if self.room is room:
             rest = list(self._rooms.values()) if self._rooms is not None else []
             self.room = rest[-1] if rest else None
-        self._logFailure(room.leave(self.client, reason))
+        goodbye = room.quit if quitting else room.leave
+        self._logFailure(goodbye(self.client, reason))
         return True
 
-    def sayIn(self, name: str, text: str, action: bool = False) -> bool:
+    def sayIn(
+        self, name: str, text: str, action: bool = False, notice: bool = False
+    ) -> bool:
         """
-        Say C{text} (or act it, as C{/me}) in room C{name}; False if the
-        user is not in it.
+        Say C{text} (or act it, as C{/me}; or send it as a notice, which
+        nobody answers) in room C{name}; False if the user is not in it.
         """
         room = self.rooms.get(name)
         if room is None:
             return False
-        say = room.act if action else room.say
+        say = room.act if action else room.notice if notice else room.say
         self.answer(say(self.client, text))
         return True
 
-    def leaveAll(self, reason: str) -> None:
+    def leaveAll(self, reason: str, quitting: bool = False) -> None:
         """
-        Leave every room the user is in, with C{reason}.
+        Leave every room the user is in, with C{reason} (C{quitting}: see
+        L{leave}).
         """
         for name in list(self.rooms):
-            self.leave(name, reason)
+            self.leave(name, reason, quitting)
 
     def leaveRoom(self, reason: str) -> None:
         """

@@ -104,11 +104,13 @@ def event_seen(event: ChatEvent) -> Seen:
     """
     if event.kind in ("message", "action", "nick"):
         return (event.kind, event.nick, event.text)
+    if event.kind == "notice":
+        return ("message", event.nick, event.text)
     if event.kind == "join":
         return ("join", event.nick, event.room)
-    if event.kind == "leave":
+    if event.kind in ("leave", "quit"):
         return ("leave", event.nick, event.room, event.text)
-    if event.kind == "private":
+    if event.kind in ("private", "private_notice"):
         return ("private", event.nick, event.target, event.text)
     return ("notice", event.text)
 
@@ -662,9 +664,12 @@ class IrcUser(User):
             return [("join", who, params[0].lstrip("#"))]
         if command == "PART":
             reason = params[1] if len(params) > 1 else ""
+            return [("leave", who, params[0].lstrip("#"), reason)]
+        if command == "QUIT":  # once, for the room this user is in
+            reason = params[0] if params else ""
             if reason.startswith("Quit: "):
                 reason = reason[len("Quit: ") :]
-            return [("leave", who, params[0].lstrip("#"), reason)]
+            return [("leave", who, self.room, reason)]
         if command == "NICK":
             return [("nick", who, params[0])]
         if command == "PRIVMSG":

@@ -14,7 +14,19 @@ from zope.interface import implementer
 
 from ...logs import SafeLogger
 from ...server import default_reactor
-from ..events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent, EventBatch
+from ..events import (
+    ACTION,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    NOTICE,
+    PRIVATE,
+    PRIVATE_NOTICE,
+    QUIT,
+    ChatEvent,
+    EventBatch,
+)
 from ..hub import register_in_process
 from ..interfaces import (
     ChatError,
@@ -89,15 +101,19 @@ class ChatRoom:
         self.remove(member, reason)
         return succeed(None)
 
-    def remove(self, member: IChatMember, reason: str) -> None:
+    def quit(self, member: IChatMember, reason: str) -> "Deferred[None]":
+        self.remove(member, reason, QUIT)
+        return succeed(None)
+
+    def remove(self, member: IChatMember, reason: str, kind: str = LEAVE) -> None:
         """
-        L{leave}, at once.
+        L{leave} (or, with C{kind} L{QUIT}, L{quit}), at once.
         """
         self.flush()  # what was said before it left, in order
         if self.members.pop(id(member), None) is None:
             return
         if self.members:
-            self._announce(ChatEvent(LEAVE, self.name, member.nick, reason))
+            self._announce(ChatEvent(kind, self.name, member.nick, reason))
             return
         self._pending = []
         if self.emptied is not None:
@@ -109,6 +125,11 @@ class ChatRoom:
 
     def act(self, member: IChatMember, text: str) -> "Deferred[None]":
         self._remember(ChatEvent(ACTION, self.name, member.nick, text))
+        return succeed(None)
+
+    def notice(self, member: IChatMember, text: str) -> "Deferred[None]":
+        self.stats.lines += 1
+        self._publish(ChatEvent(NOTICE, self.name, member.nick, text))
         return succeed(None)
 
     def renamed(self, member: IChatMember, old: str, new: str) -> None:
@@ -302,13 +323,20 @@ class ChatServer:
     def inUse(self, nick: str) -> "Deferred[bool]":
         return succeed(self.find(nick) is not None)
 
-    def tell(self, member: IChatMember, nick: str, text: str) -> "Deferred[ChatEvent]":
+    def tell(
+        self, member: IChatMember, nick: str, text: str, kind: str = PRIVATE
+    ) -> "Deferred[ChatEvent]":
         target = self.find(nick)
         if target is None:
             return fail(ChatError(f"no such nickname: {nick}"))
-        event = ChatEvent(PRIVATE, "", member.nick, text, target.nick)
+        event = ChatEvent(kind, "", member.nick, text, target.nick)
         target.receive(event)
         return succeed(event)
+
+    def notify(
+        self, member: IChatMember, nick: str, text: str
+    ) -> "Deferred[ChatEvent]":
+        return self.tell(member, nick, text, PRIVATE_NOTICE)
 
     def room(self, name: str) -> "Deferred[IChatRoom]":
         try:

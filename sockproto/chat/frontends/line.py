@@ -15,7 +15,18 @@ from zope.interface import implementer
 
 from ...text import decode_line
 from ..accounts import UnsupportedCheckerError
-from ..events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent
+from ..events import (
+    ACTION,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    PRIVATE,
+    PRIVATE_NOTICE,
+    QUIT,
+    ChatEvent,
+)
+from ..events import NOTICE as ROOM_NOTICE
 from ..hub import Chat
 from ..interfaces import IChatClient, IChatServer
 from ..session import ChatSession
@@ -84,10 +95,13 @@ class ChatProtocol(FrontEndProtocol):
     formats = {
         MESSAGE: "formatMessage",
         ACTION: "formatAction",
+        ROOM_NOTICE: "formatMessage",  # an IRC NOTICE: shown as a line
         JOIN: "formatJoin",
         LEAVE: "formatLeave",
+        QUIT: "formatLeave",
         NICK: "formatNick",
         PRIVATE: "formatPrivate",
+        PRIVATE_NOTICE: "formatPrivate",
     }
 
     def formatEvent(self, event: ChatEvent) -> str:

@@ -17,7 +17,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ....logs import SafeLogger
-from ...events import ACTION, JOIN, LEAVE, MESSAGE, NICK, ChatEvent, EventBatch
+from ...events import (
+    ACTION,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    NOTICE,
+    QUIT,
+    ChatEvent,
+    EventBatch,
+)
 from ...interfaces import IChatMember, IChatRoom
 from ..memory import ChatRoom
 from .feed import Action, Backfill, Deliver, Forged, Gap, RoomFeed
@@ -182,29 +192,34 @@ class SharedRoom:
         self.remove(member, reason)
         return succeed(None)
 
-    def remove(self, member: IChatMember, reason: str) -> None:
+    def quit(self, member: IChatMember, reason: str) -> "Deferred[None]":
+        self.remove(member, reason, QUIT)
+        return succeed(None)
+
+    def remove(self, member: IChatMember, reason: str, kind: str = LEAVE) -> None:
         """
-        L{leave}, at once (as far as this process is concerned).
+        L{leave} (or, with C{kind} L{QUIT}, L{quit}), at once (as far as
+        this process is concerned).
         """
         arriving = self._arriving.pop(id(member), None) is not None
         if self.alone:
             if arriving and not (self.members or self._arriving):
                 self.server.roomEmptied(self)
-            return self.local.remove(member, reason)
+            return self.local.remove(member, reason, kind)
         self.flush()
         if self.members.pop(id(member), None) is None and not arriving:
             return
         keepEmpty = self.name == self.server.defaultRoom
         d = self.store.leave(self.name, member.nick, keepEmpty)
         if not arriving:  # else its arrival was never announced
-            d.addCallback(self._left, member.nick, reason)
+            d.addCallback(self._left, member.nick, reason, kind)
         d.addErrback(self.server.logFailure, "leaving #" + self.name)
         if not (self.members or self._arriving):
             self.server.roomEmptied(self)
 
-    def _left(self, remaining: int, nick: str, reason: str) -> None:
+    def _left(self, remaining: int, nick: str, reason: str, kind: str) -> None:
         if remaining:
-            self.server.publish(self, [ChatEvent(LEAVE, self.name, nick, reason)])
+            self.server.publish(self, [ChatEvent(kind, self.name, nick, reason)])
 
     def nicks(self) -> "Deferred[List[str]]":
         if self.alone:
@@ -226,6 +241,11 @@ class SharedRoom:
         if self.alone:
             return self.local.act(member, text)
         return self._said(ChatEvent(ACTION, self.name, member.nick, text))
+
+    def notice(self, member: IChatMember, text: str) -> "Deferred[None]":
+        if self.alone:
+            return self.local.notice(member, text)
+        return self._said(ChatEvent(NOTICE, self.name, member.nick, text))
 
     def _said(self, event: ChatEvent) -> "Deferred[None]":
         self.stats.lines += 1

@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from ....logs import SafeLogger
 from ....server import default_reactor
-from ...events import JOIN, LEAVE, PRIVATE, ChatEvent, EventBatch
+from ...events import JOIN, PRIVATE, PRIVATE_NOTICE, QUIT, ChatEvent, EventBatch
 from ...interfaces import ChatError, IChatMember, IChatRoom, IChatServer, NickInUseError
 from ...names import nick_key
 from ..memory import ChatRoom, ChatServer
@@ -317,7 +317,7 @@ class RedisChatServer:
             byRoom: Dict[str, List[ChatEvent]] = {}
             for room, nick, left in gone:
                 if left:
-                    event = ChatEvent(LEAVE, room, nick, reason)
+                    event = ChatEvent(QUIT, room, nick, reason)
                     byRoom.setdefault(room, []).append(event)
             for room, events in byRoom.items():
                 d = self.store.publish(room, encode_events(events))
@@ -356,7 +356,8 @@ class RedisChatServer:
         except MalformedMessageError as e:
             return self.dropped("the private channel", str(e))
         for event in events:
-            target = self.local.find(event.target) if event.kind == PRIVATE else None
+            private = event.kind in (PRIVATE, PRIVATE_NOTICE)
+            target = self.local.find(event.target) if private else None
             if target is not None:
                 target.receive(event)
 
@@ -435,15 +436,22 @@ class RedisChatServer:
             return self.local.inUse(nick)
         return self.store.holder(nick).addCallback(lambda holder: holder is not None)
 
-    def tell(self, member: IChatMember, nick: str, text: str) -> "Deferred[ChatEvent]":
+    def notify(
+        self, member: IChatMember, nick: str, text: str
+    ) -> "Deferred[ChatEvent]":
+        return self.tell(member, nick, text, PRIVATE_NOTICE)
+
+    def tell(
+        self, member: IChatMember, nick: str, text: str, kind: str = PRIVATE
+    ) -> "Deferred[ChatEvent]":
         if not self.up or self.local.find(nick) is not None:
-            return self.local.tell(member, nick, text)
+            return self.local.tell(member, nick, text, kind)
 
         def send(holder: Optional[Tuple[str, str]]) -> "Deferred[ChatEvent]":
             if holder is None:
                 raise ChatError(f"no such nickname: {nick}")
             node, target = holder
-            event = ChatEvent(PRIVATE, "", member.nick, text, target)
+            event = ChatEvent(kind, "", member.nick, text, target)
             d = self.store.sendPrivate(node, encode_events([event]))
             return d.addCallback(delivered, event)
 

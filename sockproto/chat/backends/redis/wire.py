@@ -16,7 +16,18 @@ import json
 from typing import List, Sequence
 
 from ....text import sanitize
-from ...events import ACTION, JOIN, LEAVE, MESSAGE, NICK, PRIVATE, ChatEvent
+from ...events import (
+    ACTION,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    NOTICE,
+    PRIVATE,
+    PRIVATE_NOTICE,
+    QUIT,
+    ChatEvent,
+)
 from ...names import valid_nick, valid_room
 
 __all__ = ["MalformedMessageError", "MAX_MESSAGE", "decode_events", "encode_events"]
@@ -27,7 +38,10 @@ MAX_MESSAGE = 1024 * 1024
 MAX_TEXT = 8192
 """The longest text of one event, in characters."""
 
-_KINDS = frozenset({MESSAGE, ACTION, JOIN, LEAVE, NICK, PRIVATE})
+_KINDS = frozenset(
+    {MESSAGE, ACTION, NOTICE, JOIN, LEAVE, QUIT, NICK, PRIVATE, PRIVATE_NOTICE}
+)
+_PRIVATE = frozenset({PRIVATE, PRIVATE_NOTICE})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -79,7 +93,7 @@ def _event(row: object) -> ChatEvent:
         raise MalformedMessageError(f"unknown kind {kind[:20]!r}")
     if not valid_nick(nick) or (target and not valid_nick(target)):
         raise MalformedMessageError(f"invalid nickname {nick[:20]!r}")
-    if (kind == PRIVATE) != (room == "") or (room and valid_room(room) != room):
+    if (kind in _PRIVATE) != (room == "") or (room and valid_room(room) != room):
         raise MalformedMessageError(f"invalid room {room[:40]!r}")
     if len(text) > MAX_TEXT:
         raise MalformedMessageError(f"a text of {len(text)} characters")

@@ -16,7 +16,7 @@ bytes, rate limit, bounded output), as the line protocol's do.
 """
 
 from collections import deque
-from typing import Any, Deque, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -24,7 +24,15 @@ from twisted.words.protocols import irc
 from zope.interface import implementer
 
 from ....text import sanitize
-from ...events import ACTION, MESSAGE, NICK, ChatEvent, EventBatch
+from ...events import (
+    ACTION,
+    MESSAGE,
+    NICK,
+    NOTICE,
+    QUIT,
+    ChatEvent,
+    EventBatch,
+)
 from ...interfaces import (
     ChatError,
     IChatClient,
@@ -52,6 +60,14 @@ __all__ = ["IrcChatFactory", "IrcChatProtocol", "IrcSession", "irc_line"]
 IrcSession = ChatSession
 """Deprecated: every front end's session is a L{ChatSession} now, which may be
 in several rooms at once."""
+
+
+ONCE_PER_CLIENT = frozenset([NICK, QUIT])
+"""Events a client is shown once, whichever of its rooms they came from."""
+ECHOED = frozenset([MESSAGE, ACTION, NOTICE])
+"""A client's own events it gets back with C{echo-message}."""
+QUIT_WINDOW = 5.0
+"""Seconds within which the quits of one nick are the same quit."""
 
 
 @implementer(IChatClient)
@@ -86,6 +102,7 @@ class IrcChatProtocol(FrontEndProtocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._seenNicks: Deque[Tuple[str, str]] = deque(maxlen=16)
+        self._quits: Dict[str, float] = {}
         # Made now, started on registering: SASL counts its guesses.
         self.session = self.factory.buildSession(self)
         self.serverName = self.factory.serverName
@@ -197,7 +214,7 @@ class IrcChatProtocol(FrontEndProtocol):
         assert session is not None
         if target.startswith("#"):
             name = valid_room(target)
-            if name is None or not session.sayIn(name, text, action):
+            if name is None or not session.sayIn(name, text, action, notice):
                 if not notice:
                     self.numeric("404", target, "Cannot send to channel (join it)")
             return None
@@ -209,10 +226,15 @@ class IrcChatProtocol(FrontEndProtocol):
     def irc_NOTICE(self, params: List[str]) -> Optional["Deferred[None]"]:
         return self.irc_PRIVMSG(params, notice=True)
 
-    def tell(self, nick: str, text: str, quiet: bool) -> "Deferred[None]":
+    def tell(self, nick: str, text: str, notice: bool) -> "Deferred[None]":
+        """
+        Send C{text} to C{nick}, privately (as a notice, if C{notice}: then
+        no error comes back, as RFC 2812 says).
+        """
         session = self.session
         assert session is not None
-        d = self.factory.server.tell(self, nick, text)
+        server = self.factory.server
+        d = (server.notify if notice else server.tell)(self, nick, text)
 
         def sent(event: ChatEvent) -> None:
             if "echo-message" in self.caps and event.target != self.nick:
@@ -222,7 +244,7 @@ class IrcChatProtocol(FrontEndProtocol):
 
         def failed(failure: Failure) -> None:
             failure.trap(ChatError)
-            if not quiet:
+            if not notice:
                 self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
 
         return session.answer(d.addErrback(failed))
@@ -250,7 +272,7 @@ class IrcChatProtocol(FrontEndProtocol):
         # Its own events are not echoed, and each client shows a nickname
         # change once, whichever of its rooms it came from: those batches
         # are put together for each client, from events formatted once.
-        if nick in batch.senders or NICK in batch.kinds:
+        if nick in batch.senders or not batch.kinds.isdisjoint(ONCE_PER_CLIENT):
             echo = "echo-message" in self.caps
             self.writeOut(self.renderOthers(batch, pieces, nick, echo))
         else:
@@ -270,19 +292,21 @@ class IrcChatProtocol(FrontEndProtocol):
         """
         return b"".join(
             [
-                self.renderEvents([e]) if e.kind == NICK else p
+                self.renderEvents([e]) if e.kind in ONCE_PER_CLIENT else p
                 for e, p in zip(batch.events, pieces)
-                if e.kind == NICK
+                if e.kind in ONCE_PER_CLIENT
                 or e.nick != nick
-                or (echo and e.kind in (MESSAGE, ACTION))
+                or (echo and e.kind in ECHOED)
             ]
         )
 
     def renderOne(self, event: ChatEvent) -> bytes:
         """
-        One event, but for a nickname change, as one IRC message.
+        One event, but for a nickname change or a quit, as IRC messages.
         """
-        return b"" if event.kind == NICK else self.renderEvents([event])
+        if event.kind in ONCE_PER_CLIENT:
+            return b""
+        return self.renderEvents([event])
 
     def receive(self, event: ChatEvent) -> None:
         # Its own copy of what it sent comes only with echo-message.
@@ -300,10 +324,13 @@ class IrcChatProtocol(FrontEndProtocol):
 
     def formatIrc(self, event: ChatEvent) -> str:
         """
-        One event as one IRC message (a nickname change once per client).
+        One event as IRC messages (a nickname change or a quit once per
+        client, whichever of its rooms it came from).
         """
         if event.kind == NICK:
             return self.nickLine(event)
+        if event.kind == QUIT:
+            return self.quitLine(event)
         return format_event(event)
 
     def nickLine(self, event: ChatEvent) -> str:
@@ -312,6 +339,22 @@ class IrcChatProtocol(FrontEndProtocol):
             return ""
         self._seenNicks.append(change)
         return irc_line(mask(event.nick), "NICK", event.text)
+
+    def quitLine(self, event: ChatEvent) -> str:
+        """
+        A quit, once: the same quit comes from each room the two shared,
+        within moments (a later quit of the same nick is another one).
+        """
+        now = self.factory.clock.seconds()
+        quits = self._quits
+        seen = quits.get(event.nick)
+        if seen is not None and now - seen < QUIT_WINDOW:
+            return ""
+        if len(quits) >= 64:
+            for nick in [n for n, t in quits.items() if now - t >= QUIT_WINDOW]:
+                del quits[nick]
+        quits[event.nick] = now
+        return irc_lines(mask(event.nick), "QUIT", event.text).split("\r\n", 1)[0]
 
     def history(self, room: str, events: Sequence[ChatEvent]) -> None:
         entering = self.channels.entering.get(room)

@@ -7,7 +7,16 @@ event as IRC says it, the same bytes for every client.
 import re
 from typing import List, Optional
 
-from ...events import ACTION, JOIN, LEAVE, MESSAGE, PRIVATE, ChatEvent
+from ...events import (
+    ACTION,
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NOTICE,
+    PRIVATE,
+    PRIVATE_NOTICE,
+    ChatEvent,
+)
 
 __all__ = [
     "CHANNEL_MODES",
@@ -145,6 +154,10 @@ def format_event(event: ChatEvent) -> str:
         return irc_line(who, "JOIN", room)
     if event.kind == LEAVE:  # one PART, its reason cut if need be
         return irc_lines(who, "PART", room, event.text).split("\r\n", 1)[0]
+    if event.kind == NOTICE:
+        return irc_lines(who, "NOTICE", room, event.text)
     if event.kind == PRIVATE:
         return irc_lines(who, "PRIVMSG", event.target, event.text)
+    if event.kind == PRIVATE_NOTICE:
+        return irc_lines(who, "NOTICE", event.target, event.text)
     return irc_lines(SERVER, "NOTICE", room, event.text)

@@ -43,7 +43,18 @@ from zope.interface import implementer
 
 from ....lines import LineTooLong, Overflow, Rated
 from ....text import sanitize
-from ...events import JOIN, LEAVE, NICK, ChatEvent, EventBatch
+from ...events import (
+    JOIN,
+    LEAVE,
+    MESSAGE,
+    NICK,
+    NOTICE,
+    PRIVATE,
+    PRIVATE_NOTICE,
+    QUIT,
+    ChatEvent,
+    EventBatch,
+)
 from ...interfaces import ChatError, IChatClient
 from ..base import FrontEndFactory, FrontEndProtocol
 from .http import (
@@ -69,7 +80,10 @@ __all__ = [
 BINARY = object()
 """A binary message, among the text messages: answered with an error."""
 
-MOVES = frozenset([JOIN, LEAVE, NICK])
+MOVES = frozenset([JOIN, LEAVE, QUIT, NICK])
+SHOWN_AS = {NOTICE: MESSAGE, QUIT: LEAVE, PRIVATE_NOTICE: PRIVATE}
+"""The kinds the page shows as others: an IRC notice as a line, a quit as
+a leave, a private notice as a private message."""
 """The kinds of event after which a member's nickname or room may differ."""
 
 # Close codes (RFC 6455, 7.4.1).
@@ -209,7 +223,8 @@ def event_json(event: ChatEvent) -> Dict[str, Any]:
     """
     A room event (or a private message) as the JSON the browser gets.
     """
-    fields = {"type": event.kind, "room": event.room, "nick": event.nick}
+    kind = SHOWN_AS.get(event.kind, event.kind)
+    fields = {"type": kind, "room": event.room, "nick": event.nick}
     fields["text"] = event.text
     if event.target:
         fields["target"] = event.target
