@@ -1163,3 +1163,123 @@ class NoticeAndQuitTests(SynchronousTestCase):
         self.chat.clock.advance(0)
         lines = self.bot.lines()
         self.assertIn(":alice!alice@sockproto QUIT :Quit: again", lines)
+
+
+class PydleTests(TestCase):
+    """
+    A bot written with pydle (PyPI), which asks WHOIS for every user it
+    sees and believes only what the answers say, over real loopback
+    sockets beside an nc-like line client.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_a_pydle_bot_knows_itself_joins_talks_parts_and_quits(self) -> Any:
+        try:
+            import pydle  # noqa: F401
+        except ImportError:
+            raise SkipTest("pydle is missing: pip install 'pydle>=1.2'") from None
+        chat = ChatFactory(rateLimit=0)
+        lines = yield listen_on_loopback(chat)
+        self.addCleanup(lines.stop)
+        ircd = yield listen_on_loopback(IrcChatFactory(chat))
+        self.addCleanup(ircd.stop)
+        nc = yield connect_line_client(lines.endpoint())
+        self.addCleanup(nc.transport.loseConnection)
+        yield nc.expect("you are in #lobby")
+        nc.send("/nick ncuser")
+        yield nc.expect("is now known as ncuser")
+        bot = PydleBot(ircd.portNumber)
+        self.addCleanup(bot.stop)
+        yield wait_for(lambda: bot.joined, timeout=20)
+        yield nc.expect("pydlebot joined #lobby")
+        self.assertEqual(bot.call(lambda c: c.nickname), "pydlebot")
+        self.assertTrue(bot.call(lambda c: c.in_channel("#lobby")))
+        nc.send("hello pydle")
+        yield nc.expect("<pydlebot> hello ncuser")
+        bot.run(lambda c: c.notice("#lobby", "a notice, not to be answered"))
+        yield nc.expect("<pydlebot> a notice, not to be answered")
+        bot.run(lambda c: c.part("#lobby", "off"))
+        yield nc.expect("pydlebot left #lobby (off)")
+        yield wait_for(lambda: not bot.call(lambda c: c.in_channel("#lobby")))
+        bot.run(lambda c: c.quit("done"))
+        yield wait_for(lambda: bot.call(lambda c: not c.connected))
+        self.assertEqual(bot.errors, [])
+        self.assertNotIn("421", bot.numerics)  # no unknown command
+
+
+class PydleBot:
+    """
+    A pydle client on an asyncio loop in a thread of its own: joins
+    #lobby and answers "hello pydle".
+    """
+
+    def __init__(self, port: int) -> None:
+        import asyncio
+
+        import pydle
+
+        test = self
+
+        class Client(pydle.Client):  # type: ignore[misc]
+            async def on_connect(self) -> None:
+                await super().on_connect()
+                await self.join("#lobby")
+
+            async def on_join(self, channel: str, user: str) -> None:
+                await super().on_join(channel, user)
+                if user == self.nickname:
+                    test.joined = True
+
+            async def on_channel_message(self, target: str, by: str, text: str) -> None:
+                await super().on_channel_message(target, by, text)
+                if text == "hello pydle":
+                    await self.message(target, f"hello {by}")
+
+            async def on_raw(self, message: Any) -> None:
+                test.numerics.append(str(message.command).zfill(3))
+                if message.command == "ERROR" and test.quitting is False:
+                    test.errors.append(message._raw)
+                await super().on_raw(message)
+
+        self.joined = False
+        self.quitting = False
+        self.errors: List[str] = []
+        self.numerics: List[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.client = Client("pydlebot", realname="a pydle bot")
+        connect = self.client.connect("127.0.0.1", port, tls=False)
+        self.thread = threading.Thread(target=self._run, args=(connect,), daemon=True)
+        self.thread.start()
+
+    def _run(self, connect: Any) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        self.loop.create_task(connect)
+        self.loop.run_forever()
+
+    def run(self, action: Any) -> None:
+        """Have the bot's loop run the coroutine C{action(client)}."""
+        import asyncio
+
+        if action.__name__ == "<lambda>" and "quit" in action.__code__.co_names:
+            self.quitting = True
+        asyncio.run_coroutine_threadsafe(action(self.client), self.loop).result(10)
+
+    def call(self, question: Any) -> Any:
+        """C{question(client)}, asked in the bot's loop."""
+        import asyncio
+
+        async def ask() -> Any:
+            return question(self.client)
+
+        return asyncio.run_coroutine_threadsafe(ask(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.client.connected:
+            self.quitting = True
+            self.run(lambda c: c.disconnect(expected=True))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
