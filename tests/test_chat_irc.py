@@ -1179,7 +1179,10 @@ class PydleTests(TestCase):
         try:
             import pydle  # noqa: F401
         except ImportError:
-            raise SkipTest("pydle is missing: pip install 'pydle>=1.2'") from None
+            raise SkipTest(
+                "pydle is missing: pip install 'pydle>=1.2' (the test extra"
+                " installs it on Python 3.10 and later, which pydle needs)"
+            ) from None
         chat = ChatFactory(rateLimit=0)
         lines = yield listen_on_loopback(chat)
         self.addCleanup(lines.stop)
