@@ -1286,3 +1286,100 @@ class PydleBot:
             self.run(lambda c: c.disconnect(expected=True))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class WeeChatTests(TestCase):
+    """
+    WeeChat (Debian's weechat-headless), driven through its FIFO, against
+    the IRC port, beside an nc-like line client: it joins, talks, acts,
+    asks WHOIS, sends a notice, changes its nickname and parts, and shows
+    no error or unknown command.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_weechat_joins_talks_whois_notice_nick_part(self) -> Any:
+        if shutil.which("weechat-headless") is None:
+            raise SkipTest("weechat-headless missing: apt-get install weechat-headless")
+        chat = ChatFactory(rateLimit=0)
+        lines = yield listen_on_loopback(chat)
+        self.addCleanup(lines.stop)
+        ircd = yield listen_on_loopback(IrcChatFactory(chat))
+        self.addCleanup(ircd.stop)
+        nc = yield connect_line_client(lines.endpoint())
+        self.addCleanup(nc.transport.loseConnection)
+        yield nc.expect("you are in #lobby")
+        nc.send("/nick ncuser")
+        yield nc.expect("is now known as ncuser")
+        home = temporary_directory(self)
+        weechat = WeeChat(home, ircd.portNumber)
+        self.addCleanup(weechat.stop)
+        yield nc.expect("weebot joined #lobby", 20)
+        yield wait_for(lambda: "has joined #lobby" in weechat.log("irc.sp.#lobby"))
+        nc.send("hello weechat")
+        yield wait_for(lambda: "hello weechat" in weechat.log("irc.sp.#lobby"))
+        weechat.send("irc.sp.#lobby *hello from weechat")
+        yield nc.expect("<weebot> hello from weechat", 10)
+        weechat.send("irc.sp.#lobby */me waves")
+        yield nc.expect("* weebot waves", 10)
+        weechat.send("irc.server.sp */whois ncuser")
+        yield wait_for(lambda: "End of /WHOIS list" in weechat.log("irc.server.sp"))
+        weechat.send("irc.sp.#lobby */notice #lobby a notice")
+        yield nc.expect("<weebot> a notice", 10)
+        weechat.send("irc.server.sp */nick weebot2")
+        yield nc.expect("weebot is now known as weebot2", 10)
+        weechat.send("irc.sp.#lobby */part #lobby bye")
+        yield nc.expect("weebot2 left #lobby (bye)", 10)
+        shown = weechat.log("irc.server.sp") + weechat.log("irc.sp.#lobby")
+        for sign in ("Unknown command", "421", "not a channel", "rror"):
+            self.assertNotIn(sign, shown)
+
+
+class WeeChat:
+    """
+    A weechat-headless in its own home folder, its logs written at once,
+    commands sent through its FIFO.
+    """
+
+    def __init__(self, home: str, port: int) -> None:
+        self.home = home
+        commands = ";".join(
+            [
+                f"/server add sp 127.0.0.1/{port} -notls",
+                "/set irc.server.sp.nicks weebot",
+                "/set irc.server.sp.autojoin #lobby",
+                "/set fifo.file.enabled on",
+                "/set logger.file.flush_delay 0",
+                "/connect sp",
+            ]
+        )
+        with open(os.path.join(home, "weechat.out"), "wb") as out:
+            self.process = subprocess.Popen(
+                ["weechat-headless", "--dir", home, "--stdout", "-r", commands],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self, buffer: str) -> str:
+        path = os.path.join(self.home, "logs", f"{buffer}.weechatlog")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def send(self, line: str) -> None:
+        [fifo] = [n for n in os.listdir(self.home) if n.startswith("weechat_fifo")]
+        with open(os.path.join(self.home, fifo), "w", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
