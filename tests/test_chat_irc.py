@@ -1383,3 +1383,51 @@ class WeeChat:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+class OlderBackEndTests(SynchronousTestCase):
+    """
+    A back end written before notices and quits existed (no C{notice},
+    C{quit} or C{notify}) still serves IRC users: a notice is said, a quit
+    is a leave, a private notice is told.
+    """
+
+    def test_notices_and_quits_fall_back(self) -> None:
+        class OldRoom:
+            def __init__(self, room: Any) -> None:
+                self.room = room
+                self.name = room.name
+                for name in ("join", "leave", "say", "act", "nicks", "flush"):
+                    setattr(self, name, getattr(room, name))
+
+        class OldServer:
+            def __init__(self, server: ChatServer) -> None:
+                self.server = server
+                for name in ("name", "defaultRoom", "register", "rename"):
+                    setattr(self, name, getattr(server, name))
+                for name in ("unregister", "inUse", "tell", "rooms", "counts"):
+                    setattr(self, name, getattr(server, name))
+                self.reserved = server.reserved
+
+            def room(self, name: str) -> Any:
+                return self.server.room(name).addCallback(OldRoom)
+
+        clock = Clock()
+        chat = ChatOnClock(OldServer(ChatServer("old", clock)), clock)
+        alice, bob = IrcClient(chat, 1), IrcClient(chat, 2)
+        for client, nick in ((alice, "alice"), (bob, "bob")):
+            client.register(nick)
+            client.send(b"JOIN #lobby\r\n")
+        alice.lines()
+        bob.lines()
+        alice.send(b"NOTICE #lobby :hi\r\nNOTICE bob :psst\r\nQUIT :bye\r\n")
+        alice.protocol.connectionLost()
+        chat.clock.advance(0)
+        self.assertEqual(
+            bob.lines(),
+            [
+                ":alice!alice@sockproto PRIVMSG #lobby :hi",
+                ":alice!alice@sockproto PRIVMSG bob :psst",
+                ":alice!alice@sockproto PART #lobby :Quit: bye",
+            ],
+        )

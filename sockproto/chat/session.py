@@ -636,7 +636,8 @@ class ChatSession:
         if self.room is room:
             rest = list(self._rooms.values()) if self._rooms is not None else []
             self.room = rest[-1] if rest else None
-        goodbye = room.quit if quitting else room.leave
+        # A back end written before quit() existed leaves instead.
+        goodbye = getattr(room, "quit", room.leave) if quitting else room.leave
         self._logFailure(goodbye(self.client, reason))
         return True
 
@@ -650,7 +651,9 @@ class ChatSession:
         room = self.rooms.get(name)
         if room is None:
             return False
-        say = room.act if action else room.notice if notice else room.say
+        say = room.act if action else room.say
+        if notice:  # a back end written before notice() existed says it
+            say = getattr(room, "notice", room.say)
         self.answer(say(self.client, text))
         return True
 

@@ -234,7 +234,9 @@ class IrcChatProtocol(FrontEndProtocol):
         session = self.session
         assert session is not None
         server = self.factory.server
-        d = (server.notify if notice else server.tell)(self, nick, text)
+        # A back end written before notify() existed tells instead.
+        send = getattr(server, "notify", server.tell) if notice else server.tell
+        d = send(self, nick, text)
 
         def sent(event: ChatEvent) -> None:
             if "echo-message" in self.caps and event.target != self.nick:
