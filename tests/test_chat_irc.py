@@ -1431,3 +1431,29 @@ class OlderBackEndTests(SynchronousTestCase):
                 ":alice!alice@sockproto PART #lobby :Quit: bye",
             ],
         )
+
+
+class WhoTests(SynchronousTestCase):
+    def test_who_of_a_nick_and_away_people_show_g(self) -> None:
+        chat = ChatOnClock()
+        alice, bob = IrcClient(chat, 1), IrcClient(chat, 2)
+        alice.register("alice")
+        bob.register("bob")
+        bob.send(b"AWAY :out\r\nJOIN #lobby\r\n")
+        alice.send(b"JOIN #lobby\r\n")
+        alice.lines()
+        alice.send(b"WHO bob\r\nWHO nobody\r\nWHO b*\r\nWHO #lobby\r\n")
+        lines = [line.split(" ", 3)[3] for line in alice.lines()]  # after "alice"
+        host = "sockproto sockproto.local"
+        self.assertEqual(
+            lines,
+            [
+                f"* bob {host} bob G :0 bob",
+                "bob :End of /WHO list",
+                "nobody :End of /WHO list",
+                "b* :End of /WHO list",
+                f"#lobby bob {host} bob G :0 bob",
+                f"#lobby alice {host} alice H :0 alice",
+                "#lobby :End of /WHO list",
+            ],
+        )

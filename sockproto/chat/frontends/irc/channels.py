@@ -17,7 +17,7 @@ from twisted.words.protocols import irc
 from ....text import sanitize
 from ...events import ChatEvent
 from ...interfaces import IChatRoom
-from ...names import valid_room
+from ...names import valid_nick, valid_room
 from .render import CHANNEL_MODES, HOST, USER_MODES, irc_line, mask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,28 +207,41 @@ class Channels:
         return _all(answers)
 
     def irc_WHO(self, params: List[str]) -> Optional["Deferred[None]"]:
+        """
+        C{WHO #channel} (one the client is in) or C{WHO nick}: 352 for
+        each, then 315.  Masks match nobody: the chat lists no one it was
+        not asked about by name.
+        """
         target = params[0] if params else "*"
-        name = valid_room(target) if target.startswith("#") else None
+        if not target.startswith("#"):
+            if not valid_nick(target):
+                self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+                return None
+            d = self.protocol.factory.server.inUse(target)
+            return d.addCallback(
+                lambda used: self.sendWho([target] if used else [], "*", target)
+            )
+        name = valid_room(target)
         room = self.joined(name)
         if room is None:
             self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
             return None
+        return room.nicks().addCallback(self.sendWho, f"#{name}", target)
 
-        def show(nicks: List[str]) -> None:
-            for nick in nicks:
-                self.numeric(
-                    irc.RPL_WHOREPLY,
-                    f"#{name}",
-                    nick,
-                    HOST,
-                    self.protocol.serverName,
-                    nick,
-                    "G" if nick == self.protocol.nick and self.protocol.away else "H",
-                    f"0 {nick}",
-                )
-            self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
-
-        return room.nicks().addCallback(show)
+    def sendWho(self, nicks: List[str], channel: str, target: str) -> None:
+        away = self.protocol.queries.awayMessage
+        for nick in nicks:
+            self.numeric(
+                irc.RPL_WHOREPLY,
+                channel,
+                nick,
+                HOST,
+                self.protocol.serverName,
+                nick,
+                "G" if away(nick) else "H",
+                f"0 {nick}",
+            )
+        self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
 
     def irc_LIST(self, params: List[str]) -> "Deferred[None]":
         def show(rooms: List[Tuple[str, int]]) -> None:
