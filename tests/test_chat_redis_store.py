@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from sockproto.chat.backends.redis.resp import RedisLink, parse_redis_url
 from sockproto.chat.backends.redis.store import UNREACHABLE, RedisStore
 from sockproto.chat.interfaces import ChatError
+from sockproto.chat.names import nick_key
 from sockproto.testing import RedisServer, wait_for
 
 _prefixes = itertools.count(1)
@@ -167,7 +168,7 @@ class StoreTests(TestCase):
         self.assertEqual(sorted(gone), [("games", "bob", 0), ("lobby", "bob", 1)])
         self.assertIsNone((yield self.store.holder("bob")))
         rooms = yield self.store.rooms()
-        self.assertEqual(rooms, [("lobby", 1)])
+        self.assertEqual(rooms, [("lobby", 3)])  # a count: no name shown
         self.assertNotIn("node:node-dead:nicks", self.keys())
         self.assertNotIn("node:node-dead:rooms", self.keys())
 
@@ -194,3 +195,23 @@ class StoreTests(TestCase):
         yield wait_for(lambda: not self.link.up)
         error = yield self.assertFailure(self.store.claim("alice"), ChatError)
         self.assertEqual(str(error), UNREACHABLE)
+
+    @inlineCallbacks
+    def test_names_read_from_redis_follow_the_rules_or_are_dropped(self) -> Any:
+        yield self.store.join("lobby", "alice")
+        prefix = self.prefix
+        self.redis.command("ZADD", f"{prefix}room:lobby:members", 99, "\x1b[2JEVIL")
+        self.redis.command("ZADD", f"{prefix}room:lobby:members", 98, "a\r\nb")
+        self.redis.command("SADD", f"{prefix}rooms", "bad\r\nroom", "UPPER")
+        self.redis.command(
+            "SET", f"{prefix}nick:{nick_key('evil')}", "node-x evil\r\nx"
+        )
+        members = yield self.store.members("lobby")
+        self.assertEqual(members, ["alice"])
+        rooms = yield self.store.rooms()
+        self.assertEqual(rooms, [("lobby", 3)])  # a count: no name shown
+        self.assertIsNone((yield self.store.holder("evil")))
+        taken = yield self.store.claim("evil")
+        self.assertEqual(taken, "evil")  # taken, by a name not shown
+        errors = self.flushLoggedErrors()
+        self.assertEqual(errors, [])

@@ -372,6 +372,7 @@ class SharedGuaranteeTests(ThreeNodes, TestCase):
         self.redis.command("PUBLISH", channel, b"1 " + big.encode())
         forged = encode_events([ChatEvent("message", "lobby", "mallory", "hi")])
         self.redis.command("PUBLISH", channel, b"99999 " + forged)
+        self.redis.command("PUBLISH", channel, str(2**70).encode() + b" " + forged)
         alice.send("still fine")
         yield self.turn()
         self.assertEqual(bob.seen(), [("message", "alice", "still fine")])

@@ -41,7 +41,7 @@ from ...names import nick_key
 from ..memory import ChatRoom, ChatServer
 from .resp import RedisLink
 from .room import SharedRoom
-from .store import RedisStore
+from .store import MAX_NUMBER, RedisStore
 from .wire import MalformedMessageError, decode_events, encode_events
 
 __all__ = ["BrokerService", "RedisChatServer"]
@@ -348,6 +348,8 @@ class RedisChatServer:
         seq, _, body = data.partition(b" ")
         if not seq.isdigit():
             return self.dropped(room.name, "no sequence number")
+        if len(seq) > 19 or int(seq) > MAX_NUMBER:
+            return self.dropped(room.name, f"number {seq[:24]!r} past Redis's")
         room.received(int(seq), body)
 
     def _private(self, data: bytes) -> None:

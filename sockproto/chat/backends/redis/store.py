@@ -30,13 +30,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
+from ....logs import SafeLogger
 from ...interfaces import ChatError
-from ...names import nick_key
+from ...names import nick_key, valid_nick, valid_room
 from .resp import RedisLink
 
 __all__ = ["RedisStore", "UNREACHABLE"]
 
 UNREACHABLE = "the chat network is unavailable: try again"
+MAX_NUMBER = 2**63 - 1
+"""The largest number Redis counts to (INCR): a larger one is forged."""
+
+log = SafeLogger()
 
 # KEYS: seq, stream, channel.  ARGV: stream length, message.
 _PUBLISH = """
@@ -188,6 +193,38 @@ def integer(value: Any) -> Optional[int]:
         return None
 
 
+def checked_nick(value: Any, where: str) -> Optional[str]:
+    """
+    A nickname read from Redis, if it follows the rules for typed ones;
+    else None, logged (anyone who can write to Redis could have put CR LF
+    or escapes there, to be shown to every client).
+    """
+    nick = text(value)
+    if valid_nick(nick):
+        return nick
+    log.warn(
+        "chat: dropped an invalid nickname {nick!r} read from Redis ({where})",
+        nick=nick[:40],
+        where=where,
+    )
+    return None
+
+
+def checked_room(value: Any, where: str) -> Optional[str]:
+    """
+    A room name read from Redis, if valid (see L{checked_nick}); else None.
+    """
+    room = text(value)
+    if valid_room(room) == room:
+        return room
+    log.warn(
+        "chat: dropped an invalid room name {room!r} read from Redis ({where})",
+        room=room[:40],
+        where=where,
+    )
+    return None
+
+
 def _entries(reply: Sequence[Any]) -> Entries:
     entries = []
     for entry_id, fields in reply:
@@ -300,14 +337,24 @@ class RedisStore:
     def members(self, room: str) -> "Deferred[List[str]]":
         """C{room}'s nicknames, in joining order."""
         d = self.execute("ZRANGE", self.roomKey(room, "members"), 0, -1)
-        return d.addCallback(lambda names: [text(n) for n in names])
+        where = f"#{room}'s members"
+
+        def valid(names: List[Any]) -> List[str]:
+            nicks = [checked_nick(n, where) for n in names]
+            return [n for n in nicks if n is not None]
+
+        return d.addCallback(valid)
 
     def rooms(self) -> "Deferred[List[Tuple[str, int]]]":
         """Each room and its number of members, by name."""
         d = self._eval(_ROOMS, [self.key("rooms")], self.prefix)
 
         def counted(flat: List[Any]) -> List[Tuple[str, int]]:
-            pairs = [(text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            pairs = []
+            for i in range(0, len(flat), 2):
+                room = checked_room(flat[i], "the room list")
+                if room is not None:
+                    pairs.append((room, int(flat[i + 1])))
             return sorted(pairs)
 
         return d.addCallback(counted)
@@ -348,9 +395,14 @@ class RedisStore:
         key = nick_key(nick)
         keys = (self.key(f"nick:{key}"), self.nodeKey("nicks"))
         d = self._eval(_CLAIM, keys, self.node, nick, key)
-        return d.addCallback(
-            lambda holder: None if holder is None else text(holder).partition(" ")[2]
-        )
+
+        def holder(value: Any) -> Optional[str]:
+            if value is None:
+                return None
+            name = checked_nick(text(value).partition(" ")[2], f"the claim of {nick}")
+            return name if name is not None else nick  # taken, by whoever
+
+        return d.addCallback(holder)
 
     def unclaim(self, nick: str) -> "Deferred[Any]":
         """Free C{nick}, if this process holds it."""
@@ -368,7 +420,9 @@ class RedisStore:
             if value is None:
                 return None
             node, _, holder = text(value).partition(" ")
-            return (node, holder) if holder.lower() == nick.lower() else None
+            if holder.lower() != nick.lower() or not valid_nick(holder):
+                return None
+            return (node, holder)
 
         return d.addCallback(parsed)
 
@@ -415,10 +469,13 @@ class RedisStore:
         d = self._eval(_REAP, keys, self.prefix, node, defaultRoom)
 
         def parsed(flat: List[Any]) -> List[Tuple[str, str, int]]:
-            return [
-                (text(flat[i]), text(flat[i + 1]), int(flat[i + 2]))
-                for i in range(0, len(flat), 3)
-            ]
+            gone = []
+            for i in range(0, len(flat), 3):
+                room = checked_room(flat[i], f"{node}'s memberships")
+                nick = checked_nick(flat[i + 1], f"{node}'s memberships")
+                if room is not None and nick is not None:
+                    gone.append((room, nick, int(flat[i + 2])))
+            return gone
 
         return d.addCallback(parsed)
 
