@@ -50,6 +50,11 @@ class SharedRoom:
     A room shared through Redis: its members here, and the broker's
     numbered events, delivered in order.
 
+    (Over 300 lines: it does what the feed says — deliver, backfill, sync
+    — and each of the room's operations in both modes; the Redis side is
+    L{RedisStore}'s, the order L{RoomFeed}'s, the members the local
+    room's.)
+
     @ivar local: the in-process room inside: members, fan-out, history,
         and the whole room while L{alone}.
     @ivar alone: whether Redis is away, so that L{local} serves the room

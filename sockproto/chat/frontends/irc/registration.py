@@ -55,6 +55,10 @@ class Registration:
     registration commands are answered; while the back end answers, the
     client's next lines wait (L{LineProtocol.waitFor}).
 
+    (Over 300 lines: CAP, SASL and NICK/USER are one state machine, each
+    step depending on the others' state — SASL on CAP, the welcome on all
+    three — and splitting it would pass that state between objects.)
+
     @ivar done: whether the client is registered (welcomed).
     @ivar caps: the IRCv3 capabilities the client enabled (C{CAP REQ}).
     @ivar authenticated: whether SASL succeeded (once is all).
