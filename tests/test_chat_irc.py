@@ -1016,6 +1016,11 @@ class QueryTests(SynchronousTestCase):
         self.alice.send(b"WHOIS sockproto.local alice\r\n")
         self.assertEqual(codes(self.alice.lines()), ["311", "319", "312", "318"])
 
+    def test_a_private_message_to_someone_away_gets_301(self) -> None:
+        self.bob.send(b"AWAY :lunch\r\n")
+        self.alice.send(b"PRIVMSG bob :there?\r\nNOTICE bob :fyi\r\n")
+        self.assertEqual(self.alice.lines(), [":sockproto.local 301 alice bob :lunch"])
+
     def test_whowas_remembers_nobody(self) -> None:
         self.alice.send(b"WHOWAS carol\r\n")
         self.assertEqual(codes(self.alice.lines()), ["406", "369"])

@@ -241,6 +241,9 @@ class IrcChatProtocol(FrontEndProtocol):
         def sent(event: ChatEvent) -> None:
             if "echo-message" in self.caps and event.target != self.nick:
                 self.direct(self.renderEvents([event]))
+            away = self.queries.awayMessage(event.target)
+            if away and not notice:  # RFC 2812: 301 answers a PRIVMSG
+                self.numeric(irc.RPL_AWAY, event.target, away)
 
         d.addCallback(sent)
 
