@@ -55,6 +55,11 @@ IRSSI_AFTER_CAP = b"CAP END\r\nNICK alice\r\nUSER root root 127.0.0.1 :root\r\n"
 WEECHAT = b"CAP LS 302\r\nNICK bob\r\nUSER bob 0 * :bob\r\n"
 
 
+OFFERED = "cap-notify echo-message multi-prefix userhost-in-names"
+OFFERED_WITH_SASL = "cap-notify echo-message multi-prefix sasl=PLAIN userhost-in-names"
+OFFERED_SASL_NO_VALUE = "cap-notify echo-message multi-prefix sasl userhost-in-names"
+
+
 def codes(lines: List[str]) -> List[str]:
     return [line.split()[1] for line in lines]
 
@@ -69,7 +74,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto.local CAP * LS :echo-message",
+                f":sockproto.local CAP * LS :{OFFERED}",
                 ":sockproto.local 451 * :You have not registered",
             ],
         )
@@ -136,7 +141,7 @@ class SaslTests(SynchronousTestCase):
         client = self.client = IrcClient(self.chat, 1)
         client.send(b"CAP LS 302\r\nNICK carol\r\nUSER c 0 * :c\r\n")
         self.assertEqual(
-            client.lines(), [":sockproto.local CAP * LS :echo-message sasl=PLAIN"]
+            client.lines(), [f":sockproto.local CAP * LS :{OFFERED_WITH_SASL}"]
         )
         client.send(b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
         self.assertEqual(
@@ -206,7 +211,7 @@ class SaslTests(SynchronousTestCase):
         self.assertEqual(
             client.lines(),
             [
-                ":sockproto.local CAP * LS :echo-message",
+                f":sockproto.local CAP * LS :{OFFERED}",
                 ":sockproto.local CAP * NAK :sasl",
                 ":sockproto.local 904 * :SASL authentication failed",
             ],
@@ -649,7 +654,8 @@ class CapabilityTests(SynchronousTestCase):
         client = IrcClient(self.chat, 1)
         client.send(b"CAP LS\r\n")
         self.assertEqual(
-            client.lines(), [":sockproto.local CAP * LS :echo-message sasl"]
+            client.lines(),
+            [f":sockproto.local CAP * LS :{OFFERED_SASL_NO_VALUE}"],
         )
 
     def test_a_request_is_all_or_nothing(self) -> None:
@@ -1461,4 +1467,19 @@ class WhoTests(SynchronousTestCase):
                 f"#lobby alice {host} alice H :0 alice",
                 "#lobby :End of /WHO list",
             ],
+        )
+
+
+class NamesCapabilityTests(SynchronousTestCase):
+    def test_userhost_in_names_and_multi_prefix(self) -> None:
+        chat = ChatOnClock()
+        alice = IrcClient(chat, 1)
+        alice.send(b"CAP LS 302\r\nCAP REQ :multi-prefix userhost-in-names\r\n")
+        alice.send(b"CAP END\r\nNICK alice\r\nUSER a 0 * :a\r\n")
+        self.assertIn(
+            ":sockproto.local CAP * ACK :multi-prefix userhost-in-names", alice.lines()
+        )
+        alice.send(b"JOIN #lobby\r\n")
+        self.assertIn(
+            ":sockproto.local 353 alice = #lobby :alice!alice@sockproto", alice.lines()
         )

@@ -163,6 +163,8 @@ class Channels:
             held[peer] -= 1
 
     def sendNames(self, nicks: List[str], name: str) -> None:
+        if "userhost-in-names" in self.protocol.caps:
+            nicks = [mask(nick) for nick in nicks]
         line = ""
         for nick in nicks:
             if len(line) + len(nick) > 400:

@@ -112,7 +112,11 @@ class Registration:
         The IRCv3 capabilities offered, by name, with their values (given
         only to a client that asked with C{CAP LS 302}).
         """
-        offered = {"echo-message": ""}
+        # cap-notify: the list never changes, so there is nothing to notify;
+        # multi-prefix: there are no channel prefixes, so nothing to add.
+        offered = dict.fromkeys(
+            ["cap-notify", "echo-message", "multi-prefix", "userhost-in-names"], ""
+        )
         if self.protocol.factory.accounts is not None:
             offered["sasl"] = "PLAIN" if values else ""
         return offered
