@@ -1483,3 +1483,23 @@ class NamesCapabilityTests(SynchronousTestCase):
         self.assertIn(
             ":sockproto.local 353 alice = #lobby :alice!alice@sockproto", alice.lines()
         )
+
+
+class InviteTests(SynchronousTestCase):
+    def test_an_invitation_is_a_notice_to_the_invited(self) -> None:
+        chat = ChatOnClock()
+        alice, bob = IrcClient(chat, 1), IrcClient(chat, 2)
+        alice.register("alice")
+        bob.register("bob")
+        alice.send(b"JOIN #dev\r\n")
+        alice.lines()
+        line, lineIO = chat.join()
+        chat.send(line, "/nick carol")
+        alice.send(b"INVITE bob #dev\r\nINVITE carol #dev\r\n")
+        alice.send(b"INVITE alice #dev\r\nINVITE nobody #dev\r\nINVITE bob #other\r\n")
+        self.assertEqual(codes(alice.lines()), ["341", "341", "443", "401", "442"])
+        self.assertEqual(
+            bob.lines(),
+            [":alice!alice@sockproto NOTICE bob :alice invites you to join #dev"],
+        )
+        self.assertIn("*alice* -> *carol* alice invites you", lineIO.value().decode())

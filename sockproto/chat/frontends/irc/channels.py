@@ -16,7 +16,7 @@ from twisted.words.protocols import irc
 
 from ....text import sanitize
 from ...events import ChatEvent
-from ...interfaces import IChatRoom
+from ...interfaces import ChatError, IChatRoom
 from ...names import valid_nick, valid_room
 from .render import CHANNEL_MODES, HOST, USER_MODES, irc_line, mask
 
@@ -244,6 +244,37 @@ class Channels:
                 f"0 {nick}",
             )
         self.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list")
+
+    def irc_INVITE(self, params: List[str]) -> Optional["Deferred[None]"]:
+        """
+        C{INVITE nick #channel}: rooms are open to all, so an invitation is
+        a private notice to C{nick} (every front end shows it), and 341.
+        """
+        nick, channel = params[0], params[1]
+        name = valid_room(channel) if channel.startswith("#") else None
+        room = self.joined(name)
+        if room is None:
+            self.numeric(irc.ERR_NOTONCHANNEL, channel, "You're not on that channel")
+            return None
+        protocol = self.protocol
+
+        def check(nicks: List[str]) -> Optional["Deferred[None]"]:
+            if any(n.lower() == nick.lower() for n in nicks):
+                self.numeric("443", nick, channel, "is already on channel")
+                return None
+            text = f"{protocol.nick} invites you to join {channel}"
+            server = protocol.factory.server
+            send = getattr(server, "notify", server.tell)
+            return send(protocol, nick, text).addCallbacks(invited, failed)
+
+        def invited(event: object) -> None:
+            self.numeric(irc.RPL_INVITING, nick, channel)
+
+        def failed(failure: Failure) -> None:
+            failure.trap(ChatError)
+            self.numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
+
+        return room.nicks().addCallback(check)
 
     def irc_LIST(self, params: List[str]) -> "Deferred[None]":
         def show(rooms: List[Tuple[str, int]]) -> None:

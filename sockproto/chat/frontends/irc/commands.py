@@ -49,6 +49,7 @@ COMMANDS: Dict[str, Command] = {
     "LIST": Command(0, on="channels"),
     "TOPIC": Command(1, on="channels"),
     "MODE": Command(1, on="channels"),
+    "INVITE": Command(2, on="channels"),
     # talking and asking about people
     "PRIVMSG": Command(0),  # 411/412 and 461: its own
     "NOTICE": Command(0),  # never answered with an error
