@@ -55,9 +55,13 @@ IRSSI_AFTER_CAP = b"CAP END\r\nNICK alice\r\nUSER root root 127.0.0.1 :root\r\n"
 WEECHAT = b"CAP LS 302\r\nNICK bob\r\nUSER bob 0 * :bob\r\n"
 
 
-OFFERED = "cap-notify echo-message multi-prefix userhost-in-names"
-OFFERED_WITH_SASL = "cap-notify echo-message multi-prefix sasl=PLAIN userhost-in-names"
-OFFERED_SASL_NO_VALUE = "cap-notify echo-message multi-prefix sasl userhost-in-names"
+OFFERED = "cap-notify echo-message multi-prefix server-time userhost-in-names"
+OFFERED_WITH_SASL = (
+    "cap-notify echo-message multi-prefix sasl=PLAIN server-time userhost-in-names"
+)
+OFFERED_SASL_NO_VALUE = (
+    "cap-notify echo-message multi-prefix sasl server-time userhost-in-names"
+)
 
 
 def codes(lines: List[str]) -> List[str]:
@@ -1503,3 +1507,42 @@ class InviteTests(SynchronousTestCase):
             [":alice!alice@sockproto NOTICE bob :alice invites you to join #dev"],
         )
         self.assertIn("*alice* -> *carol* alice invites you", lineIO.value().decode())
+
+
+class ServerTimeTests(SynchronousTestCase):
+    """
+    IRCv3 server-time: a client that asks gets each line with the time it
+    was said, the room's history at its own times.
+    """
+
+    def test_history_and_live_lines_carry_their_times(self) -> None:
+        chat = ChatOnClock()
+        chat.clock.advance(1764786000.25)  # 2025-12-03 18:20:00.250 UTC
+        line, _ = chat.join()
+        chat.send(line, "/nick bob", "said before", "/me waved")
+        chat.clock.advance(60)
+        timed, plain = IrcClient(chat, 1), IrcClient(chat, 2)
+        timed.send(b"CAP REQ :server-time\r\nCAP END\r\n")
+        timed.register("alice")
+        plain.register("carol")
+        for client in (timed, plain):
+            client.send(b"JOIN #lobby\r\n")
+        self.assertEqual(
+            [line for line in timed.lines() if "PRIVMSG" in line],
+            [
+                "@time=2025-12-03T18:20:00.250Z :bob!bob@sockproto PRIVMSG #lobby"
+                " :said before",
+                "@time=2025-12-03T18:20:00.250Z :bob!bob@sockproto PRIVMSG #lobby"
+                " :\x01ACTION waved\x01",
+            ],
+        )
+        self.assertEqual(
+            plain.lines()[-1], ":sockproto.local NOTICE #lobby :* bob waved"
+        )
+        timed.lines()
+        chat.send(line, "now")
+        self.assertEqual(
+            timed.lines(),
+            ["@time=2025-12-03T18:21:00.250Z :bob!bob@sockproto PRIVMSG #lobby :now"],
+        )
+        self.assertEqual(plain.lines(), [":bob!bob@sockproto PRIVMSG #lobby :now"])

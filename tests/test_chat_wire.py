@@ -43,6 +43,16 @@ private_events = st.builds(
 
 
 class WireTests(SynchronousTestCase):
+    def test_an_event_s_time_survives_the_trip_and_old_rows_have_none(self) -> None:
+        event = ChatEvent("message", "lobby", "alice", "hi", time=1764786000.25)
+        [back] = decode_events(encode_events([event]))
+        self.assertEqual(back.time, 1764786000.25)
+        old = b'{"v":1,"e":[["message","lobby","alice","hi",""]]}'
+        self.assertEqual(decode_events(old)[0].time, 0.0)
+        for bad in ("true", '"x"', "-1", "1e300", "NaN"):
+            row = '{"v":1,"e":[["message","lobby","alice","hi","",' + bad + "]]}"
+            self.assertRaises(MalformedMessageError, decode_events, row.encode())
+
     @given(st.lists(st.one_of(room_events, private_events), max_size=20))
     def test_events_survive_the_trip(self, events: List[ChatEvent]) -> None:
         decoded = decode_events(encode_events(events))

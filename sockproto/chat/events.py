@@ -33,6 +33,9 @@ class ChatEvent:
     @ivar text: what was said, the leave or quit reason, or the new
         nickname.
     @ivar target: the recipient of a private message.
+    @ivar time: when it happened (seconds since the epoch, by the clock of
+        the back end that made it; 0 if unknown): IRC's C{server-time}
+        shows a room's history at the times it was said.  Not compared.
     """
 
     kind: str
@@ -40,6 +43,7 @@ class ChatEvent:
     nick: str
     text: str = ""
     target: str = ""
+    time: float = field(default=0.0, compare=False)
 
 
 Render = Callable[[Sequence[ChatEvent]], bytes]

@@ -94,7 +94,9 @@ class ChatRoom:
     def join(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
         self.flush()
         self.members[id(member)] = member
-        self._announce(ChatEvent(JOIN, self.name, member.nick))
+        self._announce(
+            ChatEvent(JOIN, self.name, member.nick, time=self.clock.seconds())
+        )
         return succeed(list(self.history))
 
     def leave(self, member: IChatMember, reason: str) -> "Deferred[None]":
@@ -113,23 +115,33 @@ class ChatRoom:
         if self.members.pop(id(member), None) is None:
             return
         if self.members:
-            self._announce(ChatEvent(kind, self.name, member.nick, reason))
+            self._announce(
+                ChatEvent(
+                    kind, self.name, member.nick, reason, time=self.clock.seconds()
+                )
+            )
             return
         self._pending = []
         if self.emptied is not None:
             self.emptied(self)
 
     def say(self, member: IChatMember, text: str) -> "Deferred[None]":
-        self._remember(ChatEvent(MESSAGE, self.name, member.nick, text))
+        self._remember(
+            ChatEvent(MESSAGE, self.name, member.nick, text, time=self.clock.seconds())
+        )
         return succeed(None)
 
     def act(self, member: IChatMember, text: str) -> "Deferred[None]":
-        self._remember(ChatEvent(ACTION, self.name, member.nick, text))
+        self._remember(
+            ChatEvent(ACTION, self.name, member.nick, text, time=self.clock.seconds())
+        )
         return succeed(None)
 
     def notice(self, member: IChatMember, text: str) -> "Deferred[None]":
         self.stats.lines += 1
-        self._publish(ChatEvent(NOTICE, self.name, member.nick, text))
+        self._publish(
+            ChatEvent(NOTICE, self.name, member.nick, text, time=self.clock.seconds())
+        )
         return succeed(None)
 
     def renamed(self, member: IChatMember, old: str, new: str) -> None:
@@ -137,7 +149,9 @@ class ChatRoom:
         Announce that C{member}, formerly C{old}, is now C{new}.
         """
         if id(member) in self.members:
-            self._announce(ChatEvent(NICK, self.name, old, new))
+            self._announce(
+                ChatEvent(NICK, self.name, old, new, time=self.clock.seconds())
+            )
 
     def nicks(self) -> "Deferred[List[str]]":
         return succeed(self.memberNicks())
@@ -329,7 +343,9 @@ class ChatServer:
         target = self.find(nick)
         if target is None:
             return fail(ChatError(f"no such nickname: {nick}"))
-        event = ChatEvent(kind, "", member.nick, text, target.nick)
+        event = ChatEvent(
+            kind, "", member.nick, text, target.nick, time=self.clock.seconds()
+        )
         target.receive(event)
         return succeed(event)
 

@@ -169,7 +169,9 @@ class SharedRoom:
         self.flush()
         self.deliverIncoming()
         self.members[id(member)] = member
-        self._announce(ChatEvent(JOIN, self.name, member.nick))
+        self._announce(
+            ChatEvent(JOIN, self.name, member.nick, time=self.clock.seconds())
+        )
         seen = self.lastSeq
         d: Deferred[Any] = self.store.join(self.name, member.nick)
         d.addCallback(lambda _: self._history(seen))
@@ -224,7 +226,10 @@ class SharedRoom:
 
     def _left(self, remaining: int, nick: str, reason: str, kind: str) -> None:
         if remaining:
-            self.server.publish(self, [ChatEvent(kind, self.name, nick, reason)])
+            self.server.publish(
+                self,
+                [ChatEvent(kind, self.name, nick, reason, time=self.clock.seconds())],
+            )
 
     def nicks(self) -> "Deferred[List[str]]":
         if self.alone:
@@ -240,17 +245,23 @@ class SharedRoom:
     def say(self, member: IChatMember, text: str) -> "Deferred[None]":
         if self.alone:
             return self.local.say(member, text)
-        return self._said(ChatEvent(MESSAGE, self.name, member.nick, text))
+        return self._said(
+            ChatEvent(MESSAGE, self.name, member.nick, text, time=self.clock.seconds())
+        )
 
     def act(self, member: IChatMember, text: str) -> "Deferred[None]":
         if self.alone:
             return self.local.act(member, text)
-        return self._said(ChatEvent(ACTION, self.name, member.nick, text))
+        return self._said(
+            ChatEvent(ACTION, self.name, member.nick, text, time=self.clock.seconds())
+        )
 
     def notice(self, member: IChatMember, text: str) -> "Deferred[None]":
         if self.alone:
             return self.local.notice(member, text)
-        return self._said(ChatEvent(NOTICE, self.name, member.nick, text))
+        return self._said(
+            ChatEvent(NOTICE, self.name, member.nick, text, time=self.clock.seconds())
+        )
 
     def _said(self, event: ChatEvent) -> "Deferred[None]":
         self.stats.lines += 1
@@ -264,7 +275,9 @@ class SharedRoom:
         if self.alone:
             return self.local.renamed(member, old, new)
         if id(member) in self.members:
-            self._announce(ChatEvent(NICK, self.name, old, new))
+            self._announce(
+                ChatEvent(NICK, self.name, old, new, time=self.clock.seconds())
+            )
 
     def _announce(self, event: ChatEvent) -> None:
         if len(self.members) <= self.local.quietAbove:

@@ -277,7 +277,10 @@ class RedisChatServer:
 
     def _rejoined(self, added: bool, room: SharedRoom, member: IChatMember) -> None:
         if added:  # we had been reaped: say we are back
-            self.publish(room, [ChatEvent(JOIN, room.name, member.nick)])
+            self.publish(
+                room,
+                [ChatEvent(JOIN, room.name, member.nick, time=self.clock.seconds())],
+            )
 
     def _beatIfUp(self) -> None:
         if self.link.up:
@@ -317,7 +320,9 @@ class RedisChatServer:
             byRoom: Dict[str, List[ChatEvent]] = {}
             for room, nick, left in gone:
                 if left:
-                    event = ChatEvent(QUIT, room, nick, reason)
+                    event = ChatEvent(
+                        QUIT, room, nick, reason, time=self.clock.seconds()
+                    )
                     byRoom.setdefault(room, []).append(event)
             for room, events in byRoom.items():
                 d = self.store.publish(room, encode_events(events))
@@ -453,7 +458,9 @@ class RedisChatServer:
             if holder is None:
                 raise ChatError(f"no such nickname: {nick}")
             node, target = holder
-            event = ChatEvent(kind, "", member.nick, text, target)
+            event = ChatEvent(
+                kind, "", member.nick, text, target, time=self.clock.seconds()
+            )
             d = self.store.sendPrivate(node, encode_events([event]))
             return d.addCallback(delivered, event)
 

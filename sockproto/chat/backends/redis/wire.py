@@ -37,6 +37,8 @@ MAX_MESSAGE = 1024 * 1024
 """The longest message read from the broker, in bytes."""
 MAX_TEXT = 8192
 """The longest text of one event, in characters."""
+MAX_TIME = 2.0**40
+"""Past any real time of an event, in seconds since the epoch."""
 
 _KINDS = frozenset(
     {MESSAGE, ACTION, NOTICE, JOIN, LEAVE, QUIT, NICK, PRIVATE, PRIVATE_NOTICE}
@@ -56,7 +58,9 @@ def encode_events(events: Sequence[ChatEvent]) -> bytes:
     """
     The broker message carrying C{events}.
     """
-    rows = [[e.kind, e.room, e.nick, e.text, e.target] for e in events]
+    rows = [
+        [e.kind, e.room, e.nick, e.text, e.target, round(e.time, 3)] for e in events
+    ]
     return _dumps({"v": VERSION, "e": rows}).encode("utf-8")
 
 
@@ -84,11 +88,18 @@ def decode_events(data: bytes) -> List[ChatEvent]:
 def _event(row: object) -> ChatEvent:
     if not (
         isinstance(row, list)
-        and len(row) == 5
-        and all(isinstance(field, str) for field in row)
+        and len(row) in (5, 6)
+        and all(isinstance(field, str) for field in row[:5])
     ):
         raise MalformedMessageError(f"not an event: {str(row)[:80]!r}")
-    kind, room, nick, text, target = row
+    kind, room, nick, text, target = row[:5]
+    time = row[5] if len(row) == 6 else 0.0
+    if (
+        isinstance(time, bool)
+        or not isinstance(time, (int, float))
+        or not 0 <= time < MAX_TIME
+    ):
+        raise MalformedMessageError(f"invalid time {str(time)[:20]!r}")
     if kind not in _KINDS:
         raise MalformedMessageError(f"unknown kind {kind[:20]!r}")
     if not valid_nick(nick) or (target and not valid_nick(target)):
@@ -99,4 +110,4 @@ def _event(row: object) -> ChatEvent:
         raise MalformedMessageError(f"a text of {len(text)} characters")
     if kind == NICK and not valid_nick(text):
         raise MalformedMessageError(f"invalid new nickname {text[:20]!r}")
-    return ChatEvent(kind, room, nick, sanitize(text), target)
+    return ChatEvent(kind, room, nick, sanitize(text), target, float(time))

@@ -52,6 +52,7 @@ from .render import (
     irc_line,
     irc_lines,
     mask,
+    time_tag,
     valid_server_name,
 )
 
@@ -240,7 +241,7 @@ class IrcChatProtocol(FrontEndProtocol):
 
         def sent(event: ChatEvent) -> None:
             if "echo-message" in self.caps and event.target != self.nick:
-                self.direct(self.renderEvents([event]))
+                self.direct(self.renderEvents([event], "server-time" in self.caps))
             away = self.queries.awayMessage(event.target)
             if away and not notice:  # RFC 2812: 301 answers a PRIVMSG
                 self.numeric(irc.RPL_AWAY, event.target, away)
@@ -273,18 +274,30 @@ class IrcChatProtocol(FrontEndProtocol):
         if self.transport.disconnecting or not self.registered:
             return
         nick = self.nick
-        pieces = batch.each(type(self), self.renderOne)
+        caps = self.caps
+        tagged = "server-time" in caps
+        if tagged:  # formatted once for the clients that want the times
+            key: object = (type(self), "server-time")
+            pieces = batch.each(key, self.renderOneTagged)
+        else:
+            key = type(self)
+            pieces = batch.each(key, self.renderOne)
         # Its own events are not echoed, and each client shows a nickname
         # change once, whichever of its rooms it came from: those batches
         # are put together for each client, from events formatted once.
         if nick in batch.senders or not batch.kinds.isdisjoint(ONCE_PER_CLIENT):
-            echo = "echo-message" in self.caps
-            self.writeOut(self.renderOthers(batch, pieces, nick, echo))
+            echo = "echo-message" in caps
+            self.writeOut(self.renderOthers(batch, pieces, nick, echo, tagged))
         else:
-            self.writeOut(batch.rendered(type(self), lambda _: b"".join(pieces)))
+            self.writeOut(batch.rendered(key, lambda _: b"".join(pieces)))
 
     def renderOthers(
-        self, batch: EventBatch, pieces: Sequence[bytes], nick: str, echo: bool
+        self,
+        batch: EventBatch,
+        pieces: Sequence[bytes],
+        nick: str,
+        echo: bool,
+        tagged: bool = False,
     ) -> bytes:
         """
         C{batch} for the client of C{nick}, from its events formatted once
@@ -297,7 +310,7 @@ class IrcChatProtocol(FrontEndProtocol):
         """
         return b"".join(
             [
-                self.renderEvents([e]) if e.kind in ONCE_PER_CLIENT else p
+                self.renderEvents([e], tagged) if e.kind in ONCE_PER_CLIENT else p
                 for e, p in zip(batch.events, pieces)
                 if e.kind in ONCE_PER_CLIENT
                 or e.nick != nick
@@ -313,19 +326,36 @@ class IrcChatProtocol(FrontEndProtocol):
             return b""
         return self.renderEvents([event])
 
+    def renderOneTagged(self, event: ChatEvent) -> bytes:
+        """
+        L{renderOne}, with the event's time (C{server-time}).
+        """
+        if event.kind in ONCE_PER_CLIENT:
+            return b""
+        return self.renderEvents([event], True)
+
     def receive(self, event: ChatEvent) -> None:
         # Its own copy of what it sent comes only with echo-message.
         if event.nick != self.nick or (
             "echo-message" in self.caps and event.target != self.nick
         ):
-            self.direct(self.renderEvents([event]))
+            self.direct(self.renderEvents([event], "server-time" in self.caps))
 
-    def renderEvents(self, events: Sequence[ChatEvent]) -> bytes:
+    def renderEvents(self, events: Sequence[ChatEvent], tagged: bool = False) -> bytes:
         """
-        C{events} as IRC messages.
+        C{events} as IRC messages; with C{tagged}, each with the time it
+        happened (IRCv3 C{server-time}), when known.
         """
-        lines = [self.formatIrc(event) for event in events]
-        return "".join(line + "\r\n" for line in lines if line).encode("utf-8")
+        lines = []
+        for event in events:
+            line = self.formatIrc(event)
+            if not line:
+                continue
+            if tagged and event.time:
+                tag = time_tag(event.time)
+                line = "\r\n".join(tag + part for part in line.split("\r\n"))
+            lines.append(line + "\r\n")
+        return "".join(lines).encode("utf-8")
 
     def formatIrc(self, event: ChatEvent) -> str:
         """
@@ -370,8 +400,14 @@ class IrcChatProtocol(FrontEndProtocol):
 
     def sendHistory(self, room: str, events: Sequence[ChatEvent]) -> None:
         """
-        Show room C{room}'s recent lines, as notices to the channel.
+        Show room C{room}'s recent lines: to a client with C{server-time},
+        as the lines they were, at their times; else as notices to the
+        channel.
         """
+        if "server-time" in self.caps:
+            said = [e for e in events if e.kind in (MESSAGE, ACTION)]
+            self.writeOut(self.renderEvents(said, True))
+            return
         lines = [f"last {len(events)} lines of #{room}:"]
         for event in events:
             if event.kind == MESSAGE:

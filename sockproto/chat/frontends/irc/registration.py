@@ -115,7 +115,14 @@ class Registration:
         # cap-notify: the list never changes, so there is nothing to notify;
         # multi-prefix: there are no channel prefixes, so nothing to add.
         offered = dict.fromkeys(
-            ["cap-notify", "echo-message", "multi-prefix", "userhost-in-names"], ""
+            [
+                "cap-notify",
+                "echo-message",
+                "multi-prefix",
+                "server-time",
+                "userhost-in-names",
+            ],
+            "",
         )
         if self.protocol.factory.accounts is not None:
             offered["sasl"] = "PLAIN" if values else ""

@@ -5,6 +5,7 @@ event as IRC says it, the same bytes for every client.
 """
 
 import re
+import time
 from typing import List, Optional
 
 from ...events import (
@@ -29,6 +30,7 @@ __all__ = [
     "irc_line",
     "irc_lines",
     "split_text",
+    "time_tag",
     "mask",
     "valid_server_name",
 ]
@@ -128,6 +130,15 @@ def irc_lines(prefix: Optional[str], command: str, *params: str, wrap: str = "")
         head + lead + piece + (wrap if lead else "")
         for piece in split_text(text, budget)
     )
+
+
+def time_tag(when: float) -> str:
+    """
+    The IRCv3 C{server-time} tag of a message that happened at C{when}
+    (seconds since the epoch), with the space after it.
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+    return f"@time={stamp}.{int(when * 1000) % 1000:03d}Z "
 
 
 def mask(nick: str) -> str:
