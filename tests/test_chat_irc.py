@@ -55,12 +55,14 @@ IRSSI_AFTER_CAP = b"CAP END\r\nNICK alice\r\nUSER root root 127.0.0.1 :root\r\n"
 WEECHAT = b"CAP LS 302\r\nNICK bob\r\nUSER bob 0 * :bob\r\n"
 
 
-OFFERED = "cap-notify echo-message multi-prefix server-time userhost-in-names"
+OFFERED = "batch cap-notify echo-message multi-prefix server-time userhost-in-names"
 OFFERED_WITH_SASL = (
-    "cap-notify echo-message multi-prefix sasl=PLAIN server-time userhost-in-names"
+    "account-tag batch cap-notify echo-message multi-prefix sasl=PLAIN server-time"
+    " userhost-in-names"
 )
 OFFERED_SASL_NO_VALUE = (
-    "cap-notify echo-message multi-prefix sasl server-time userhost-in-names"
+    "account-tag batch cap-notify echo-message multi-prefix sasl server-time"
+    " userhost-in-names"
 )
 
 
@@ -1546,3 +1548,48 @@ class ServerTimeTests(SynchronousTestCase):
             ["@time=2025-12-03T18:21:00.250Z :bob!bob@sockproto PRIVMSG #lobby :now"],
         )
         self.assertEqual(plain.lines(), [":bob!bob@sockproto PRIVMSG #lobby :now"])
+
+
+class MessageTagTests(SynchronousTestCase):
+    def test_history_in_a_chathistory_batch(self) -> None:
+        chat = ChatOnClock()
+        chat.clock.advance(1764786000.25)
+        line, _ = chat.join()
+        chat.send(line, "/nick bob", "earlier")
+        alice = IrcClient(chat, 1)
+        alice.send(b"CAP REQ :batch server-time\r\nCAP END\r\n")
+        alice.register("alice")
+        alice.send(b"JOIN #lobby\r\n")
+        lines = alice.lines()
+        start = [n for n, text in enumerate(lines) if " BATCH +" in text][0]
+        ref = lines[start].split()[2][1:]
+        self.assertEqual(
+            lines[start:],
+            [
+                f":sockproto.local BATCH +{ref} chathistory :#lobby",
+                f"@batch={ref};time=2025-12-03T18:20:00.250Z"
+                " :bob!bob@sockproto PRIVMSG #lobby :earlier",
+                f":sockproto.local BATCH -{ref}",
+            ],
+        )
+
+    def test_account_tag_names_who_is_logged_in(self) -> None:
+        checker = InMemoryUsernamePasswordDatabaseDontUse(carol=b"secret")
+        chat = ChatOnClock(checker=checker)
+        alice = IrcClient(chat, 1)
+        alice.send(b"CAP REQ :account-tag\r\nCAP END\r\n")
+        alice.register("alice")
+        carol = IrcClient(chat, 2)
+        carol.send(b"PASS secret\r\n")
+        carol.register("carol")
+        for client in (alice, carol):
+            client.send(b"JOIN #lobby\r\n")
+        alice.lines()
+        carol.send(b"PRIVMSG #lobby :hi\r\n")
+        line, _ = chat.join()
+        chat.send(line, "a guest")
+        lines = alice.lines()
+        self.assertIn("@account=carol :carol!carol@sockproto PRIVMSG #lobby :hi", lines)
+        said = [text for text in lines if text.endswith(":a guest")]
+        self.assertEqual(len(said), 1)
+        self.assertTrue(said[0].startswith(":guest"), said)

@@ -15,8 +15,9 @@ L{ctcpExtract}; they arrive through the line protocol's machinery (512
 bytes, rate limit, bounded output), as the line protocol's do.
 """
 
+import itertools
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -67,6 +68,7 @@ ONCE_PER_CLIENT = frozenset([NICK, QUIT])
 """Events a client is shown once, whichever of its rooms they came from."""
 ECHOED = frozenset([MESSAGE, ACTION, NOTICE])
 """A client's own events it gets back with C{echo-message}."""
+_batches = itertools.count(1)
 QUIT_WINDOW = 5.0
 """Seconds within which the quits of one nick are the same quit."""
 
@@ -96,6 +98,9 @@ class IrcChatProtocol(FrontEndProtocol):
     welcome, the one place (a plain attribute: every delivery reads it)."""
     caps: Set[str] = frozenset()  # type: ignore[assignment]
     """The IRCv3 capabilities the client enabled: its L{Registration}'s."""
+    tags: FrozenSet[str] = frozenset()
+    """Those of L{caps} that put tags on messages: set by its L{Registration}
+    (a plain attribute, read on every delivery)."""
     away = ""
     _pinged = False
 
@@ -241,7 +246,7 @@ class IrcChatProtocol(FrontEndProtocol):
 
         def sent(event: ChatEvent) -> None:
             if "echo-message" in self.caps and event.target != self.nick:
-                self.direct(self.renderEvents([event], "server-time" in self.caps))
+                self.direct(self.renderEvents([event], self.tags))
             away = self.queries.awayMessage(event.target)
             if away and not notice:  # RFC 2812: 301 answers a PRIVMSG
                 self.numeric(irc.RPL_AWAY, event.target, away)
@@ -275,10 +280,10 @@ class IrcChatProtocol(FrontEndProtocol):
             return
         nick = self.nick
         caps = self.caps
-        tagged = "server-time" in caps
-        if tagged:  # formatted once for the clients that want the times
-            key: object = (type(self), "server-time")
-            pieces = batch.each(key, self.renderOneTagged)
+        tags = self.tags
+        if tags:  # formatted once for the clients that want these tags
+            key: object = (type(self), tags)
+            pieces = batch.each(key, lambda e: self.renderOne(e, tags))
         else:
             key = type(self)
             pieces = batch.each(key, self.renderOne)
@@ -287,7 +292,7 @@ class IrcChatProtocol(FrontEndProtocol):
         # are put together for each client, from events formatted once.
         if nick in batch.senders or not batch.kinds.isdisjoint(ONCE_PER_CLIENT):
             echo = "echo-message" in caps
-            self.writeOut(self.renderOthers(batch, pieces, nick, echo, tagged))
+            self.writeOut(self.renderOthers(batch, pieces, nick, echo, tags))
         else:
             self.writeOut(batch.rendered(key, lambda _: b"".join(pieces)))
 
@@ -297,7 +302,7 @@ class IrcChatProtocol(FrontEndProtocol):
         pieces: Sequence[bytes],
         nick: str,
         echo: bool,
-        tagged: bool = False,
+        tags: FrozenSet[str] = frozenset(),
     ) -> bytes:
         """
         C{batch} for the client of C{nick}, from its events formatted once
@@ -310,7 +315,7 @@ class IrcChatProtocol(FrontEndProtocol):
         """
         return b"".join(
             [
-                self.renderEvents([e], tagged) if e.kind in ONCE_PER_CLIENT else p
+                self.renderEvents([e], tags) if e.kind in ONCE_PER_CLIENT else p
                 for e, p in zip(batch.events, pieces)
                 if e.kind in ONCE_PER_CLIENT
                 or e.nick != nick
@@ -318,44 +323,57 @@ class IrcChatProtocol(FrontEndProtocol):
             ]
         )
 
-    def renderOne(self, event: ChatEvent) -> bytes:
+    def renderOne(self, event: ChatEvent, tags: FrozenSet[str] = frozenset()) -> bytes:
         """
         One event, but for a nickname change or a quit, as IRC messages.
         """
         if event.kind in ONCE_PER_CLIENT:
             return b""
-        return self.renderEvents([event])
-
-    def renderOneTagged(self, event: ChatEvent) -> bytes:
-        """
-        L{renderOne}, with the event's time (C{server-time}).
-        """
-        if event.kind in ONCE_PER_CLIENT:
-            return b""
-        return self.renderEvents([event], True)
+        return self.renderEvents([event], tags)
 
     def receive(self, event: ChatEvent) -> None:
         # Its own copy of what it sent comes only with echo-message.
         if event.nick != self.nick or (
             "echo-message" in self.caps and event.target != self.nick
         ):
-            self.direct(self.renderEvents([event], "server-time" in self.caps))
+            self.direct(self.renderEvents([event], self.tags))
 
-    def renderEvents(self, events: Sequence[ChatEvent], tagged: bool = False) -> bytes:
+    def renderEvents(
+        self,
+        events: Sequence[ChatEvent],
+        tags: FrozenSet[str] = frozenset(),
+        batch: str = "",
+    ) -> bytes:
         """
-        C{events} as IRC messages; with C{tagged}, each with the time it
-        happened (IRCv3 C{server-time}), when known.
+        C{events} as IRC messages, with the IRCv3 message tags of C{tags}
+        (C{server-time}, C{account-tag}) and C{batch}, if any.
         """
         lines = []
         for event in events:
             line = self.formatIrc(event)
             if not line:
                 continue
-            if tagged and event.time:
-                tag = time_tag(event.time)
-                line = "\r\n".join(tag + part for part in line.split("\r\n"))
+            prefix = self.messageTags(event, tags, batch) if tags or batch else ""
+            if prefix:
+                line = "\r\n".join(prefix + part for part in line.split("\r\n"))
             lines.append(line + "\r\n")
         return "".join(lines).encode("utf-8")
+
+    def messageTags(self, event: ChatEvent, tags: FrozenSet[str], batch: str) -> str:
+        """
+        The tags of C{event}'s messages, with the space after them ("" if
+        none): C{batch=}, C{account=} (a registered nickname is held by
+        whoever logged in to it), C{time=}.
+        """
+        parts = [f"batch={batch}"] if batch else []
+        accounts = self.factory.accounts
+        if "account-tag" in tags and accounts is not None:
+            account = accounts.registeredName(event.nick)
+            if account is not None:
+                parts.append(f"account={account}")
+        if "server-time" in tags and event.time:
+            parts.append(time_tag(event.time))
+        return "@" + ";".join(parts) + " " if parts else ""
 
     def formatIrc(self, event: ChatEvent) -> str:
         """
@@ -404,9 +422,16 @@ class IrcChatProtocol(FrontEndProtocol):
         as the lines they were, at their times; else as notices to the
         channel.
         """
-        if "server-time" in self.caps:
+        caps = self.caps
+        if "server-time" in caps or "batch" in caps:
             said = [e for e in events if e.kind in (MESSAGE, ACTION)]
-            self.writeOut(self.renderEvents(said, True))
+            if "batch" not in caps:
+                return self.writeOut(self.renderEvents(said, self.tags))
+            ref = f"history{next(_batches)}"
+            server, channel = self.serverName, f"#{room}"
+            self.sendIrc(irc_line(server, "BATCH", f"+{ref}", "chathistory", channel))
+            self.writeOut(self.renderEvents(said, self.tags, ref))
+            self.sendIrc(irc_line(server, "BATCH", f"-{ref}"))
             return
         lines = [f"last {len(events)} lines of #{room}:"]
         for event in events:

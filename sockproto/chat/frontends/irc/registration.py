@@ -32,6 +32,7 @@ from .render import (
     CHANNEL_MODES,
     MAX_NICK,
     MAX_ROOM,
+    TAG_CAPS,
     USER_MODES,
     irc_line,
     mask,
@@ -116,6 +117,7 @@ class Registration:
         # multi-prefix: there are no channel prefixes, so nothing to add.
         offered = dict.fromkeys(
             [
+                "batch",
                 "cap-notify",
                 "echo-message",
                 "multi-prefix",
@@ -125,6 +127,7 @@ class Registration:
             "",
         )
         if self.protocol.factory.accounts is not None:
+            offered["account-tag"] = ""
             offered["sasl"] = "PLAIN" if values else ""
         return offered
 
@@ -173,6 +176,7 @@ class Registration:
             else:
                 self.caps.discard(name)
         self._sasl = "sasl" in self.caps
+        self.protocol.tags = frozenset(self.caps & TAG_CAPS)
         if self._sasl and not self.done:
             self._negotiating = True
         self.cap("ACK", wanted)

@@ -25,6 +25,7 @@ __all__ = [
     "SERVER",
     "SERVER_NAME_RULE",
     "SERVICE",
+    "TAG_CAPS",
     "USER_MODES",
     "format_event",
     "irc_line",
@@ -81,6 +82,8 @@ def irc_line(prefix: Optional[str], command: str, *params: str) -> str:
     return " ".join(words)
 
 
+TAG_CAPS = frozenset(["server-time", "account-tag"])
+"""The IRCv3 capabilities that put tags on messages."""
 MAX_MESSAGE = 510
 """Bytes of an IRC message without its CRLF (RFC 2812 2.3: 512 with it)."""
 
@@ -135,10 +138,10 @@ def irc_lines(prefix: Optional[str], command: str, *params: str, wrap: str = "")
 def time_tag(when: float) -> str:
     """
     The IRCv3 C{server-time} tag of a message that happened at C{when}
-    (seconds since the epoch), with the space after it.
+    (seconds since the epoch): C{time=2025-12-03T18:20:00.250Z}.
     """
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
-    return f"@time={stamp}.{int(when * 1000) % 1000:03d}Z "
+    return f"time={stamp}.{int(when * 1000) % 1000:03d}Z"
 
 
 def mask(nick: str) -> str:
