@@ -168,7 +168,7 @@ class StoreTests(TestCase):
         self.assertEqual(sorted(gone), [("games", "bob", 0), ("lobby", "bob", 1)])
         self.assertIsNone((yield self.store.holder("bob")))
         rooms = yield self.store.rooms()
-        self.assertEqual(rooms, [("lobby", 3)])  # a count: no name shown
+        self.assertEqual(rooms, [("lobby", 1)])
         self.assertNotIn("node:node-dead:nicks", self.keys())
         self.assertNotIn("node:node-dead:rooms", self.keys())
 
