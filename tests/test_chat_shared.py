@@ -513,6 +513,24 @@ class SharedFactoryTests(RedisFixture, TestCase):
         yield server.whenReady()
         self.assertFalse(server.up)
 
+    @inlineCallbacks
+    def test_a_client_arriving_while_redis_is_unreachable_is_told(self) -> Any:
+        missing = os.path.join(temporary_directory(self), "no.sock")
+        link = RedisLink(parse_redis_url(f"unix://{missing}"), reactor, maxDelay=0.2)
+        server = RedisChatServer("alone", link, reactor)
+        server.service.startService()
+        self.addCleanup(server.service.stopService)
+        yield server.whenReady()
+        chat = ChatOnClock(server)
+        alice = LineUser(chat)
+        chat.clock.advance(0)
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertIn(("notice", UNAVAILABLE_TEXT), alice.seen())
+        alice.send("/join #games")
+        chat.clock.advance(0)
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertNotIn(("notice", UNAVAILABLE_TEXT), alice.seen())  # once
+
     def test_ready_after_waiting_for_a_silent_redis(self) -> None:
         clock = MemoryReactorClock()  # connection attempts that never end
         link = RedisLink(parse_redis_url("redis://127.0.0.1:6379"), clock)

@@ -142,6 +142,7 @@ class SharedRoom:
     def join(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
         self.deliverIncoming()  # what came before the member's history
         if self.alone:
+            self.server.tellAlone(member)
             return self.local.join(member)
         # Once the room's channel is subscribed and synced, everything
         # published from then on reaches this process: only then does the

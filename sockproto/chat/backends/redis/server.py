@@ -24,7 +24,7 @@ before anything later is delivered.
 import os
 import socket
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
@@ -126,6 +126,7 @@ class RedisChatServer:
         self._roomsByChannel: Dict[bytes, SharedRoom] = {}
         self._privateChannel = self.store.nodeChannel()
         self._waiting: Optional[List[Deferred[None]]] = []
+        self._toldAlone: Set[int] = set()
         link.channels.add(self._privateChannel)
         link.onUp, link.onDown, link.onMessage = (
             self.linkUp,
@@ -150,6 +151,8 @@ class RedisChatServer:
         alone: the one place the mode changes, for the server and each room.
         """
         self.up = up
+        if up:
+            self._toldAlone = set()
         for room in list(self._rooms.values()):
             if up:
                 room.goShared()
@@ -216,9 +219,24 @@ class RedisChatServer:
 
     def _tellAll(self, text: str) -> None:
         for member in self.local.members():
+            if text == UNAVAILABLE:
+                self._toldAlone.add(id(member))
             notice = getattr(member, "notice", None)
             if notice is not None:
                 notice(text)
+
+    def tellAlone(self, member: IChatMember) -> None:
+        """
+        Tell C{member}, once, that only this process's people see its
+        lines: it arrived while Redis was away (at start-up too, when Redis
+        could not be reached or refused the login).
+        """
+        if id(member) in self._toldAlone:
+            return
+        self._toldAlone.add(id(member))
+        notice = getattr(member, "notice", None)
+        if notice is not None:
+            notice(UNAVAILABLE)
 
     def reclaim(self) -> "Deferred[None]":
         """
@@ -426,6 +444,7 @@ class RedisChatServer:
     def unregister(self, member: IChatMember) -> "Deferred[None]":
         nick = member.nick
         self.local.forget(member)
+        self._toldAlone.discard(id(member))
         if not self.up:
             return succeed(None)
         d = self.store.unclaim(nick)
