@@ -86,7 +86,10 @@ class RegistrationTests(SynchronousTestCase):
         )
         client.send(IRSSI_AFTER_CAP)
         lines = client.lines()
-        self.assertEqual(codes(lines), ["001", "002", "003", "004", "005", "422"])
+        self.assertEqual(
+            codes(lines),
+            ["001", "002", "003", "004", "005", "251", "254", "255", "422"],
+        )
         self.assertTrue(lines[0].startswith(":sockproto.local 001 alice :Welcome"))
         self.assertIn("CHANTYPES=#", lines[4])
         self.assertIn("NICKLEN=16", lines[4])
@@ -645,7 +648,10 @@ class PipelinedRegistrationTests(SynchronousTestCase):
         pending[0].callback("")
         chat.clock.advance(0)
         lines = client.lines()
-        self.assertEqual(codes(lines)[:6], ["001", "002", "003", "004", "005", "422"])
+        self.assertEqual(
+            codes(lines)[:9],
+            ["001", "002", "003", "004", "005", "251", "254", "255", "422"],
+        )
         self.assertIn(":alice!alice@sockproto JOIN #lobby", lines)
 
 
@@ -958,7 +964,7 @@ class ReplyOrderTests(SynchronousTestCase):
         lines = alice.lines()
         self.assertEqual(
             codes(lines),
-            ["001", "002", "003", "004", "005", "422"]
+            ["001", "002", "003", "004", "005", "251", "254", "255", "422"]
             + ["JOIN", "353", "366", "PONG", "321", "322", "323", "PONG"],
         )
 

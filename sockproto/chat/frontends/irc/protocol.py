@@ -149,8 +149,10 @@ class IrcChatProtocol(FrontEndProtocol):
             return self.numeric(irc.ERR_UNKNOWNCOMMAND, "*", "Malformed message")
         answer = dispatch(self, command.upper(), params)
         if isinstance(answer, Deferred):
-            # The replies leave in the order of the commands.
-            self.waitFor(answer)
+            # The replies leave in the order of the commands; a ChatError
+            # (the chat network lost meanwhile) is told to the client.
+            assert self.session is not None
+            self.waitFor(self.session.answer(answer))
 
     def renamed(self, old: str, new: str) -> None:
         """

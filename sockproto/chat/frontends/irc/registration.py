@@ -341,8 +341,7 @@ class Registration:
         if session is None or not session.joined or not nick:
             return succeed(None)
         if nick == session.nick:
-            self.welcome()
-            return succeed(None)
+            return self.welcome()
         d = self.takeNick(nick)
         return d.addCallback(lambda taken: self.welcome() if taken else None)
 
@@ -381,7 +380,11 @@ class Registration:
 
     # --- the welcome ------------------------------------------------------
 
-    def welcome(self) -> None:
+    def welcome(self) -> "Deferred[None]":
+        """
+        Registered: 001 to 005, the user counts (251, 254, 255: as
+        C{LUSERS}), then 422 (no MOTD).
+        """
         self.done = True
         self.stop()
         protocol = self.protocol
@@ -407,9 +410,8 @@ class Registration:
             f"NETWORK={name}",
             "are supported by this server",
         )
-        numeric(
-            irc.ERR_NOMOTD, f"No MOTD: join #{server.defaultRoom} to meet the others"
-        )
         protocol.log.info(
             "irc: {peer} registered as {nick}", peer=protocol.peer, nick=nick
         )
+        d = protocol.queries.irc_LUSERS([])
+        return d.addCallback(lambda _: protocol.queries.irc_MOTD([]))
