@@ -3,8 +3,10 @@ Helpers the test modules share (this is not a test module: test modules
 import from here, never from each other).
 """
 
+import atexit
 import os
 import sys
+import tempfile
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet import utils
@@ -15,13 +17,57 @@ from zope.interface import implementer
 
 from sockproto.chat.events import ChatEvent, EventBatch
 from sockproto.chat.frontends.irc import IrcChatFactory
+from sockproto.chat.frontends.line import ChatFactory
 from sockproto.chat.interfaces import IChatMember
-from sockproto.testing import ChatOnClock, connect
+from sockproto.testing import (
+    ChatOnClock,
+    RedisServer,
+    connect,
+    connect_line_client,
+    listen_on_loopback,
+)
 
 try:
     import prometheus_client
 except ImportError:
     prometheus_client = None
+
+
+_redis: List[RedisServer] = []
+
+
+def module_redis() -> RedisServer:
+    """
+    One redis-server for the test run, started on first use and stopped
+    when the tests end.
+    """
+    if not _redis:
+        directory = tempfile.TemporaryDirectory(prefix="sockproto-redis-")
+        server = RedisServer(directory.name)
+        server.start()
+        atexit.register(directory.cleanup)
+        atexit.register(server.stop)
+        _redis.append(server)
+    return _redis[0]
+
+
+@inlineCallbacks
+def nc_and_ircd(test: TestCase) -> Any:
+    """
+    A chat's line port and IRC port on loopback, and a line client in it
+    called C{ncuser}: fires with (the IRC port, the line client).
+    """
+    chat = ChatFactory(rateLimit=0)
+    lines = yield listen_on_loopback(chat)
+    test.addCleanup(lines.stop)
+    ircd = yield listen_on_loopback(IrcChatFactory(chat))
+    test.addCleanup(ircd.stop)
+    nc = yield connect_line_client(lines.endpoint())
+    test.addCleanup(nc.transport.loseConnection)
+    yield nc.expect("you are in #lobby")
+    nc.send("/nick ncuser")
+    yield nc.expect("is now known as ncuser")
+    return ircd, nc
 
 
 def sockproto_command() -> List[str]:

@@ -22,7 +22,6 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from sockproto.chat import ChatFactory
 from sockproto.chat.backends.memory import ChatServer
 from sockproto.chat.frontends.irc.protocol import (
     IrcChatFactory,
@@ -34,14 +33,13 @@ from sockproto.chat.options import ChatOptions
 from sockproto.testing import (
     ChatOnClock,
     connect_line_client,
-    listen_on_loopback,
     start_twistd,
     temporary_directory,
     wait_for,
 )
 from sockproto.testing.behaviour import LateChatServer
 
-from .support import IrcClient
+from .support import IrcClient, nc_and_ircd
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -457,16 +455,7 @@ class IrcLibraryTests(TestCase):
                 "the irc library is missing: pip install 'irc>=20' (the test"
                 " extra installs it on Python 3.10 and later only)"
             ) from None
-        chat = ChatFactory(rateLimit=0)
-        lines = yield listen_on_loopback(chat)
-        self.addCleanup(lines.stop)
-        ircd = yield listen_on_loopback(IrcChatFactory(chat))
-        self.addCleanup(ircd.stop)
-        nc = yield connect_line_client(lines.endpoint())
-        self.addCleanup(nc.transport.loseConnection)
-        yield nc.expect("you are in #lobby")
-        nc.send("/nick ncuser")
-        yield nc.expect("is now known as ncuser")
+        ircd, nc = yield nc_and_ircd(self)
         bot = Bot(ircd.portNumber)
         thread = threading.Thread(target=bot.run, daemon=True)
         thread.start()
@@ -1206,16 +1195,7 @@ class PydleTests(TestCase):
                 "pydle is missing: pip install 'pydle>=1.2' (the test extra"
                 " installs it on Python 3.10 and later, which pydle needs)"
             ) from None
-        chat = ChatFactory(rateLimit=0)
-        lines = yield listen_on_loopback(chat)
-        self.addCleanup(lines.stop)
-        ircd = yield listen_on_loopback(IrcChatFactory(chat))
-        self.addCleanup(ircd.stop)
-        nc = yield connect_line_client(lines.endpoint())
-        self.addCleanup(nc.transport.loseConnection)
-        yield nc.expect("you are in #lobby")
-        nc.send("/nick ncuser")
-        yield nc.expect("is now known as ncuser")
+        ircd, nc = yield nc_and_ircd(self)
         bot = PydleBot(ircd.portNumber)
         self.addCleanup(bot.stop)
         yield wait_for(lambda: bot.joined, timeout=20)
@@ -1325,16 +1305,7 @@ class WeeChatTests(TestCase):
     def test_weechat_joins_talks_whois_notice_nick_part(self) -> Any:
         if shutil.which("weechat-headless") is None:
             raise SkipTest("weechat-headless missing: apt-get install weechat-headless")
-        chat = ChatFactory(rateLimit=0)
-        lines = yield listen_on_loopback(chat)
-        self.addCleanup(lines.stop)
-        ircd = yield listen_on_loopback(IrcChatFactory(chat))
-        self.addCleanup(ircd.stop)
-        nc = yield connect_line_client(lines.endpoint())
-        self.addCleanup(nc.transport.loseConnection)
-        yield nc.expect("you are in #lobby")
-        nc.send("/nick ncuser")
-        yield nc.expect("is now known as ncuser")
+        ircd, nc = yield nc_and_ircd(self)
         home = temporary_directory(self)
         weechat = WeeChat(home, ircd.portNumber)
         self.addCleanup(weechat.stop)

@@ -3,9 +3,7 @@ L{RedisStore} against a real redis-server, without a chat: each key and
 script does what the shared back end relies on.
 """
 
-import atexit
 import itertools
-import tempfile
 from typing import Any, List, Tuple
 
 from twisted.internet import reactor
@@ -18,19 +16,9 @@ from sockproto.chat.interfaces import ChatError
 from sockproto.chat.names import nick_key
 from sockproto.testing import RedisServer, wait_for
 
+from .support import module_redis
+
 _prefixes = itertools.count(1)
-_redis: List[RedisServer] = []
-
-
-def module_redis() -> RedisServer:
-    if not _redis:
-        directory = tempfile.TemporaryDirectory(prefix="sockproto-store-")
-        server = RedisServer(directory.name)
-        server.start()
-        atexit.register(directory.cleanup)
-        atexit.register(server.stop)
-        _redis.append(server)
-    return _redis[0]
 
 
 class StoreTests(TestCase):

@@ -8,10 +8,8 @@ One redis-server runs per test class, on a UNIX socket in a temporary
 folder; each test uses its own key prefix.
 """
 
-import atexit
 import itertools
 import os
-import tempfile
 from typing import Any, List
 
 from twisted.internet import reactor
@@ -41,27 +39,9 @@ from sockproto.testing.behaviour import (
     User,
 )
 
-from .support import IrcClient, Member, need_prometheus_client, scrape
+from .support import IrcClient, Member, module_redis, need_prometheus_client, scrape
 
 _prefixes = itertools.count(1)
-
-
-_redis: List[RedisServer] = []
-
-
-def module_redis() -> RedisServer:
-    """
-    The redis-server of this module's tests, started on first use and
-    stopped when the tests end.
-    """
-    if not _redis:
-        directory = tempfile.TemporaryDirectory(prefix="sockproto-redis-")
-        server = RedisServer(directory.name)
-        server.start()
-        atexit.register(directory.cleanup)
-        atexit.register(server.stop)
-        _redis.append(server)
-    return _redis[0]
 
 
 class RedisFixture:
