@@ -8,6 +8,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 from typing import Any, List, Tuple
 
@@ -1045,7 +1046,7 @@ class QueryTests(SynchronousTestCase):
         lines = self.alice.lines()
         self.assertEqual(
             codes(lines),
-            ["251", "254", "255", "391", "422", "351", "371", "374", "423"],
+            ["251", "254", "255", "391", "422", "351", "005", "371", "374", "423"],
         )
         users = "There are 2 users and 0 invisible on 1 servers"
         self.assertEqual(lines[0], f":sockproto.local 251 alice :{users}")
@@ -1570,3 +1571,26 @@ class MessageTagTests(SynchronousTestCase):
         said = [text for text in lines if text.endswith(":a guest")]
         self.assertEqual(len(said), 1)
         self.assertTrue(said[0].startswith(":guest"), said)
+
+
+class CompareScriptTests(TestCase):
+    """
+    benchmarks/irc_compare.py, the script behind the README's table of IRC
+    answers, runs against sockproto as a user runs it.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_the_comparison_script_runs_against_sockproto(self) -> Any:
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        script = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+        args = [os.path.join(script, "irc_compare.py"), "--servers", "sockproto"]
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable, args, env=os.environ
+        )
+        self.assertEqual(code, 0, err.decode())
+        rows = out.decode().splitlines()
+        self.assertIn("WHOIS nobody                       sockproto: 401 318", rows)
+        self.assertIn("unknown command                    sockproto: 421", rows)

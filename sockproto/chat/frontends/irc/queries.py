@@ -176,6 +176,7 @@ class Queries:
             self.protocol.serverName,
             "a Twisted chat: line, web and IRC clients in the same rooms",
         )
+        self.protocol.registration.isupport()
 
     def irc_INFO(self, params: List[str]) -> None:
         info = f"sockproto {__version__}: a Twisted protocol toolkit and its chat"

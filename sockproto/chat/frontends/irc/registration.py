@@ -380,6 +380,25 @@ class Registration:
 
     # --- the welcome ------------------------------------------------------
 
+    def isupport(self) -> None:
+        """
+        Say what this server supports (005), as on registering and after
+        C{VERSION}.
+        """
+        protocol = self.protocol
+        protocol.numeric(
+            irc.RPL_ISUPPORT,
+            "CHANTYPES=#",
+            f"NICKLEN={MAX_NICK}",
+            f"CHANNELLEN={MAX_ROOM + 1}",
+            "CASEMAPPING=ascii",
+            "PREFIX=",
+            f"CHANMODES=,,,{CHANNEL_MODES}",
+            f"CHANLIMIT=#:{protocol.factory.maxChannels}",
+            f"NETWORK={protocol.serverName}",
+            "are supported by this server",
+        )
+
     def welcome(self) -> "Deferred[None]":
         """
         Registered: 001 to 005, the user counts (251, 254, 255: as
@@ -398,18 +417,7 @@ class Registration:
         numeric(irc.RPL_YOURHOST, f"Your host is {name}, running sockproto")
         numeric(irc.RPL_CREATED, "This server speaks IRC to sockproto's chat")
         numeric(irc.RPL_MYINFO, name, __version__, USER_MODES, CHANNEL_MODES)
-        numeric(
-            irc.RPL_ISUPPORT,
-            "CHANTYPES=#",
-            f"NICKLEN={MAX_NICK}",
-            f"CHANNELLEN={MAX_ROOM + 1}",
-            "CASEMAPPING=ascii",
-            "PREFIX=",
-            f"CHANMODES=,,,{CHANNEL_MODES}",
-            f"CHANLIMIT=#:{factory.maxChannels}",
-            f"NETWORK={name}",
-            "are supported by this server",
-        )
+        self.isupport()
         protocol.log.info(
             "irc: {peer} registered as {nick}", peer=protocol.peer, nick=nick
         )
