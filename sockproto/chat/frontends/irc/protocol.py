@@ -76,13 +76,14 @@ QUIT_WINDOW = 5.0
 @implementer(IChatClient)
 class IrcChatProtocol(FrontEndProtocol):
     """
-    One IRC client: its connection, the handlers of the commands that are
-    not registration's, and its output.  Registration (CAP, SASL, PASS,
-    NICK, USER) is its L{Registration}; the command table is
-    L{commands}; the lines are written by L{render}.
+    One IRC client: its connection, the talking commands, and its output.
+    Registration (CAP, SASL, PASS, NICK, USER) is its L{Registration}, the
+    channel commands its L{Channels}, the questions its L{Queries}; the
+    command table is L{commands}; the lines are written by L{render}.
 
-    (Over 300 lines: the handlers of the channel and talking commands, and
-    the batched output, which must stay on the hot path of the connection.)
+    (Over 300 lines: the batched output — shared renderings, echo, tags,
+    nick changes and quits once per client — is the connection's hot path,
+    kept in one place.)
     """
 
     factory: "IrcChatFactory"
