@@ -30,6 +30,10 @@ class Channels:
     """
     The channels of one IRC connection.
 
+    (Just over 300 lines: the seven channel commands and INVITE share the
+    connection's channel count, the rooms its address made and the history
+    held while a join is answered.)
+
     @ivar count: the channels it is in (or joining).
     @ivar made: the rooms it made (it was alone on joining), which count
         against its address while it is in them.
