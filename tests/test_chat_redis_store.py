@@ -148,8 +148,20 @@ class StoreTests(TestCase):
         yield self.store.join("lobby", "alice")
         again, found = yield self.store.heartbeat(60)
         self.assertEqual((again, found), (True, []))
-        # Make node-dead's heartbeat old: it is found dead.
+        # A score made old by anyone who can write to Redis reaps nobody:
+        # node-dead's own key says it beats.
         self.redis.command("ZADD", self.prefix + "nodes", 0, "node-dead")
+        self.redis.command("SET", self.prefix + "node:node-a:since", 0)
+        new, found = yield self.store.heartbeat(60)
+        self.assertEqual((new, found), (False, []))
+        # Its key expired too (it stopped beating), but the reaper itself
+        # only just began beating: nobody is reaped yet.
+        self.redis.command("DEL", self.prefix + "node:node-dead:alive")
+        self.redis.command("DEL", self.prefix + "node:node-a:since")
+        new, found = yield self.store.heartbeat(60)
+        self.assertEqual((new, found), (False, []))
+        # The reaper has beaten for a whole minute: node-dead is dead.
+        self.redis.command("SET", self.prefix + "node:node-a:since", 0)
         new, found = yield self.store.heartbeat(60)
         self.assertEqual((new, found), (False, ["node-dead"]))
         gone = yield self.store.reap("node-dead", "lobby")

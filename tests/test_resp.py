@@ -59,6 +59,12 @@ class UrlTests(SynchronousTestCase):
         address = parse_redis_url("redis://localhost")
         self.assertEqual((address.port, address.db, address.password), (6379, 0, None))
 
+    def test_tls_urls(self) -> None:
+        address = parse_redis_url("rediss://:pw@cache.example:6380/2")
+        self.assertEqual((address.tls, address.ca, address.port), (True, None, 6380))
+        self.assertEqual(str(address), "rediss://cache.example:6380 db 2")
+        self.assertFalse(parse_redis_url("redis://cache.example").tls)
+
     def test_unix_urls(self) -> None:
         address = parse_redis_url("unix:///run/redis.sock?db=3")
         self.assertEqual((address.path, address.db), ("/run/redis.sock", 3))
@@ -66,8 +72,10 @@ class UrlTests(SynchronousTestCase):
 
     def test_bad_urls_say_why(self) -> None:
         for url, reason in [
-            ("http://x", "is not a redis:// or unix:// URL"),
+            ("http://x", "is not a redis://, rediss:// or unix:// URL"),
             ("redis://h:port", "bad port"),
+            ("rediss://h?ca=/no/such/ca.pem", "no CA file '/no/such/ca.pem'"),
+            ("redis://h?ca=/etc/hostname", "?ca= goes with rediss:// (TLS)"),
             ("redis://h/x", "bad database number"),
             ("unix://", "no socket path"),
         ]:

@@ -110,6 +110,7 @@ class RoomFeed(Generic[T]):
         self._queue: List[Tuple[int, T]] = []
         self._mark = 0
         self._asked: Optional[Backfill] = None
+        self._fromStart = False
 
     # --- input ----------------------------------------------------------
 
@@ -141,7 +142,8 @@ class RoomFeed(Generic[T]):
         (or, if this process delivered before and the broker is not
         behind, ask for what was missed meanwhile).
         """
-        if self.lastSeq and current >= self.lastSeq:
+        if (self.lastSeq or self._fromStart) and current >= self.lastSeq:
+            self._fromStart = False
             return [self.startBackfill(None)]
         actions = self._dropForged(current)
         # Start where the subscription did: what arrived since it was
@@ -150,12 +152,21 @@ class RoomFeed(Generic[T]):
         self.lastSeq = min(min(queued) - 1, current) if queued else current
         return actions + self.drain()
 
+    def newEpoch(self) -> None:
+        """
+        The broker lost the room's state (restarted empty): its numbers
+        start again from 1, and the next L{synced} asks for all of them.
+        """
+        self.lastSeq = 0
+        self._fromStart = True
+
     def startBackfill(self, upTo: Optional[int]) -> Backfill:
         """
         Ask for the stream's messages after L{lastSeq}, up to C{upTo} (by
         default, all); arrivals wait meanwhile.
         """
         self.syncing = True
+        self._fromStart = False
         self._mark = len(self._queue)
         self._asked = Backfill(self.lastSeq + 1, upTo)
         return self._asked

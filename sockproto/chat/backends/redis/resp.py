@@ -9,6 +9,12 @@ L{twisted.application.internet.ClientService} (reconnecting with capped,
 jittered back-off): one for commands, one for subscriptions.  It tells its
 owner when the server is reachable (both connections ready, channels
 subscribed again) and when it is not.
+
+A stopped or stalled redis-server keeps its TCP connections open, so a
+closed connection is not the only sign that Redis is away: every command
+has a deadline (L{RedisLink.timeout}), and a connection whose oldest
+command is overdue is dropped, as if Redis had closed it.  A new
+connection counts only once it has answered a C{PING}.
 """
 
 import os
@@ -19,9 +25,17 @@ from urllib.parse import unquote, urlsplit
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    UNIXClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionLost, TimeoutError
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
@@ -69,15 +83,59 @@ class RedisProtocol(Protocol):
     One connection to Redis.  L{execute} writes a command at once (commands
     of one reactor turn leave in one write) and returns a Deferred of its
     reply; pub/sub messages go to L{messageReceived}.
+
+    Once L{watch} is called, a command unanswered for C{timeout} seconds
+    drops the connection (every waiting command fails with
+    L{ConnectionLost}): Redis is stalled, or the path to it is.
+
+    @ivar maxReply: the most bytes one reply may take; a longer one (a
+        forged multi-megabyte C{PUBLISH}, say) drops the connection
+        rather than the process's memory.
     """
+
+    maxReply = 64 * 1024 * 1024
+    clock: Optional[IReactorTime] = None
+    timeout = 0.0
 
     def __init__(self) -> None:
         import hiredis  # the optional 'redis' extra
 
-        self._reader = hiredis.Reader(replyError=RedisError)
+        self._reader: Any = hiredis.Reader(replyError=RedisError)
         self._waiting: Deque[Deferred[Any]] = deque()
+        self._sent: Deque[float] = deque()
+        self._watchdog: Optional[IDelayedCall] = None
+        self._unread = 0
         self.messageReceived: Callable[[bytes, bytes], None] = lambda c, m: None
         self.lost: Deferred[None] = Deferred()
+
+    def watch(self, clock: IReactorTime, timeout: float) -> None:
+        """
+        From now on, drop the connection when a command waits longer than
+        C{timeout} seconds (0: never) by C{clock}.
+        """
+        self.clock, self.timeout = clock, timeout
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._watchdog is not None or not self._sent or not self.timeout:
+            return
+        assert self.clock is not None
+        delay = self._sent[0] + self.timeout - self.clock.seconds()
+        self._watchdog = self.clock.callLater(max(delay, 0), self._check)
+
+    def _check(self) -> None:
+        self._watchdog = None
+        assert self.clock is not None
+        if not self._sent or self.transport is None:
+            return
+        if self.clock.seconds() - self._sent[0] >= self.timeout:
+            log.warn(
+                "redis: no reply in {timeout} s; dropping the connection",
+                timeout=self.timeout,
+            )
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        self._arm()
 
     @property
     def waiting(self) -> bool:
@@ -96,10 +154,25 @@ class RedisProtocol(Protocol):
             d.errback(ConnectionLost("not connected to Redis"))
             return d
         self._waiting.append(d)
+        if self.clock is not None:
+            self._sent.append(self.clock.seconds())
+            self._arm()
         self.transport.write(encode_command(args))
         return d
 
     def dataReceived(self, data: bytes) -> None:
+        if self._reader is None:
+            return  # aborted: what is still in flight is not read
+        self._unread += len(data)  # since the last whole reply, about
+        if self._unread > self.maxReply:
+            log.warn(
+                "redis: a reply of more than {max} bytes; dropping the connection",
+                max=self.maxReply,
+            )
+            assert self.transport is not None
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self._reader = None
+            return
         self._reader.feed(data)
         while True:
             try:
@@ -111,6 +184,7 @@ class RedisProtocol(Protocol):
                 return
             if reply is False:
                 return
+            self._unread = 0
             self._replyReceived(reply)
 
     def _replyReceived(self, reply: Any) -> None:
@@ -121,6 +195,8 @@ class RedisProtocol(Protocol):
             log.warn("redis: a reply nobody asked for: {reply!r}", reply=reply)
             return
         d = self._waiting.popleft()
+        if self._sent:
+            self._sent.popleft()
         if isinstance(reply, RedisError):
             d.errback(reply)
         else:
@@ -128,6 +204,9 @@ class RedisProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionLost())) -> None:
         self.connected = False
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog, self._sent = None, deque()
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(ConnectionLost("connection to Redis lost"))
@@ -136,8 +215,11 @@ class RedisProtocol(Protocol):
 
 class RedisAddress:
     """
-    Where a Redis server is and how to log in, from a C{redis://} or
-    C{unix://} URL.
+    Where a Redis server is and how to log in, from a C{redis://},
+    C{rediss://} (TLS) or C{unix://} URL.
+
+    @ivar tls: whether to speak TLS, verifying the server's certificate
+        against C{ca} (a PEM file) or, without one, the platform's roots.
     """
 
     def __init__(
@@ -148,23 +230,41 @@ class RedisAddress:
         db: int = 0,
         password: Optional[str] = None,
         username: Optional[str] = None,
+        tls: bool = False,
+        ca: Optional[str] = None,
     ) -> None:
         self.host, self.port, self.path = host, port, path
         self.db, self.password, self.username = db, password, username
+        self.tls, self.ca = tls, ca
 
     def endpoint(self, reactor: Any) -> IStreamClientEndpoint:
         if self.path:
             return UNIXClientEndpoint(reactor, self.path, timeout=10)
-        return HostnameEndpoint(reactor, self.host, self.port, timeout=10)
+        endpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=10)
+        if not self.tls:
+            return endpoint
+        from twisted.internet.ssl import Certificate, platformTrust
+
+        from ....tlsclient import client_tls_options
+
+        trust: Any = platformTrust()
+        if self.ca is not None:
+            with open(os.path.expanduser(self.ca), "rb") as f:
+                trust = Certificate.loadPEM(f.read())
+        return wrapClientTLS(client_tls_options(self.host, trustRoot=trust), endpoint)
 
     def __str__(self) -> str:
-        where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
+        if self.path:
+            where = f"unix://{self.path}"
+        else:
+            where = f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}"
         return f"{where} db {self.db}"
 
 
 def parse_redis_url(url: str) -> RedisAddress:
     """
-    Read C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]} or
+    Read C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}, the same with
+    C{rediss://} (TLS; C{?ca=PEM-FILE} to trust a private CA), or
     C{unix://[[USER]:PASSWORD@]/PATH[?db=DB]}.
 
     @raise ValueError: with a one-line reason.
@@ -172,23 +272,36 @@ def parse_redis_url(url: str) -> RedisAddress:
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password is not None else None
     username = unquote(parts.username) if parts.username else None
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError(f"no socket path in {url!r}: unix:///PATH/redis.sock")
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
         db = _db(query.get("db", "0"), url)
         return RedisAddress(
             path=parts.path, db=db, password=password, username=username
         )
-    if parts.scheme != "redis":
-        raise ValueError(f"{url!r} is not a redis:// or unix:// URL")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"{url!r} is not a redis://, rediss:// or unix:// URL")
     try:
         port = parts.port or 6379
     except ValueError:
         raise ValueError(f"bad port in {url!r}") from None
     host = parts.hostname or "localhost"
     db = _db(parts.path.lstrip("/") or "0", url)
-    return RedisAddress(host, port, db=db, password=password, username=username)
+    tls = parts.scheme == "rediss"
+    ca = unquote(query["ca"]) if "ca" in query else None
+    if ca is not None and not tls:
+        raise ValueError(f"?ca= goes with rediss:// (TLS), in {url!r}")
+    if ca is not None and not os.path.isfile(os.path.expanduser(ca)):
+        raise ValueError(f"no CA file {ca!r}")
+    if tls:
+        try:
+            from twisted.internet.ssl import platformTrust  # noqa: F401
+        except ImportError:
+            raise ValueError("rediss:// needs: pip install 'sockproto[tls]'") from None
+    return RedisAddress(
+        host, port, db=db, password=password, username=username, tls=tls, ca=ca
+    )
 
 
 def _db(text: str, url: str) -> int:
@@ -207,6 +320,7 @@ class _LinkFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> RedisProtocol:
         protocol = RedisProtocol()
+        protocol.maxReply = self.link.maxReply
         if self.subscriber:
             protocol.messageReceived = self.link.channelMessage
         protocol.lost.addCallback(lambda _: self.link.connectionLost(self.subscriber))
@@ -233,17 +347,23 @@ class RedisLink(MultiService):
     @ivar onUnreachable: called (with no argument) when the first attempt
         to connect, or to log in, fails (the link goes on retrying).
     @ivar onMessage: called with (channel, message) for each pub/sub message.
+    @ivar timeout: seconds a command may wait for its reply before its
+        connection is dropped as stalled (0: forever).
     """
+
+    maxReply = RedisProtocol.maxReply
 
     def __init__(
         self,
         address: RedisAddress,
         reactor: Any,
         maxDelay: float = 10.0,
+        timeout: float = 3.0,
     ) -> None:
         super().__init__()
         self.address = address
         self.reactor = reactor
+        self.timeout = timeout
         self.up = False
         self.onUp: Callable[[], None] = lambda: None
         self.onDown: Callable[[], None] = lambda: None
@@ -280,29 +400,38 @@ class RedisLink(MultiService):
             steps.append(protocol.execute("AUTH", *login, address.password))
         if address.db:
             steps.append(protocol.execute("SELECT", address.db))
+        steps.append(protocol.execute("PING"))  # a stalled server accepts, too
         d = gatherResults(steps, consumeErrors=True)
+        if self.timeout:
+            d.addTimeout(self.timeout, self.reactor)
         d.addCallback(lambda _: setattr(self, "_rejections", 0))
         return d.addErrback(self._refused, protocol)
 
     def _refused(self, failure: Failure, protocol: Any) -> None:
         """
-        The server refused the login.  ClientService cannot be told so (a
-        failed preparation that then closes its connection trips its state
-        machine), so the connection counts as made, is closed at once, and
-        the retries back off as if it had failed.
+        The server refused the login, or did not answer it in time.
+        ClientService cannot be told so (a failed preparation that then
+        closes its connection trips its state machine), so the connection
+        counts as made, is closed at once, and the retries back off as if
+        it had failed.
         """
         protocol.rejected = True
         self._rejections += 1
         if self._rejections == 1:
-            why = getattr(failure.value, "subFailure", failure).getErrorMessage()
-            log.error(
-                "redis: {address} refused the login: {why}; retrying",
+            if failure.check(TimeoutError):
+                why = f"no answer in {self.timeout} s"
+            else:
+                why = getattr(failure.value, "subFailure", failure).getErrorMessage()
+            log.warn(
+                "redis: {address} refused the login: {why}; retrying"
+                if not failure.check(TimeoutError)
+                else "redis: {address} does not answer ({why}); retrying",
                 address=str(self.address),
                 why=why,
             )
             self.reactor.callLater(0, self.onUnreachable)  # not inside ClientService
         if protocol.transport is not None:
-            protocol.transport.loseConnection()
+            protocol.transport.abortConnection()
 
     def _retryDelay(self, attempt: int) -> float:
         return self._policy(max(attempt, self._rejections))
@@ -310,6 +439,7 @@ class RedisLink(MultiService):
     def _connected(self, protocol: Any, subscriber: bool) -> None:
         if getattr(protocol, "rejected", False):
             return  # closing: connectionLost watches for the next one
+        protocol.watch(self.reactor, self.timeout)
         if subscriber:
             self._subscriber = protocol
             steps = [protocol.execute("SUBSCRIBE", c) for c in sorted(self.channels)]

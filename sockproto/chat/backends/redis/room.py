@@ -7,6 +7,16 @@ members in this process, fans events out to them, keeps the room's recent
 history as this process last saw it, and serves the room alone while
 Redis is away.  The broker's numbered messages are put in order by a
 L{RoomFeed} (pure state); this module does what the feed says.
+
+Nothing on the room's channel is believed as it comes: a number is
+delivered only as the room's stream holds it (the channel says "look",
+the stream says what), so a message forged on the channel, even with the
+next number, is dropped, and never displaces the real one.  A number
+from before the room's current one hints that Redis started again: the
+room's epoch, read with its number, says.
+
+A newcomer is served its history first: live events wait for it until
+the history (and the names its front end asks for next) are shown.
 """
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -42,6 +52,14 @@ __all__ = ["SharedRoom"]
 log = SafeLogger()
 
 SAID = (MESSAGE, ACTION)
+SERVER_LOST = "server lost"
+"""The reason given for members of a process taken for dead."""
+REJOINED = "rejoined"
+"""The text of a JOIN a process announces for members it had lost."""
+LOST_STATE = (
+    "the chat network lost its recent state (Redis started again, empty):"
+    " lines said on other servers just before may be missing"
+)
 
 
 @implementer(IChatRoom)
@@ -83,6 +101,14 @@ class SharedRoom:
         self._incoming: List[ChatEvent] = []
         self._incomingCall: Optional[IDelayedCall] = None
         self._arriving: Dict[int, IChatMember] = {}
+        self._catchingUp: Dict[int, Tuple[IChatMember, List[EventBatch]]] = {}
+        self._releasing: List[IChatMember] = []
+        self._releaseCall: Optional[IDelayedCall] = None
+        self._unverified: List[int] = []
+        self._verifyCall: Optional[IDelayedCall] = None
+        self._checkingEpoch = False
+        self._epochChecked = -1.0
+        self.epoch: Optional[str] = None
         self.synced: Deferred[None] = Deferred()
 
     @property
@@ -108,7 +134,13 @@ class SharedRoom:
     @property
     def pending(self) -> bool:
         """Whether events wait to be published or delivered."""
-        return bool(self._pending or self._incoming or self.local.pending)
+        return bool(
+            self._pending
+            or self._incoming
+            or self.local.pending
+            or self._unverified
+            or self._catchingUp
+        )
 
     @property
     def busy(self) -> bool:
@@ -127,6 +159,7 @@ class SharedRoom:
         unpublished, self._pending = self._pending, []
         if unpublished:
             self.deliverBatch(EventBatch(tuple(unpublished)))
+        self._release(list(m for m, _ in self._catchingUp.values()))
         self.alone = True
         self.feed.startSync()
 
@@ -169,7 +202,7 @@ class SharedRoom:
             return self.local.join(member)
         self.flush()
         self.deliverIncoming()
-        self.members[id(member)] = member
+        self._catchingUp[id(member)] = (member, [])
         self._announce(
             ChatEvent(JOIN, self.name, member.nick, time=self.clock.seconds())
         )
@@ -177,7 +210,44 @@ class SharedRoom:
         d: Deferred[Any] = self.store.join(self.name, member.nick)
         d.addCallback(lambda _: self._history(seen))
         d.addErrback(self._noHistory)
-        return d
+        return d.addCallback(self._historyRead, member)
+
+    def _historyRead(
+        self, history: List[ChatEvent], member: IChatMember
+    ) -> List[ChatEvent]:
+        """
+        C{member}'s history is about to be shown: it goes live once that
+        is done — after the names its front end asks for next (L{nicks}),
+        or at the end of this turn.
+        """
+        if id(member) in self._catchingUp:
+            self._releasing.append(member)
+            if self._releaseCall is None:
+                self._releaseCall = self.clock.callLater(0, self._releaseWaiting)
+        return history
+
+    def _releaseWaiting(self) -> None:
+        self._releaseCall = None
+        releasing, self._releasing = self._releasing, []
+        self._release(releasing)
+
+    def _release(self, members: Sequence[IChatMember]) -> None:
+        """
+        C{members}' history is shown: make them live, with what was
+        delivered to the room meanwhile.
+        """
+        for member in members:
+            entry = self._catchingUp.pop(id(member), None)
+            if entry is None:
+                continue  # it left meanwhile
+            self.members[id(member)] = member
+            for batch in entry[1]:
+                try:
+                    member.deliver(batch)
+                except Exception:
+                    log.failure("chat: delivery to {nick} failed", nick=member.nick)
+                    self.remove(member, "delivery failed")
+                    break
 
     def _noHistory(self, failure: Failure) -> List[ChatEvent]:
         self.server.logFailure(failure, f"reading #{self.name}'s history")
@@ -210,19 +280,21 @@ class SharedRoom:
         this process is concerned).
         """
         arriving = self._arriving.pop(id(member), None) is not None
+        catchingUp = self._catchingUp.pop(id(member), None) is not None
         if self.alone:
             if arriving and not (self.members or self._arriving):
                 self.server.roomEmptied(self)
             return self.local.remove(member, reason, kind)
         self.flush()
-        if self.members.pop(id(member), None) is None and not arriving:
+        present = self.members.pop(id(member), None) is not None or catchingUp
+        if not present and not arriving:
             return
         keepEmpty = self.name == self.server.defaultRoom
         d = self.store.leave(self.name, member.nick, keepEmpty)
         if not arriving:  # else its arrival was never announced
             d.addCallback(self._left, member.nick, reason, kind)
         d.addErrback(self.server.logFailure, "leaving #" + self.name)
-        if not (self.members or self._arriving):
+        if not (self.members or self._arriving or self._catchingUp):
             self.server.roomEmptied(self)
 
     def _left(self, remaining: int, nick: str, reason: str, kind: str) -> None:
@@ -235,7 +307,16 @@ class SharedRoom:
     def nicks(self) -> "Deferred[List[str]]":
         if self.alone:
             return self.local.nicks()
-        return self.store.members(self.name)
+        d = self.store.members(self.name)
+        releasing, self._releasing = self._releasing, []
+        if releasing:  # a newcomer's front end shows them: live after that
+
+            def release(result: object) -> object:
+                self.clock.callLater(0, self._release, releasing)
+                return result
+
+            d.addBoth(release)
+        return d
 
     def memberNicks(self) -> List[str]:
         """This process's members' nicknames."""
@@ -275,7 +356,7 @@ class SharedRoom:
         """
         if self.alone:
             return self.local.renamed(member, old, new)
-        if id(member) in self.members:
+        if id(member) in self.members or id(member) in self._catchingUp:
             self._announce(
                 ChatEvent(NICK, self.name, old, new, time=self.clock.seconds())
             )
@@ -308,13 +389,86 @@ class SharedRoom:
 
     def received(self, seq: int, data: bytes) -> None:
         """
-        Called with each numbered message of the room's channel.
+        Called with each numbered message of the room's channel: its
+        number is looked up in the room's stream (once per turn for all
+        that came in it), and only what the stream holds is delivered.
         """
-        try:
-            events = decode_events(data)
-        except MalformedMessageError as e:
-            return self.server.dropped(self.name, str(e))
-        self.perform(self.feed.received(seq, events))
+        if seq <= self.feed.lastSeq:
+            return self._checkEpoch()  # a duplicate, or Redis started again
+        if not self.server.link.up:
+            return  # what was missed is read when the room syncs again
+        self._unverified.append(seq)
+        if self._verifyCall is None:
+            self._verifyCall = self.clock.callLater(0, self._verify)
+
+    def _verify(self) -> "Deferred[Any]":
+        self._verifyCall = None
+        last = self.feed.lastSeq
+        seqs = sorted({seq for seq in self._unverified if seq > last})
+        self._unverified = []
+        if not seqs:
+            return succeed(None)
+        d = self.store.messages(self.name, seqs[0], seqs[-1])
+
+        def verified(entries: Entries) -> None:
+            found = dict(self._decode(entries))
+            actions: List[Action] = []
+            for seq in seqs:
+                events = found.get(seq)
+                if events is None:
+                    self.server.dropped(self.name, f"number {seq} is not in its stream")
+                else:
+                    actions += self.feed.received(seq, events)
+            self.perform(actions)
+
+        def failed(failure: Failure) -> None:
+            # Redis went away: the room syncs when it is back.  Else the
+            # next number's gap makes the feed read these again.
+            self.server.logFailure(failure, f"reading #{self.name}'s stream")
+
+        return d.addCallbacks(verified, failed)
+
+    def _checkEpoch(self) -> None:
+        """
+        A number already delivered came again: if Redis lost the room's
+        state meanwhile (a new epoch), deliver the new epoch's messages
+        from the first.  At most one look a second.
+        """
+        now = self.clock.seconds()
+        if self._checkingEpoch or now - self._epochChecked < 1.0:
+            return
+        self._checkingEpoch, self._epochChecked = True, now
+        d = self.store.position(self.name)
+
+        def checked(position: Tuple[int, str]) -> None:
+            if self._newEpoch(position[1]) and not self.feed.syncing:
+                self.backfill(self.feed.startBackfill(None))
+
+        d.addCallbacks(checked, lambda failure: None)
+        d.addBoth(lambda _: setattr(self, "_checkingEpoch", False))
+
+    def _newEpoch(self, epoch: str) -> bool:
+        """
+        Note the room's epoch; if it changed, Redis lost the room's state:
+        say so (log, and this process's members), and start the feed again
+        from the new epoch's first number.
+        """
+        old, self.epoch = self.epoch, epoch
+        if old is None or old == epoch:
+            return False
+        log.warn(
+            "chat: #{room}: Redis lost the room's state (it started again empty,"
+            " or was flushed); delivering its lines from the new start, after"
+            " {seq}: what other processes published just before is lost",
+            room=self.name,
+            seq=self.feed.lastSeq,
+        )
+        self.feed.newEpoch()
+        for member in list(self.members.values()):
+            notice = getattr(member, "notice", None)
+            if notice is not None:
+                notice(LOST_STATE)
+        return True
 
     def perform(self, actions: Sequence[Action]) -> None:
         """
@@ -345,9 +499,23 @@ class SharedRoom:
         received in it: one write per member.
         """
         if events:
-            self._incoming.extend(events)
+            self._incoming.extend(e for e in events if not self._false(e))
             if self._incomingCall is None:
                 self._incomingCall = self.clock.callLater(0, self.deliverIncoming)
+
+    def _false(self, event: ChatEvent) -> bool:
+        """
+        Whether C{event} is one this process's members must not see: that
+        one of them was lost (another process took this one for dead while
+        it was paused), or is back (this process rejoining after that).
+        """
+        if not (
+            (event.kind == QUIT and event.text == SERVER_LOST)
+            or (event.kind == JOIN and event.text == REJOINED)
+        ):
+            return False
+        nick = event.nick.lower()
+        return any(m.nick.lower() == nick for m in self.members.values())
 
     def deliverIncoming(self) -> None:
         """
@@ -369,6 +537,8 @@ class SharedRoom:
         """
         history = self.local.history
         history.extend(e for e in batch.events if e.kind in SAID)
+        for _, waiting in self._catchingUp.values():
+            waiting.append(batch)
         for member in self.local.fanOut(batch):
             self.remove(member, "delivery failed")
 
@@ -379,13 +549,16 @@ class SharedRoom:
         """
         reads: List[Deferred[Any]] = [
             self.store.messages(self.name, request.first, request.last),
-            self.store.lastNumber(self.name),
+            self.store.position(self.name),
         ]
         d = gatherResults(reads, consumeErrors=True)
 
-        def read(replies: List[Any]) -> None:
-            entries, current = replies
+        def read(replies: List[Any]) -> Optional["Deferred[Any]"]:
+            entries, (current, epoch) = replies
+            if self._newEpoch(epoch):  # what was read is the new epoch's
+                return self.backfill(self.feed.startBackfill(None))
             self.perform(self.feed.backfilled(self._decode(entries), current))
+            return None
 
         def failed(failure: Failure) -> None:
             self.server.logFailure(failure, f"backfilling #{self.name}")
@@ -411,9 +584,11 @@ class SharedRoom:
         Redis lost its data).
         """
         self.feed.startSync()
-        d: Deferred[Any] = self.store.lastNumber(self.name)
+        d: Deferred[Any] = self.store.position(self.name)
 
-        def start(current: int) -> Optional["Deferred[Any]"]:
+        def start(position: Tuple[int, str]) -> Optional["Deferred[Any]"]:
+            current, epoch = position
+            self._newEpoch(epoch)
             actions = self.feed.synced(current)
             backfills = [a for a in actions if isinstance(a, Backfill)]
             self.perform([a for a in actions if not isinstance(a, Backfill)])

@@ -39,9 +39,9 @@ from ...events import JOIN, PRIVATE, PRIVATE_NOTICE, QUIT, ChatEvent, EventBatch
 from ...interfaces import ChatError, IChatMember, IChatRoom, IChatServer, NickInUseError
 from ...names import nick_key
 from ..memory import ChatRoom, ChatServer
-from .resp import RedisLink
-from .room import SharedRoom
-from .store import MAX_NUMBER, RedisStore
+from .resp import RedisError, RedisLink
+from .room import REJOINED, SERVER_LOST, SharedRoom
+from .store import LOST, MAX_NUMBER, RedisStore
 from .wire import MalformedMessageError, decode_events, encode_events
 
 __all__ = ["BrokerService", "RedisChatServer"]
@@ -50,7 +50,6 @@ log = SafeLogger()
 
 UNAVAILABLE = "chat network unavailable: only people on this server see your lines"
 BACK = "chat network back: everyone in your room sees your lines again"
-SERVER_LOST = "server lost"
 
 
 @implementer(IChatServer)
@@ -127,6 +126,12 @@ class RedisChatServer:
         self._privateChannel = self.store.nodeChannel()
         self._waiting: Optional[List[Deferred[None]]] = []
         self._toldAlone: Set[int] = set()
+        self._since: Dict[int, float] = {}
+        self._takenAlone: Set[int] = set()
+        self._lastBeat = -1.0
+        self._rejoining = False
+        self._refusal: Optional[str] = None
+        self.store.onRefused = self.refused
         link.channels.add(self._privateChannel)
         link.onUp, link.onDown, link.onMessage = (
             self.linkUp,
@@ -151,8 +156,6 @@ class RedisChatServer:
         alone: the one place the mode changes, for the server and each room.
         """
         self.up = up
-        if up:
-            self._toldAlone = set()
         for room in list(self._rooms.values()):
             if up:
                 room.goShared()
@@ -201,12 +204,82 @@ class RedisChatServer:
         Redis is reachable: claim our nicknames and rooms again, fill what
         was missed, and start beating.
         """
-        d = self.beat()
-        d.addCallback(lambda _: self.reclaim())
-        d.addErrback(self.logFailure, "rejoining the chat network")
-        d.addCallback(lambda _: self.ready())
+        self.rejoin().addCallback(lambda _: self.ready())
         if not self._beat.running:
             self._beat.start(self.heartbeat, now=False)
+
+    def rejoin(self) -> "Deferred[None]":
+        """
+        Come back to the chat network: unless Redis may evict our keys,
+        beat, then claim our nicknames and rooms again.  Failing, this
+        process stays alone, and the next heartbeat tries again.
+        """
+        if self._rejoining:
+            return succeed(None)
+        self._rejoining = True
+        d = self.store.evictionPolicy()
+        d.addErrback(self._policyUnknown)
+        d.addCallback(self._checkPolicy)
+        d.addCallback(lambda _: self.beat(rejoining=True))
+        d.addCallback(lambda _: self.reclaim())
+        d.addErrback(self._notRejoined)
+
+        def done(result: object) -> None:
+            self._rejoining = False
+
+        return d.addBoth(done)
+
+    def _policyUnknown(self, failure: Failure) -> Optional[Failure]:
+        if not failure.check(RedisError):
+            return failure  # Redis went away again
+        log.info(
+            "chat: cannot read Redis's maxmemory-policy ({why}); going on",
+            why=failure.getErrorMessage()[:80],
+        )
+        return None
+
+    def _checkPolicy(self, policy: Optional[str]) -> None:
+        if policy is None:
+            return
+        refusal = f"evicting ({policy})"
+        if self._refusal != refusal:
+            self._refusal = refusal
+            log.error(
+                "chat: Redis may evict keys when full (maxmemory-policy {policy}):"
+                " the shared chat needs maxmemory-policy noeviction, so this"
+                " process serves its clients alone until it is set",
+                policy=policy,
+            )
+        raise _EvictingError(policy)
+
+    def _notRejoined(self, failure: Failure) -> None:
+        if failure.check(_EvictingError):
+            if self.up:
+                self._goAlone()
+            return
+        if not failure.check(ChatError) or self.link.up:
+            self.logFailure(failure, "rejoining the chat network")
+
+    def refused(self, failure: Failure) -> None:
+        """
+        Redis refused a command (out of memory, a script error, a key of
+        the wrong type): as if it were away.  Say so once, serve this
+        process's clients alone, and try again at the next heartbeat.
+        """
+        why = failure.getErrorMessage()[:200]
+        if self._refusal is None:
+            self._refusal = why
+            log.warn(
+                "chat: Redis refused a command ({why}): serving this process's"
+                " clients alone until it accepts them again",
+                why=why,
+            )
+        if self.up:
+            self._goAlone()
+
+    def _goAlone(self) -> None:
+        self.switch(False)
+        self._tellAll(UNAVAILABLE)
 
     def linkDown(self) -> None:
         """
@@ -214,13 +287,18 @@ class RedisChatServer:
         """
         if not self.up:
             return
-        self.switch(False)
-        self._tellAll(UNAVAILABLE)
+        self._goAlone()
 
     def _tellAll(self, text: str) -> None:
         for member in self.local.members():
             if text == UNAVAILABLE:
+                if id(member) in self._toldAlone:
+                    continue
                 self._toldAlone.add(id(member))
+            elif text == BACK:
+                if id(member) not in self._toldAlone:
+                    continue  # never told it was alone: nothing to say
+                self._toldAlone.discard(id(member))
             notice = getattr(member, "notice", None)
             if notice is not None:
                 notice(text)
@@ -242,16 +320,26 @@ class RedisChatServer:
         """
         Claim every local nickname and membership again (a claim taken
         meanwhile by another process renames ours to a guest), then sync
-        every local room.
+        every local room.  Nicknames held from before Redis went away are
+        claimed first; one taken while away gives way to an earlier holder.
         """
-        claims = [self._reclaimNick(m) for m in self.local.members()]
-        d = gatherResults(claims, consumeErrors=True)
+        members = self.local.members()
+        before = [m for m in members if id(m) not in self._takenAlone]
+        after = [m for m in members if id(m) in self._takenAlone]
+        d = gatherResults([self._reclaimNick(m) for m in before], consumeErrors=True)
+        d.addCallback(
+            lambda _: gatherResults(
+                [self._reclaimNick(m) for m in after], consumeErrors=True
+            )
+        )
         d.addCallback(lambda _: self._rejoinRooms())
 
         def back(_: Any) -> None:
+            self._refusal = None
             self.switch(True)
-            if self._wasUp and self.local.members():
+            if self._wasUp:
                 self._tellAll(BACK)
+            self._toldAlone = set()
             if not self._wasUp:
                 log.info("chat: sharing rooms through Redis as {node}", node=self.node)
             self._wasUp = True
@@ -259,7 +347,9 @@ class RedisChatServer:
         return d.addCallback(back)
 
     def _reclaimNick(self, member: IChatMember) -> "Deferred[None]":
-        d = self.store.claim(member.nick)
+        alone = id(member) in self._takenAlone
+        since = self._since.get(id(member), 0.0)
+        d = self.store.claim(member.nick, since, alone=alone, again=not alone)
 
         def claimed(holder: Optional[str]) -> Optional["Deferred[None]"]:
             if holder is None:
@@ -267,6 +357,14 @@ class RedisChatServer:
             return self._renameToGuest(member)
 
         return d.addCallback(claimed)
+
+    def _held(self, member: IChatMember, nick: str) -> None:
+        """
+        C{member} now holds C{nick}: when, and whether Redis was away.
+        """
+        self.local.hold(member, nick)
+        self._since[id(member)] = self.clock.seconds()
+        self._takenAlone.discard(id(member))
 
     def _renameToGuest(self, member: IChatMember) -> "Deferred[None]":
         old = member.nick
@@ -294,17 +392,25 @@ class RedisChatServer:
         return gatherResults(steps, consumeErrors=True)
 
     def _rejoined(self, added: bool, room: SharedRoom, member: IChatMember) -> None:
-        if added:  # we had been reaped: say we are back
-            self.publish(
-                room,
-                [ChatEvent(JOIN, room.name, member.nick, time=self.clock.seconds())],
+        if added:  # we had been reaped: say we are back (to the others)
+            event = ChatEvent(
+                JOIN, room.name, member.nick, REJOINED, time=self.clock.seconds()
             )
+            self.publish(room, [event])
 
     def _beatIfUp(self) -> None:
-        if self.link.up:
-            self.beat().addErrback(self.logFailure, "the heartbeat")
+        if not self.link.up:
+            return
+        self.link.ping().addErrback(lambda _: None)  # a stalled subscriber, too
+        if not self.up:
+            self.rejoin()
+            return
+        d = self.store.evictionPolicy()
+        d.addCallback(self._checkPolicy)
+        d.addCallback(lambda _: self.beat())
+        d.addErrback(self._notRejoined)
 
-    def beat(self) -> "Deferred[None]":
+    def beat(self, rejoining: bool = False) -> "Deferred[None]":
         """
         Say this process is alive, and reap any process that is not.
         """
@@ -313,15 +419,29 @@ class RedisChatServer:
 
         def beaten(reply: Tuple[bool, List[str]]) -> Optional["Deferred[Any]"]:
             self.lag = self.clock.seconds() - sent
+            self._lastBeat = self.clock.seconds()
             new, deadNodes = reply
             for node in deadNodes:
                 self.reap(node)
-            if new and self.up:  # we were reaped ourselves
+            if new and self.up and not rejoining:  # we were reaped ourselves
                 log.warn("chat: another process took this one for dead; rejoining")
-                return self.reclaim()
+                self._goAlone()
+                return self.rejoin()
             return None
 
         return d.addCallback(beaten)
+
+    @property
+    def stale(self) -> bool:
+        """
+        Whether this process may have been taken for dead: its last
+        heartbeat is older than the others wait for (it was paused, or its
+        reactor blocked).  Until it beats again, it publishes nothing.
+        """
+        if self._lastBeat < 0 or not self._beat.running:
+            return False
+        late = self.clock.seconds() - self._lastBeat
+        return late > max(1.8 * self.heartbeat, self.heartbeat + self.link.timeout)
 
     def reap(self, node: str, reason: str = SERVER_LOST) -> "Deferred[None]":
         """
@@ -356,6 +476,14 @@ class RedisChatServer:
         Publish C{events} of C{room}, as one message; if that fails, at
         least this process's members get them.
         """
+        if self.stale:
+            # Paused past the others' patience: our nicknames may be
+            # someone else's now.  Claim them again before publishing.
+            room.deliverBatch(EventBatch(tuple(events)))
+            log.warn("chat: this process was silent too long; rejoining first")
+            self._goAlone()
+            self.rejoin()
+            return
         d = self.store.publish(room.name, encode_events(events))
         d.addErrback(lambda _: room.deliverBatch(EventBatch(tuple(events))))
 
@@ -376,6 +504,8 @@ class RedisChatServer:
         room.received(int(seq), body)
 
     def _private(self, data: bytes) -> None:
+        if data.startswith(LOST):
+            return self._lost(data[len(LOST) :].decode("utf-8", "replace"))
         try:
             events = decode_events(data)
         except MalformedMessageError as e:
@@ -386,10 +516,31 @@ class RedisChatServer:
             if target is not None:
                 target.receive(event)
 
+    def _lost(self, key: str) -> None:
+        """
+        Another process says it claimed, as an earlier holder, a nickname
+        of ours taken while Redis was away: check, then rename ours.
+        """
+        mine = [m for m in self.local.members() if nick_key(m.nick) == key]
+        if not mine:
+            return
+        member = mine[0]
+        d = self.store.holder(member.nick)
+
+        def checked(holder: Optional[Tuple[str, str]]) -> Any:
+            if holder is not None and holder[0] != self.node:
+                return self._renameToGuest(member)
+            return None
+
+        d.addCallback(checked)
+        d.addErrback(self.logFailure, "checking a nickname")
+
     # --- nicknames --------------------------------------------------------
 
     def register(self, member: IChatMember) -> "Deferred[str]":
         if not self.up:
+            self._since[id(member)] = self.clock.seconds()
+            self._takenAlone.add(id(member))
             return self.local.register(member)
         return self._guest(member)
 
@@ -405,14 +556,20 @@ class RedisChatServer:
         def claimed(holder: Optional[str], nick: str) -> Any:
             if holder is not None:
                 return self._guest(member)
-            self.local.hold(member, nick)
+            self._held(member, nick)
             return nick
 
         return d.addCallback(numbered)
 
     def rename(self, member: IChatMember, nick: str) -> "Deferred[None]":
         if not self.up:
-            return self.local.rename(member, nick)
+            renamed = self.local.rename(member, nick)
+
+            def takenAlone(result: None) -> None:
+                self._since[id(member)] = self.clock.seconds()
+                self._takenAlone.add(id(member))
+
+            return renamed.addCallback(takenAlone)
         try:
             self.local.checkRename(member, nick)  # the same answer as alone
         except ChatError:
@@ -425,7 +582,7 @@ class RedisChatServer:
                 by = "" if other.lower() == nick.lower() else f" (by {other})"
                 raise NickInUseError(f"nickname {nick} is taken{by}")
             self.local.forget(member)
-            self.local.hold(member, nick)
+            self._held(member, nick)
             steps: List[Deferred[Any]] = []
             if nick_key(old) != nick_key(nick):
                 steps.append(self.store.unclaim(old))
@@ -445,6 +602,8 @@ class RedisChatServer:
         nick = member.nick
         self.local.forget(member)
         self._toldAlone.discard(id(member))
+        self._since.pop(id(member), None)
+        self._takenAlone.discard(id(member))
         if not self.up:
             return succeed(None)
         d = self.store.unclaim(nick)
@@ -572,6 +731,12 @@ class RedisChatServer:
         d = self.store.leaveNodes()
         d.addCallback(lambda _: self.reap(self.node, "server shutting down"))
         return d.addErrback(self.logFailure, "leaving the chat network")
+
+
+class _EvictingError(Exception):
+    """
+    Redis may evict keys: the shared chat does not run on it.
+    """
 
 
 class BrokerService(Service):

@@ -12,19 +12,34 @@ Keys, under the prefix (C{sockproto:} by default)::
     room:R:members        sorted set of R's nicknames, in joining order
     room:R:seq            the number of R's last message
     room:R:log            capped stream of R's messages, id 0-SEQ
+    room:R:epoch          who made R's numbering start, and when: a new
+                          epoch means Redis lost R's state (restarted
+                          empty, or flushed), and numbers start again
     order                 joining counter (the members' scores)
     nodes                 sorted set of processes, by last heartbeat (ms)
+    node:N:alive          exists while process N beats (expires after
+                          two heartbeats): a forged score alone reaps nobody
+    node:N:since          when N's current run of heartbeats began (ms)
     node:N:nicks          the look-alike keys process N claimed
     node:N:rooms          "ROOM NICK" for each of N's memberships
+
+A claim is "NODE NICK", or "NODE NICK ~SINCE" for a nickname its holder
+took while Redis was away (SINCE: when, in ms): such a claim gives way,
+on reconnection, to a holder from before (see L{RedisStore.claim}).
+
+The stream, not the counter, says where a room is: publishing numbers a
+message past both, so a counter set back (or forward past any real
+number) is repaired by the next message.
 
 Channels: C{room:R} carries "SEQ MESSAGE" for each message of R;
 C{node:N} carries private messages to process N's members.
 
-Every command that fails because Redis went away fails with a
-L{ChatError} a user can read ("try again").
+Every command that fails because Redis went away, or refused it (out of
+memory, a script error), fails with a L{ChatError} a user can read ("try
+again"); L{RedisStore.onRefused} hears of each refusal.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
@@ -33,23 +48,76 @@ from twisted.python.failure import Failure
 from ....logs import SafeLogger
 from ...interfaces import ChatError
 from ...names import nick_key, valid_nick, valid_room
-from .resp import RedisLink
+from .resp import RedisError, RedisLink
 
-__all__ = ["RedisStore", "UNREACHABLE"]
+__all__ = ["LOST", "RedisStore", "UNREACHABLE"]
 
 UNREACHABLE = "the chat network is unavailable: try again"
+LOST = b"!lost "
+"""On a process's channel, then a look-alike key: a nickname it held was
+claimed by an earlier holder (the process checks before it believes it)."""
 MAX_NUMBER = 2**63 - 1
 """The largest number Redis counts to (INCR): a larger one is forged."""
 
 log = SafeLogger()
 
-# KEYS: seq, stream, channel.  ARGV: stream length, message.
-_PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
+# The number the stream's last entry carries (0 if none); an entry the
+# scripts did not write (its id not 0-N) is an error: someone else writes
+# the room's stream.  Numbers stay below 2^52, where Lua's are exact.
+_TOP = """
+local function top(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if not last then return 0 end
+  local n = tonumber(string.match(last[1], '^0%-(%d+)$'))
+  if not n or n >= 2^52 then
+    return redis.error_reply('ERR ' .. stream .. ' was written by someone else')
+  end
+  return n
+end
+local function position(counter, stream)
+  local n = top(stream)
+  if type(n) == 'table' then return n end
+  local seq = tonumber(redis.call('GET', counter) or '0')
+  if not seq or seq < n or seq >= 2^52 or seq ~= math.floor(seq) then
+    seq = n
+    redis.call('SET', counter, seq)
+  end
+  return seq
+end
+local function epoch(key)
+  local e = redis.call('GET', key)
+  if e then return e end
+  local t = redis.call('TIME')
+  e = t[1] .. '.' .. t[2]
+  redis.call('SET', key, e)
+  return e
+end
+"""
+
+# KEYS: seq, stream, channel, epoch.  ARGV: stream length, message.
+_PUBLISH = (
+    _TOP
+    + """
+local seq = position(KEYS[1], KEYS[2])
+if type(seq) == 'table' then return seq end
+seq = seq + 1
+redis.call('SET', KEYS[1], seq)
+epoch(KEYS[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'm', ARGV[2])
 redis.call('PUBLISH', KEYS[3], seq .. ' ' .. ARGV[2])
 return seq
 """
+)
+
+# KEYS: seq, stream, epoch.  Returns {number, epoch}.
+_POSITION = (
+    _TOP
+    + """
+local seq = position(KEYS[1], KEYS[2])
+if type(seq) == 'table' then return seq end
+return {seq, epoch(KEYS[3])}
+"""
+)
 
 # KEYS: rooms. ARGV: room, maxRooms.  Returns 0, or the number of rooms.
 _ROOM = """
@@ -82,16 +150,26 @@ end
 return left
 """
 
-# KEYS: claim, node nicks.  ARGV: node, nick, key.  Returns the holder, or
-# nil once claimed.
+# KEYS: claim, node nicks.  ARGV: node, nick, key, since (ms), alone
+# ('1': taken while Redis was away), reclaiming ('1').  Returns {holder}
+# if it is someone else's, {} once claimed, or {false, displaced node}
+# once claimed from a holder who took it while away, later than ours.
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
+local value = ARGV[1] .. ' ' .. ARGV[2]
+if ARGV[5] == '1' then value = value .. ' ~' .. ARGV[4] end
 if holder and string.sub(holder, 1, #ARGV[1] + 1) ~= ARGV[1] .. ' ' then
-  return holder
+  local since = tonumber(string.match(holder, ' ~(%d+)$'))
+  if ARGV[6] ~= '1' or not since or since <= tonumber(ARGV[4]) then
+    return {holder}
+  end
+  redis.call('SET', KEYS[1], value)
+  redis.call('SADD', KEYS[2], ARGV[3])
+  return {false, string.match(holder, '^(%S+) ')}
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('SET', KEYS[1], value)
 redis.call('SADD', KEYS[2], ARGV[3])
-return false
+return {}
 """
 
 # KEYS: claim, node nicks.  ARGV: node, key.
@@ -119,13 +197,33 @@ end
 return 1
 """
 
-# KEYS: nodes.  ARGV: node, dead after (ms).  Returns {newly added, dead}.
+# KEYS: nodes, alive, since.  ARGV: node, dead after (ms), a beat is
+# recent within (ms), prefix.  Returns {newly added, dead nodes}.
+#
+# A node reaps another only when it has itself been beating for a whole
+# "dead after" (so a node cut off from Redis, or all of them after Redis
+# stalled, reaps nobody on coming back) and the other's own key expired
+# (so a score written by someone else reaps nobody).
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadAfter = tonumber(ARGV[2])
+local prev = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+local since = tonumber(redis.call('GET', KEYS[3]))
+if not prev or not since or now - prev > tonumber(ARGV[3]) then since = now end
 local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-for _, node in ipairs(dead) do redis.call('ZREM', KEYS[1], node) end
+redis.call('SET', KEYS[2], '1', 'PX', deadAfter)
+redis.call('SET', KEYS[3], since, 'PX', 3 * deadAfter)
+local dead = {}
+if now - since >= deadAfter then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - deadAfter)
+  for _, node in ipairs(old) do
+    if redis.call('EXISTS', ARGV[4] .. 'node:' .. node .. ':alive') == 0 then
+      redis.call('ZREM', KEYS[1], node)
+      table.insert(dead, node)
+    end
+  end
+end
 return {new, dead}
 """
 
@@ -253,6 +351,7 @@ class RedisStore:
         self.node = node
         self.prefix = prefix
         self.streamLength = streamLength
+        self.onRefused: Callable[[Failure], None] = lambda failure: None
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -276,7 +375,15 @@ class RedisStore:
         Run a Redis command; if Redis is lost meanwhile, fail with a
         L{ChatError} that tells the user to try again.
         """
-        return self.link.execute(*args).addErrback(_unreachable)
+        return self.link.execute(*args).addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        if failure.check(ConnectionLost):
+            raise ChatError(UNREACHABLE)
+        if failure.check(RedisError):
+            self.onRefused(failure)
+            raise ChatError(UNREACHABLE)
+        return failure
 
     def _eval(self, script: str, keys: Sequence[str], *args: Any) -> "Deferred[Any]":
         return self.execute("EVAL", script, len(keys), *keys, *args)
@@ -294,8 +401,22 @@ class RedisStore:
             self.roomKey(room, "seq"),
             self.roomKey(room, "log"),
             self.roomChannel(room).decode(),
+            self.roomKey(room, "epoch"),
         )
         return self._eval(_PUBLISH, keys, self.streamLength, message)
+
+    def position(self, room: str) -> "Deferred[Tuple[int, str]]":
+        """
+        Where C{room} is: the number of its last message (the stream's
+        if the counter is behind it) and its epoch (made if it has none).
+        """
+        keys = (
+            self.roomKey(room, "seq"),
+            self.roomKey(room, "log"),
+            self.roomKey(room, "epoch"),
+        )
+        d = self._eval(_POSITION, keys)
+        return d.addCallback(lambda reply: (int(reply[0]), text(reply[1])))
 
     def addRoom(self, room: str, maxRooms: int) -> "Deferred[int]":
         """
@@ -386,20 +507,35 @@ class RedisStore:
 
     # --- nicknames --------------------------------------------------------
 
-    def claim(self, nick: str) -> "Deferred[Optional[str]]":
+    def claim(
+        self, nick: str, since: float = 0.0, alone: bool = False, again: bool = False
+    ) -> "Deferred[Optional[str]]":
         """
         Claim C{nick} (and its look-alikes) for this process.
 
-        @return: None once claimed; else the holder's nickname.
+        @param since: when (seconds since the epoch) its member took it.
+        @param alone: whether it was taken while Redis was away; the claim
+            then gives way to an earlier holder's reclaiming it.
+        @param again: whether this reclaims a nickname held before Redis
+            went away: it displaces a claim of one taken while away later.
+        @return: None once claimed; else the holder's nickname.  A holder
+            displaced is told, on its process's channel (L{LOST}).
         """
         key = nick_key(nick)
         keys = (self.key(f"nick:{key}"), self.nodeKey("nicks"))
-        d = self._eval(_CLAIM, keys, self.node, nick, key)
+        args = (self.node, nick, key, int(since * 1000), int(alone), int(again))
+        d = self._eval(_CLAIM, keys, *args)
 
-        def holder(value: Any) -> Optional[str]:
-            if value is None:
+        def holder(reply: List[Any]) -> Optional[str]:
+            if not reply:
                 return None
-            name = checked_nick(text(value).partition(" ")[2], f"the claim of {nick}")
+            if reply[0] is None:  # displaced another: it must know
+                if len(reply) > 1 and reply[1] is not None:
+                    told = self.sendPrivate(text(reply[1]), LOST + key.encode())
+                    told.addErrback(lambda _: None)  # else it learns on reclaiming
+                return None
+            value = text(reply[0]).partition(" ")[2].partition(" ")[0]
+            name = checked_nick(value, f"the claim of {nick}")
             return name if name is not None else nick  # taken, by whoever
 
         return d.addCallback(holder)
@@ -420,6 +556,7 @@ class RedisStore:
             if value is None:
                 return None
             node, _, holder = text(value).partition(" ")
+            holder = holder.partition(" ")[0]
             if holder.lower() != nick.lower() or not valid_nick(holder):
                 return None
             return (node, holder)
@@ -449,7 +586,9 @@ class RedisStore:
             the processes found dead.
         """
         deadAfterMs = int(deadAfter * 1000)
-        d = self._eval(_HEARTBEAT, [self.key("nodes")], self.node, deadAfterMs)
+        keys = (self.key("nodes"), self.nodeKey("alive"), self.nodeKey("since"))
+        recent = int(deadAfterMs * 0.75)
+        d = self._eval(_HEARTBEAT, keys, self.node, deadAfterMs, recent, self.prefix)
 
         def parsed(reply: List[Any]) -> Tuple[bool, List[str]]:
             return bool(reply[0]), [text(node) for node in reply[1]]
@@ -481,10 +620,25 @@ class RedisStore:
 
     def leaveNodes(self) -> "Deferred[Any]":
         """Take this process off the process list."""
-        return self.execute("ZREM", self.key("nodes"), self.node)
+        keys = (self.nodeKey("alive"), self.nodeKey("since"))
+        d = self.execute("ZREM", self.key("nodes"), self.node)
+        return d.addCallback(lambda _: self.execute("DEL", *keys))
 
+    def evictionPolicy(self) -> "Deferred[Optional[str]]":
+        """
+        Redis's C{maxmemory-policy} if it may evict keys when full (a
+        C{maxmemory} is set and the policy is not C{noeviction}), else
+        None.  (From C{INFO memory}: managed services often disable
+        C{CONFIG}.)
+        """
+        d = self.link.execute("INFO", "memory")  # a refusal is not an outage
 
-def _unreachable(failure: Failure) -> Failure:
-    if failure.check(ConnectionLost):
-        raise ChatError(UNREACHABLE)
-    return failure
+        def parsed(reply: Any) -> Optional[str]:
+            fields = dict(
+                line.split(":", 1) for line in text(reply).splitlines() if ":" in line
+            )
+            policy = fields.get("maxmemory_policy", "noeviction").strip()
+            limit = integer(fields.get("maxmemory", "0").strip()) or 0
+            return policy if limit and policy != "noeviction" else None
+
+        return d.addCallback(parsed)
