@@ -160,7 +160,7 @@ class StoreTests(TestCase):
         self.redis.command("DEL", self.prefix + "node:node-a:since")
         new, found = yield self.store.heartbeat(60)
         self.assertEqual((new, found), (False, []))
-        # The reaper has beaten for a whole minute: node-dead is dead.
+        # The reaper has beaten for two minutes: node-dead is dead.
         self.redis.command("SET", self.prefix + "node:node-a:since", 0)
         new, found = yield self.store.heartbeat(60)
         self.assertEqual((new, found), (False, ["node-dead"]))

@@ -50,6 +50,8 @@ class RedisFixture:
     """
 
     heartbeat = 5.0
+    linkTimeout = 3.0
+    """Seconds a command to Redis may wait for its reply."""
     privateRedis = False
     """Whether each test gets a redis-server of its own (to stop it)."""
 
@@ -68,7 +70,12 @@ class RedisFixture:
         return self.prefix
 
     def sharedServer(self, name: str = "shared", **kwargs: Any) -> RedisChatServer:
-        link = RedisLink(parse_redis_url(self.redis.url), reactor, maxDelay=0.2)
+        link = RedisLink(
+            parse_redis_url(self.redis.url),
+            reactor,
+            maxDelay=0.2,
+            timeout=self.linkTimeout,
+        )
         kwargs.setdefault("heartbeat", self.heartbeat)
         server = RedisChatServer(name, link, reactor, prefix=self.prefix, **kwargs)
         server.service.startService()

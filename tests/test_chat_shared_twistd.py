@@ -143,7 +143,10 @@ class SharedChatProcessesTests(TestCase):
     @inlineCallbacks
     def test_bad_redis_options_are_one_line_usage_errors(self) -> Any:
         for args, expected in [
-            (["--redis", "http://example"], "is not a redis://, rediss:// or unix:// URL"),
+            (
+                ["--redis", "http://example"],
+                "is not a redis://, rediss:// or unix:// URL",
+            ),
             (["--redis", "redis://h:x"], "bad port in"),
             (["--redis-password-file", "/nonexistent"], "needs --redis"),
             (

@@ -8,6 +8,7 @@ from typing import Any, List
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -134,6 +135,39 @@ class ProtocolTests(SynchronousTestCase):
         late: List[Any] = []
         self.protocol.execute("GET", "b").addBoth(late.append)
         late[0].trap(ConnectionLost)
+
+    def test_a_command_unanswered_past_its_deadline_drops_the_connection(
+        self,
+    ) -> None:
+        clock = Clock()
+        aborted: List[bool] = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore
+        self.protocol.watch(clock, 3.0)
+        self.protocol.execute("GET", "a")
+        clock.advance(2)
+        self.protocol.execute("GET", "b")
+        self.protocol.dataReceived(b"$1\r\nA\r\n")  # a's reply; b waits
+        clock.advance(2.5)
+        self.assertEqual(aborted, [])  # b has waited 2.5 s
+        clock.advance(0.5)
+        self.assertEqual(aborted, [True])
+
+    def test_a_connection_without_a_deadline_waits(self) -> None:
+        clock = Clock()
+        self.protocol.watch(clock, 0)
+        self.protocol.execute("GET", "a")
+        clock.advance(3600)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_reply_longer_than_the_bound_drops_the_connection(self) -> None:
+        aborted: List[bool] = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore
+        self.protocol.maxReply = 1000
+        self.protocol.dataReceived(b"$5000\r\n" + b"x" * 600)
+        self.assertEqual(aborted, [])
+        self.protocol.dataReceived(b"x" * 600)
+        self.assertEqual(aborted, [True])
+        self.protocol.dataReceived(b"x" * 600)  # still in flight: ignored
 
     def test_an_unreadable_reply_closes_the_connection(self) -> None:
         self.protocol.dataReceived(b"?what\r\n")

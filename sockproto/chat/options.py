@@ -111,7 +111,16 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
             None,
             None,
             "Share rooms and nicknames with every process using this Redis:"
-            " redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH/redis.sock",
+            " redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS;"
+            " ?ca=PEM-FILE for a private CA) or unix:///PATH/redis.sock",
+        ],
+        [
+            "redis-timeout",
+            None,
+            3.0,
+            "Seconds a Redis command may wait for its reply before Redis is"
+            " taken for away (its clients are told, and served alone)",
+            seconds("redis-timeout"),
         ],
         [
             "redis-password-file",
@@ -235,7 +244,12 @@ class ChatOptions(ServiceOptions, strcred.AuthOptionMixin):
         reactor = default_reactor()
         return RedisChatServer(
             f"sockproto chat on {socket.gethostname()}",
-            RedisLink(address, reactor),
+            RedisLink(
+                address,
+                reactor,
+                maxDelay=min(10.0, self["heartbeat"]),
+                timeout=self["redis-timeout"],
+            ),
             reactor,
             historySize=self["history"],
             maxRooms=self["max-rooms"],

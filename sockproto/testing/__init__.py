@@ -792,6 +792,18 @@ def tls_client_endpoint(
     return wrapClientTLS(options, server.endpoint())
 
 
+def _free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that was free a moment ago (for a child
+    process that cannot be given port 0 and asked which it got).
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def temporary_directory(test: Any) -> str:
     """
     A new empty directory, removed when C{test} ends.  Unlike trial's
@@ -918,16 +930,34 @@ class RedisServer:
 
     executable = "redis-server"
 
-    def __init__(self, directory: str, password: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        password: Optional[str] = None,
+        tls: bool = False,
+        config: Sequence[str] = (),
+    ) -> None:
         """
         @param password: if given, the server requires it (C{requirepass}),
             and L{url} carries it.
+        @param tls: also listen for TLS on a loopback port, with a
+            certificate made for 127.0.0.1 (L{ca}): L{url} is then that
+            port's C{rediss://} URL.
+        @param config: more C{redis-server} arguments
+            (C{"--maxmemory", "2mb"}, ...).
         """
         self.directory = directory
         self.path = os.path.join(directory, "redis.sock")
         self.password = password
+        self.config = list(config)
         secret = f":{password}@" if password is not None else ""
         self.url = f"unix://{secret}{self.path}"
+        self.tls = tls
+        self.ca: Optional[str] = None
+        if tls:
+            self.ca, self._key = make_certificate(directory, "127.0.0.1")
+            self.tlsPort = _free_port()
+            self.url = f"rediss://{secret}127.0.0.1:{self.tlsPort}?ca={self.ca}"
         self.process: Any = None
 
     @classmethod
@@ -966,6 +996,13 @@ class RedisServer:
         ]
         if self.password is not None:
             command += ["--requirepass", self.password]
+        if self.tls:
+            command += [
+                *("--tls-port", str(self.tlsPort), "--bind", "127.0.0.1"),
+                *("--tls-cert-file", str(self.ca), "--tls-key-file", self._key),
+                *("--tls-auth-clients", "no"),
+            ]
+        command += self.config
         logfile = open(os.path.join(self.directory, "redis.log"), "ab")  # noqa: SIM115
         with logfile:
             self.process = subprocess.Popen(command, stdout=logfile, stderr=logfile)
@@ -1010,6 +1047,23 @@ class RedisServer:
             if not data:
                 raise ConnectionLost("redis-server closed the connection")
             reader.feed(data)
+
+    def pause(self) -> None:
+        """
+        Stop the server's process (C{SIGSTOP}) as a stalled server does:
+        its connections stay open, and nothing answers.
+        """
+        import signal
+
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """
+        Let a paused server go on (C{SIGCONT}).
+        """
+        import signal
+
+        self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """

@@ -18,6 +18,7 @@ connection counts only once it has answered a C{PING}.
 """
 
 import os
+import random
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple, Union, cast
 from urllib.parse import unquote, urlsplit
@@ -30,7 +31,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.error import ConnectionLost, TimeoutError
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorTime,
@@ -347,6 +348,9 @@ class RedisLink(MultiService):
     @ivar onUnreachable: called (with no argument) when the first attempt
         to connect, or to log in, fails (the link goes on retrying).
     @ivar onMessage: called with (channel, message) for each pub/sub message.
+    @ivar onResubscribed: called (with no argument) when the subscriber
+        connection alone was lost, and its channels are subscribed again:
+        what was published meanwhile was missed.
     @ivar timeout: seconds a command may wait for its reply before its
         connection is dropped as stalled (0: forever).
     """
@@ -369,10 +373,16 @@ class RedisLink(MultiService):
         self.onDown: Callable[[], None] = lambda: None
         self.onUnreachable: Callable[[], None] = lambda: None
         self.onMessage: Callable[[bytes, bytes], None] = lambda c, m: None
+        self.onResubscribed: Callable[[], None] = lambda: None
+        self._resubscribing = False
         self.channels: Set[bytes] = set()
         self._commands: Optional[RedisProtocol] = None
         self._subscriber: Optional[RedisProtocol] = None
-        self._policy = backoffPolicy(initialDelay=0.5, maxDelay=maxDelay)
+        self._policy = backoffPolicy(
+            initialDelay=min(0.5, maxDelay),
+            maxDelay=maxDelay,
+            jitter=lambda: random.random() * min(1.0, maxDelay),
+        )
         self._rejections = 0
         self._services: Dict[bool, ClientService] = {}
         for subscriber in (False, True):
@@ -385,7 +395,6 @@ class RedisLink(MultiService):
             )
             service.setServiceParent(self)
             self._services[subscriber] = service
-            self._watch(subscriber)
 
     def _watch(self, subscriber: bool) -> None:
         d = self._services[subscriber].whenConnected(failAfterFailures=None)
@@ -403,7 +412,19 @@ class RedisLink(MultiService):
         steps.append(protocol.execute("PING"))  # a stalled server accepts, too
         d = gatherResults(steps, consumeErrors=True)
         if self.timeout:
-            d.addTimeout(self.timeout, self.reactor)
+
+            def expire() -> None:
+                protocol.timedOut = True
+                d.cancel()
+
+            timer = self.reactor.callLater(self.timeout, expire)
+
+            def answered(result: object) -> object:
+                if timer.active():
+                    timer.cancel()
+                return result
+
+            d.addBoth(answered)
         d.addCallback(lambda _: setattr(self, "_rejections", 0))
         return d.addErrback(self._refused, protocol)
 
@@ -418,17 +439,20 @@ class RedisLink(MultiService):
         protocol.rejected = True
         self._rejections += 1
         if self._rejections == 1:
-            if failure.check(TimeoutError):
-                why = f"no answer in {self.timeout} s"
+            if getattr(protocol, "timedOut", False):
+                log.warn(
+                    "redis: {address} does not answer (no reply in {timeout} s);"
+                    " retrying",
+                    address=str(self.address),
+                    timeout=self.timeout,
+                )
             else:
                 why = getattr(failure.value, "subFailure", failure).getErrorMessage()
-            log.warn(
-                "redis: {address} refused the login: {why}; retrying"
-                if not failure.check(TimeoutError)
-                else "redis: {address} does not answer ({why}); retrying",
-                address=str(self.address),
-                why=why,
-            )
+                log.warn(
+                    "redis: {address} refused the login: {why}; retrying",
+                    address=str(self.address),
+                    why=why,
+                )
             self.reactor.callLater(0, self.onUnreachable)  # not inside ClientService
         if protocol.transport is not None:
             protocol.transport.abortConnection()
@@ -444,10 +468,18 @@ class RedisLink(MultiService):
             self._subscriber = protocol
             steps = [protocol.execute("SUBSCRIBE", c) for c in sorted(self.channels)]
             d = gatherResults(steps, consumeErrors=True)
-            d.addCallback(lambda _: self._maybeUp())
+            d.addCallback(lambda _: self._subscribed())
             d.addErrback(lambda f: None)  # lost again: connectionLost says so
         else:
             self._commands = protocol
+            self._maybeUp()
+
+    def _subscribed(self) -> None:
+        if self.up and self._resubscribing:
+            self._resubscribing = False
+            log.info("redis: subscribed again to {address}", address=str(self.address))
+            self.onResubscribed()
+        else:
             self._maybeUp()
 
     def _maybeUp(self) -> None:
@@ -459,8 +491,11 @@ class RedisLink(MultiService):
 
     def connectionLost(self, subscriber: bool) -> None:
         """
-        One of the two connections was lost: the link is down until both
-        are back.
+        One of the two connections was lost.  Without the command
+        connection the link is down until both are back; without the
+        subscriber alone (Redis drops a subscriber whose output buffer a
+        huge message filled), it stays up, and L{onResubscribed} says when
+        its channels are heard again.
         """
         if subscriber:
             self._subscriber = None
@@ -468,6 +503,14 @@ class RedisLink(MultiService):
             self._commands = None
         if self.running:  # once the service, too, has seen the loss
             self.reactor.callLater(0, self._watch, subscriber)
+        if self.up and subscriber and self._commands is not None:
+            self._resubscribing = True
+            log.warn(
+                "redis: lost the subscription to {address}; subscribing again",
+                address=str(self.address),
+            )
+            return
+        self._resubscribing = False
         if self.up:
             self.up = False
             log.warn("redis: lost {address}; reconnecting", address=str(self.address))
@@ -531,6 +574,8 @@ class RedisLink(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        for subscriber in (False, True):
+            self._watch(subscriber)
         d = self._services[False].whenConnected(failAfterFailures=1)
         d.addErrback(self._unreachable)
 

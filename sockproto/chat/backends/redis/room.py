@@ -19,7 +19,7 @@ A newcomer is served its history first: live events wait for it until
 the history (and the names its front end asks for next) are shown.
 """
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -109,6 +109,7 @@ class SharedRoom:
         self._checkingEpoch = False
         self._epochChecked = -1.0
         self.epoch: Optional[str] = None
+        self._reaped: Set[str] = set()
         self.synced: Deferred[None] = Deferred()
 
     @property
@@ -507,15 +508,22 @@ class SharedRoom:
         """
         Whether C{event} is one this process's members must not see: that
         one of them was lost (another process took this one for dead while
-        it was paused), or is back (this process rejoining after that).
+        it was paused), or that someone is back whose loss they never saw
+        (a process rejoining after Redis started again, empty).
         """
-        if not (
-            (event.kind == QUIT and event.text == SERVER_LOST)
-            or (event.kind == JOIN and event.text == REJOINED)
-        ):
-            return False
-        nick = event.nick.lower()
-        return any(m.nick.lower() == nick for m in self.members.values())
+        if event.kind == QUIT and event.text == SERVER_LOST:
+            nick = event.nick.lower()
+            if any(m.nick.lower() == nick for m in self.members.values()):
+                return True
+            if len(self._reaped) > 10000:
+                self._reaped.clear()
+            self._reaped.add(nick)
+        elif event.kind == JOIN and event.text == REJOINED:
+            nick = event.nick.lower()
+            if nick not in self._reaped:
+                return True
+            self._reaped.discard(nick)
+        return False
 
     def deliverIncoming(self) -> None:
         """

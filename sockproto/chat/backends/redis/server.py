@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -139,6 +140,7 @@ class RedisChatServer:
             self.message,
         )
         link.onUnreachable = self.ready
+        link.onResubscribed = self.resubscribed
         self.service = BrokerService(self)
 
     @property
@@ -257,7 +259,9 @@ class RedisChatServer:
             if self.up:
                 self._goAlone()
             return
-        if not failure.check(ChatError) or self.link.up:
+        if failure.check(ConnectionLost) or not self.link.up:
+            return  # the link says so, once
+        if not failure.check(ChatError):
             self.logFailure(failure, "rejoining the chat network")
 
     def refused(self, failure: Failure) -> None:
@@ -280,6 +284,14 @@ class RedisChatServer:
     def _goAlone(self) -> None:
         self.switch(False)
         self._tellAll(UNAVAILABLE)
+
+    def resubscribed(self) -> None:
+        """
+        The link heard nothing for a while (its subscriber connection was
+        lost and is back): every room reads what it missed from its stream.
+        """
+        for room in list(self._rooms.values()):
+            room.sync()
 
     def linkDown(self) -> None:
         """

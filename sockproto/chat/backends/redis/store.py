@@ -200,10 +200,11 @@ return 1
 # KEYS: nodes, alive, since.  ARGV: node, dead after (ms), a beat is
 # recent within (ms), prefix.  Returns {newly added, dead nodes}.
 #
-# A node reaps another only when it has itself been beating for a whole
+# A node reaps another only when it has itself been beating for twice
 # "dead after" (so a node cut off from Redis, or all of them after Redis
-# stalled, reaps nobody on coming back) and the other's own key expired
-# (so a score written by someone else reaps nobody).
+# stalled, reaps nobody on coming back: the others have that long to
+# reconnect) and the other's own key expired (so a score written by
+# someone else reaps nobody).
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -215,7 +216,7 @@ local new = redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', deadAfter)
 redis.call('SET', KEYS[3], since, 'PX', 3 * deadAfter)
 local dead = {}
-if now - since >= deadAfter then
+if now - since >= 2 * deadAfter then
   local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - deadAfter)
   for _, node in ipairs(old) do
     if redis.call('EXISTS', ARGV[4] .. 'node:' .. node .. ':alive') == 0 then
