@@ -110,6 +110,7 @@ class SharedRoom:
         self._epochChecked = -1.0
         self.epoch: Optional[str] = None
         self._reaped: Set[str] = set()
+        self._unconfirmed: Dict[Tuple[str, str, str, float], None] = {}
         self.synced: Deferred[None] = Deferred()
 
     @property
@@ -499,6 +500,8 @@ class SharedRoom:
         Deliver C{events} at the end of this reactor turn, with any others
         received in it: one write per member.
         """
+        if self._unconfirmed:
+            events = [e for e in events if self._unconfirmed.pop(_key(e), 1)]
         if events:
             self._incoming.extend(e for e in events if not self._false(e))
             if self._incomingCall is None:
@@ -549,6 +552,18 @@ class SharedRoom:
             waiting.append(batch)
         for member in self.local.fanOut(batch):
             self.remove(member, "delivery failed")
+
+    def deliverUnconfirmed(self, events: Sequence[ChatEvent]) -> None:
+        """
+        Publishing C{events} failed: deliver them here.  If Redis took
+        them after all (a command written before it stalled runs when it
+        resumes), the broker's copy is not delivered here again.
+        """
+        if len(self._unconfirmed) > 10000:
+            self._unconfirmed.clear()
+        for event in events:
+            self._unconfirmed[_key(event)] = None
+        self.deliverBatch(EventBatch(tuple(events)))
 
     def backfill(self, request: Backfill) -> "Deferred[Any]":
         """
@@ -614,3 +629,8 @@ class SharedRoom:
         synced, self.synced = self.synced, succeed(None)
         if not synced.called:
             synced.callback(None)
+
+
+def _key(event: ChatEvent) -> Tuple[str, str, str, float]:
+    """What tells an event from any other: as it travels (time in ms)."""
+    return (event.kind, event.nick, event.text, round(event.time, 3))

@@ -497,7 +497,7 @@ class RedisChatServer:
             self.rejoin()
             return
         d = self.store.publish(room.name, encode_events(events))
-        d.addErrback(lambda _: room.deliverBatch(EventBatch(tuple(events))))
+        d.addErrback(lambda _: room.deliverUnconfirmed(events))
 
     def message(self, channel: bytes, data: bytes) -> None:
         """
