@@ -111,6 +111,9 @@ class Run:
     One fault on a fresh cluster: redis-server, three nodes, clients.
     """
 
+    stopped = float("inf")
+    """When the traffic stopped."""
+
     def __init__(self, reactor: Any, fault: str, options: argparse.Namespace) -> None:
         self.reactor, self.fault, self.options = reactor, fault, options
         self.directory = tempfile.mkdtemp(prefix=f"sockproto-faults-{fault}-")
@@ -270,8 +273,8 @@ class Run:
         result["untold"] = self.untold()
         result["presence"] = self.presence()
         forged = ("c0x0", 0)  # what the forge fault says
-        got = [key for c in self.clients for key, _ in c.got]
-        result["fake"] = got.count(forged)
+        everything = [key for c in self.clients for key, _ in c.got]
+        result["fake"] = everything.count(forged)
         return result
 
     def disagreements(
@@ -430,8 +433,6 @@ def main(reactor: Any, argv: Sequence[str]) -> Any:
                 print(f"    {line}")
     return 1 if failures else 0
 
-
-Run.stopped = float("inf")
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
