@@ -42,6 +42,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
 from ....logs import SafeLogger
+from ....tlsclient import client_tls_options
 
 __all__ = [
     "RedisAddress",
@@ -245,8 +246,6 @@ class RedisAddress:
         if not self.tls:
             return endpoint
         from twisted.internet.ssl import Certificate, platformTrust
-
-        from ....tlsclient import client_tls_options
 
         trust: Any = platformTrust()
         if self.ca is not None:
@@ -505,8 +504,8 @@ class RedisLink(MultiService):
             self.reactor.callLater(0, self._watch, subscriber)
         if self.up and subscriber and self._commands is not None:
             self._resubscribing = True
-            log.warn(
-                "redis: lost the subscription to {address}; subscribing again",
+            log.info(
+                "redis: subscribing again to {address} (that connection closed)",
                 address=str(self.address),
             )
             return
