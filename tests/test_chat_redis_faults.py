@@ -433,3 +433,23 @@ class FailedLoginTests(TestCase):
         chat.clock.advance(0)
         yield deferLater(reactor, 0, lambda: None)
         self.assertIn(UNAVAILABLE, alice.seen())
+
+
+class RedisOptionTests(TestCase):
+    def test_the_deadline_and_the_back_off_come_from_the_options(self) -> None:
+        RedisServer.skipUnlessAvailable()
+        from sockproto.chat.options import ChatOptions
+
+        options = ChatOptions()
+        options.parseOptions(
+            ["--redis", "redis://127.0.0.1:1", "--redis-timeout", "1.5"]
+            + ["--heartbeat", "2"]
+        )
+        server = options.buildServer()
+        assert isinstance(server, RedisChatServer)
+        self.assertEqual(server.link.timeout, 1.5)
+        # Reconnecting never waits longer than a heartbeat (and a second of
+        # jitter at most), so that after an outage every process is back
+        # well before the others would reap it.
+        delays = [server.link._policy(attempt) for attempt in range(30)]
+        self.assertLessEqual(max(delays), 2 + 1)

@@ -148,6 +148,8 @@ class SharedChatProcessesTests(TestCase):
                 "is not a redis://, rediss:// or unix:// URL",
             ),
             (["--redis", "redis://h:x"], "bad port in"),
+            (["--redis", "rediss://h?ca=/no/ca.pem"], "no CA file '/no/ca.pem'"),
+            (["--redis", "redis://h", "--redis-timeout", "soon"], "--redis-timeout"),
             (["--redis-password-file", "/nonexistent"], "needs --redis"),
             (
                 ["--redis", "redis://h", "--redis-password-file", "/nonexistent"],
