@@ -20,8 +20,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from sockproto.chat.backends.redis.resp import RedisLink, parse_redis_url
-from sockproto.chat.backends.redis.room import LOST_STATE
 from sockproto.chat.backends.redis.server import RedisChatServer
+from sockproto.chat.backends.redis.stream import LOST_STATE
 from sockproto.chat.backends.redis.wire import encode_events
 from sockproto.chat.events import ChatEvent
 from sockproto.testing import ChatOnClock, RedisServer, temporary_directory, wait_for
@@ -218,7 +218,7 @@ class EmptyRestartTests(ThreeNodes, LogWatcher, TestCase):
             user.seen()
         late = self.servers[2]  # carol's node, away across the restart
         yield late.link.stopService()
-        late.linkDown()  # as its connections' loss would say
+        late.presence.linkDown()  # as its connections' loss would say
         carol.seen()
         self.redis.stop()
         yield wait_for(lambda: not any(s.up for s in self.servers[:2]), timeout=5)
@@ -252,7 +252,7 @@ class EmptyRestartTests(ThreeNodes, LogWatcher, TestCase):
         yield deferLater(reactor, 0.05, lambda: None)
         # Node 0 claims first after the (empty) restart; zed's comes after.
         first, holder = self.servers[0], self.servers[1]
-        reclaim = holder.reclaim
+        reclaim = holder.presence.reclaim
 
         @inlineCallbacks
         def later() -> Any:
@@ -260,7 +260,7 @@ class EmptyRestartTests(ThreeNodes, LogWatcher, TestCase):
             result = yield reclaim()
             return result
 
-        holder.reclaim = later  # type: ignore[method-assign]
+        holder.presence.reclaim = later  # type: ignore[method-assign]
         self.redis.start()
         yield wait_for(lambda: all(s.up for s in self.servers), timeout=15)
         yield pause(0.2)
@@ -293,14 +293,14 @@ class PausedNodeTests(ThreeNodes, TestCase):
         yield self.turn()
         alice.seen(), bob.seen(), dave.seen()
         paused = self.servers[1]
-        paused._beat.stop()  # what a paused process does: nothing
+        paused.presence.beating.stop()  # what a paused process does: nothing
         seen: List[Any] = []
         gone = ("leave", "bob", "lobby", "server lost")
         yield wait_for(lambda: seen.extend(alice.seen()) or gone in seen, timeout=5)
         alice.send("/nick bob")  # free now, as far as anyone can tell
         yield self.turn()
         yield pause(0.8)
-        paused._beat.start(self.heartbeat, now=False)  # it goes on...
+        paused.presence.beating.start(self.heartbeat, now=False)  # it goes on...
         bob.send("typed while paused")  # ...with what its clients typed
         yield wait_for(lambda: paused.up, timeout=5)
         yield pause(0.3)

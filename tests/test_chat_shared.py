@@ -334,7 +334,7 @@ class SharedGuaranteeTests(ThreeNodes, TestCase):
     def test_a_killed_node_s_members_leave_within_three_heartbeats(self) -> Any:
         alice, bob = yield self.named("alice", "bob")  # bob on node 1
         lost = self.servers[1]
-        lost._beat.stop()  # as if killed: no goodbye, no more heartbeats
+        lost.presence.beating.stop()  # as if killed: no goodbye, no more heartbeats
         yield lost.link.stopService()
         started = reactor.seconds()
         seen: List[Any] = []
@@ -539,7 +539,7 @@ class SharedFactoryTests(RedisFixture, TestCase):
         samples = scrape(ChatFactory(server))
         self.assertEqual(samples[("sockproto_chat_broker_up", ())], 1)
         self.assertGreater(samples[("sockproto_chat_broker_lag_seconds", ())], 0)
-        server.linkDown()  # as when Redis goes away
+        server.presence.linkDown()  # as when Redis goes away
         samples = scrape(ChatFactory(server))
         self.assertEqual(samples[("sockproto_chat_broker_up", ())], 0)
 

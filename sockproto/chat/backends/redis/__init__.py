@@ -8,9 +8,13 @@ and machines.
   Lua scripts;
 - C{wire}: the format of a batch on a room's channel;
 - C{feed}: the order of a room's numbered messages (pure state);
-- C{room}: a shared room, containing an in-process one;
-- C{server}: the shared server, containing an in-process one, and the
-  service that runs its link.
+- C{stream}: what comes from the broker for one room: looked up in the
+  room's stream, put in order, backfilled, epochs;
+- C{room}: a shared room, containing an in-process one, and its stream;
+- C{presence}: the life of a process's link: going alone, heartbeats,
+  reaping, coming back;
+- C{server}: the shared server, containing an in-process one and its
+  presence, and the service that runs its link.
 """
 
 from .server import BrokerService, RedisChatServer

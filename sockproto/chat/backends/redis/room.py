@@ -5,23 +5,16 @@ A room shared through Redis, as one process sees it.
 It I{contains} an in-process L{ChatRoom}: that one holds the room's
 members in this process, fans events out to them, keeps the room's recent
 history as this process last saw it, and serves the room alone while
-Redis is away.  The broker's numbered messages are put in order by a
-L{RoomFeed} (pure state); this module does what the feed says.
-
-Nothing on the room's channel is believed as it comes: a number is
-delivered only as the room's stream holds it (the channel says "look",
-the stream says what), so a message forged on the channel, even with the
-next number, is dropped, and never displaces the real one.  A number
-from before the room's current one hints that Redis started again: the
-room's epoch, read with its number, says.
+Redis is away.  What comes from the broker (verified against the room's
+stream, put in order, backfilled) is its L{RoomStream}'s.
 
 A newcomer is served its history first: live events wait for it until
 the history (and the names its front end asks for next) are shown.
 """
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,9 +33,8 @@ from ...events import (
 )
 from ...interfaces import IChatMember, IChatRoom
 from ..memory import ChatRoom
-from .feed import Action, Backfill, Deliver, Forged, Gap, RoomFeed
 from .store import Entries
-from .wire import MalformedMessageError, decode_events
+from .stream import RoomStream
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import RedisChatServer
@@ -52,14 +44,6 @@ __all__ = ["SharedRoom"]
 log = SafeLogger()
 
 SAID = (MESSAGE, ACTION)
-SERVER_LOST = "server lost"
-"""The reason given for members of a process taken for dead."""
-REJOINED = "rejoined"
-"""The text of a JOIN a process announces for members it had lost."""
-LOST_STATE = (
-    "the chat network lost its recent state (Redis started again, empty):"
-    " lines said on other servers just before may be missing"
-)
 
 
 @implementer(IChatRoom)
@@ -68,10 +52,10 @@ class SharedRoom:
     A room shared through Redis: its members here, and the broker's
     numbered events, delivered in order.
 
-    (Over 300 lines: it does what the feed says — deliver, backfill, sync
-    — and each of the room's operations in both modes; the Redis side is
-    L{RedisStore}'s, the order L{RoomFeed}'s, the members the local
-    room's.)
+    (Just over 300 lines: each of the room's operations in both modes,
+    and a newcomer's arrival, history first; what comes from the broker
+    is L{RoomStream}'s, the Redis side L{RedisStore}'s, the members the
+    local room's.)
 
     @ivar local: the in-process room inside: members, fan-out, history,
         and the whole room while L{alone}.
@@ -95,23 +79,14 @@ class SharedRoom:
             server.stats,
         )
         self.alone = not server.up
-        self.feed: RoomFeed[List[ChatEvent]] = RoomFeed()
         self._pending: List[ChatEvent] = []
         self._flushCall: Optional[IDelayedCall] = None
-        self._incoming: List[ChatEvent] = []
-        self._incomingCall: Optional[IDelayedCall] = None
         self._arriving: Dict[int, IChatMember] = {}
         self._catchingUp: Dict[int, Tuple[IChatMember, List[EventBatch]]] = {}
         self._releasing: List[IChatMember] = []
         self._releaseCall: Optional[IDelayedCall] = None
-        self._unverified: List[int] = []
-        self._verifyCall: Optional[IDelayedCall] = None
-        self._checkingEpoch = False
-        self._epochChecked = -1.0
-        self.epoch: Optional[str] = None
-        self._reaped: Set[str] = set()
-        self._unconfirmed: Dict[Tuple[str, str, str, float], None] = {}
-        self.synced: Deferred[None] = Deferred()
+        self.stream = RoomStream(self)
+        self.feed = self.stream.feed
 
     @property
     def members(self) -> Dict[int, IChatMember]:
@@ -122,6 +97,11 @@ class SharedRoom:
     def history(self) -> Sequence[ChatEvent]:
         """The room's recent lines, as this process last saw them."""
         return self.local.history
+
+    @property
+    def synced(self) -> "Deferred[None]":
+        """Fires once the room has first synced (the stream's)."""
+        return self.stream.synced
 
     @property
     def lastSeq(self) -> int:
@@ -138,9 +118,8 @@ class SharedRoom:
         """Whether events wait to be published or delivered."""
         return bool(
             self._pending
-            or self._incoming
+            or self.stream.pending
             or self.local.pending
-            or self._unverified
             or self._catchingUp
         )
 
@@ -175,7 +154,7 @@ class SharedRoom:
     # --- joining and leaving ---------------------------------------------
 
     def join(self, member: IChatMember) -> "Deferred[List[ChatEvent]]":
-        self.deliverIncoming()  # what came before the member's history
+        self.stream.deliverIncoming()  # what came before the member's history
         if self.alone:
             self.server.tellAlone(member)
             return self.local.join(member)
@@ -203,7 +182,7 @@ class SharedRoom:
         if self.alone:
             return self.local.join(member)
         self.flush()
-        self.deliverIncoming()
+        self.stream.deliverIncoming()
         self._catchingUp[id(member)] = (member, [])
         self._announce(
             ChatEvent(JOIN, self.name, member.nick, time=self.clock.seconds())
@@ -263,7 +242,7 @@ class SharedRoom:
         d = self.store.recent(self.name, end, count)
 
         def lines(entries: Entries) -> List[ChatEvent]:
-            events = [e for _, es in self._decode(entries) for e in es]
+            events = [e for _, es in self.stream.decode(entries) for e in es]
             return [e for e in events if e.kind in SAID][-historySize:]
 
         return d.addCallback(lines)
@@ -382,7 +361,7 @@ class SharedRoom:
                 self._flushCall.cancel()
             self._flushCall = None
         if self.alone:
-            self.deliverIncoming()
+            self.stream.deliverIncoming()
             self.local.flush()
             return
         if self._pending:
@@ -390,155 +369,16 @@ class SharedRoom:
             self.server.publish(self, events)
 
     def received(self, seq: int, data: bytes) -> None:
-        """
-        Called with each numbered message of the room's channel: its
-        number is looked up in the room's stream (once per turn for all
-        that came in it), and only what the stream holds is delivered.
-        """
-        if seq <= self.feed.lastSeq:
-            return self._checkEpoch()  # a duplicate, or Redis started again
-        if not self.server.link.up:
-            return  # what was missed is read when the room syncs again
-        self._unverified.append(seq)
-        if self._verifyCall is None:
-            self._verifyCall = self.clock.callLater(0, self._verify)
+        """Called with each numbered message of the room's channel."""
+        self.stream.received(seq, data)
 
-    def _verify(self) -> "Deferred[Any]":
-        self._verifyCall = None
-        last = self.feed.lastSeq
-        seqs = sorted({seq for seq in self._unverified if seq > last})
-        self._unverified = []
-        if not seqs:
-            return succeed(None)
-        d = self.store.messages(self.name, seqs[0], seqs[-1])
+    def sync(self) -> "Deferred[None]":
+        """See L{RoomStream.sync}."""
+        return self.stream.sync()
 
-        def verified(entries: Entries) -> None:
-            found = dict(self._decode(entries))
-            actions: List[Action] = []
-            for seq in seqs:
-                events = found.get(seq)
-                if events is None:
-                    self.server.dropped(self.name, f"number {seq} is not in its stream")
-                else:
-                    actions += self.feed.received(seq, events)
-            self.perform(actions)
-
-        def failed(failure: Failure) -> None:
-            # Redis went away: the room syncs when it is back.  Else the
-            # next number's gap makes the feed read these again.
-            self.server.logFailure(failure, f"reading #{self.name}'s stream")
-
-        return d.addCallbacks(verified, failed)
-
-    def _checkEpoch(self) -> None:
-        """
-        A number already delivered came again: if Redis lost the room's
-        state meanwhile (a new epoch), deliver the new epoch's messages
-        from the first.  At most one look a second.
-        """
-        now = self.clock.seconds()
-        if self._checkingEpoch or now - self._epochChecked < 1.0:
-            return
-        self._checkingEpoch, self._epochChecked = True, now
-        d = self.store.position(self.name)
-
-        def checked(position: Tuple[int, str]) -> None:
-            if self._newEpoch(position[1]) and not self.feed.syncing:
-                self.backfill(self.feed.startBackfill(None))
-
-        d.addCallbacks(checked, lambda failure: None)
-        d.addBoth(lambda _: setattr(self, "_checkingEpoch", False))
-
-    def _newEpoch(self, epoch: str) -> bool:
-        """
-        Note the room's epoch; if it changed, Redis lost the room's state:
-        say so (log, and this process's members), and start the feed again
-        from the new epoch's first number.
-        """
-        old, self.epoch = self.epoch, epoch
-        if old is None or old == epoch:
-            return False
-        log.warn(
-            "chat: #{room}: Redis lost the room's state (it started again empty,"
-            " or was flushed); delivering its lines from the new start, after"
-            " {seq}: what other processes published just before is lost",
-            room=self.name,
-            seq=self.feed.lastSeq,
-        )
-        self.feed.newEpoch()
-        for member in list(self.members.values()):
-            notice = getattr(member, "notice", None)
-            if notice is not None:
-                notice(LOST_STATE)
-        return True
-
-    def perform(self, actions: Sequence[Action]) -> None:
-        """
-        Do what the feed says: deliver, read the stream, log.
-        """
-        for action in actions:
-            if isinstance(action, Deliver):
-                self._deliverNumbered(action.payload)
-            elif isinstance(action, Backfill):
-                self.backfill(action)
-            elif isinstance(action, Gap):
-                log.warn(
-                    "chat: #{room} events {first} to {last} are no longer"
-                    " in Redis; going on from {seq}",
-                    room=self.name,
-                    first=action.first,
-                    last=action.last,
-                    seq=action.last + 1,
-                )
-            elif isinstance(action, Forged):
-                self.server.dropped(
-                    self.name, f"number {action.seq} past {action.current}"
-                )
-
-    def _deliverNumbered(self, events: List[ChatEvent]) -> None:
-        """
-        Deliver C{events} at the end of this reactor turn, with any others
-        received in it: one write per member.
-        """
-        if self._unconfirmed:
-            events = [e for e in events if self._unconfirmed.pop(_key(e), 1)]
-        if events:
-            self._incoming.extend(e for e in events if not self._false(e))
-            if self._incomingCall is None:
-                self._incomingCall = self.clock.callLater(0, self.deliverIncoming)
-
-    def _false(self, event: ChatEvent) -> bool:
-        """
-        Whether C{event} is one this process's members must not see: that
-        one of them was lost (another process took this one for dead while
-        it was paused), or that someone is back whose loss they never saw
-        (a process rejoining after Redis started again, empty).
-        """
-        if event.kind == QUIT and event.text == SERVER_LOST:
-            nick = event.nick.lower()
-            if any(m.nick.lower() == nick for m in self.members.values()):
-                return True
-            if len(self._reaped) > 10000:
-                self._reaped.clear()
-            self._reaped.add(nick)
-        elif event.kind == JOIN and event.text == REJOINED:
-            nick = event.nick.lower()
-            if nick not in self._reaped:
-                return True
-            self._reaped.discard(nick)
-        return False
-
-    def deliverIncoming(self) -> None:
-        """
-        Deliver what was received from the broker, at once.
-        """
-        if self._incomingCall is not None:
-            if self._incomingCall.active():
-                self._incomingCall.cancel()
-            self._incomingCall = None
-        events, self._incoming = self._incoming, []
-        if events:
-            self.deliverBatch(EventBatch(tuple(events)))
+    def deliverUnconfirmed(self, events: Sequence[ChatEvent]) -> None:
+        """See L{RoomStream.deliverUnconfirmed}."""
+        self.stream.deliverUnconfirmed(events)
 
     def deliverBatch(self, batch: EventBatch) -> None:
         """
@@ -552,85 +392,3 @@ class SharedRoom:
             waiting.append(batch)
         for member in self.local.fanOut(batch):
             self.remove(member, "delivery failed")
-
-    def deliverUnconfirmed(self, events: Sequence[ChatEvent]) -> None:
-        """
-        Publishing C{events} failed: deliver them here.  If Redis took
-        them after all (a command written before it stalled runs when it
-        resumes), the broker's copy is not delivered here again.
-        """
-        if len(self._unconfirmed) > 10000:
-            self._unconfirmed.clear()
-        for event in events:
-            self._unconfirmed[_key(event)] = None
-        self.deliverBatch(EventBatch(tuple(events)))
-
-    def backfill(self, request: Backfill) -> "Deferred[Any]":
-        """
-        Read the stream as C{request} says, with the room's number, and give
-        both to the feed.
-        """
-        reads: List[Deferred[Any]] = [
-            self.store.messages(self.name, request.first, request.last),
-            self.store.position(self.name),
-        ]
-        d = gatherResults(reads, consumeErrors=True)
-
-        def read(replies: List[Any]) -> Optional["Deferred[Any]"]:
-            entries, (current, epoch) = replies
-            if self._newEpoch(epoch):  # what was read is the new epoch's
-                return self.backfill(self.feed.startBackfill(None))
-            self.perform(self.feed.backfilled(self._decode(entries), current))
-            return None
-
-        def failed(failure: Failure) -> None:
-            self.server.logFailure(failure, f"backfilling #{self.name}")
-            self.perform(self.feed.failed())
-
-        return d.addCallbacks(read, failed)
-
-    def _decode(self, entries: Entries) -> List[Tuple[int, List[ChatEvent]]]:
-        decoded = []
-        for seq, data in entries:
-            try:
-                decoded.append((seq, decode_events(data)))
-            except MalformedMessageError as e:
-                self.server.dropped(self.name, str(e))
-                decoded.append((seq, []))
-        return decoded
-
-    def sync(self) -> "Deferred[None]":
-        """
-        Start from the room's current number, once subscribed; then deliver
-        what arrived meanwhile.  After a reconnection, backfill what was
-        published while away (or start again from the broker's number if
-        Redis lost its data).
-        """
-        self.feed.startSync()
-        d: Deferred[Any] = self.store.position(self.name)
-
-        def start(position: Tuple[int, str]) -> Optional["Deferred[Any]"]:
-            current, epoch = position
-            self._newEpoch(epoch)
-            actions = self.feed.synced(current)
-            backfills = [a for a in actions if isinstance(a, Backfill)]
-            self.perform([a for a in actions if not isinstance(a, Backfill)])
-            return self.backfill(backfills[0]) if backfills else None
-
-        def failed(failure: Failure) -> None:
-            self.server.logFailure(failure, f"joining #{self.name}")
-            self.perform(self.feed.failed())
-
-        d.addCallbacks(start, failed)
-        d.addBoth(lambda _: self._synced())
-        return d
-
-    def _synced(self) -> None:
-        synced, self.synced = self.synced, succeed(None)
-        if not synced.called:
-            synced.callback(None)
-
-
-def _key(event: ChatEvent) -> Tuple[str, str, str, float]:
-    """What tells an event from any other: as it travels (time in ms)."""
-    return (event.kind, event.nick, event.text, round(event.time, 3))
